@@ -1,0 +1,110 @@
+"""RFC 8785 (JSON Canonicalization Scheme) encoding for the values the ledger commits to.
+
+The ledger only ever canonicalises strings, integers with |n| < 2**53, booleans, null, arrays and
+objects: floats are refused outright (money is never a float, DESIGN §2), which removes the only
+hard part of JCS (ECMAScript number formatting). For that subset, JCS output is exactly
+``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` with object members ordered by the
+UTF-16 code units of their names (RFC 8785 §3.2.3). The property tests compare against the
+``rfc8785`` package rather than trusting this argument.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from audit_ledger.errors import FormatError
+
+#: RFC 8785 §3.2.2.3 / I-JSON: integers outside this range lose precision in IEEE-754 readers.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _utf16_key(name: str) -> bytes:
+    return name.encode("utf-16-be", "surrogatepass")
+
+
+def _normalise(value: Any, path: str) -> Any:
+    """Check ``value`` is in the canonicalisable subset and order object members per JCS."""
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            _check_string(value, path)
+        return value
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise FormatError(f"{path}: integer outside ±(2^53-1)")
+        return value
+    if isinstance(value, float):
+        raise FormatError(f"{path}: floats are not allowed (use an integer or a decimal string)")
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for name in sorted(value, key=lambda k: _utf16_key(k) if isinstance(k, str) else b""):
+            if not isinstance(name, str):
+                raise FormatError(f"{path}: object member names must be strings")
+            _check_string(name, path)
+            out[name] = _normalise(value[name], f"{path}.{name}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_normalise(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise FormatError(f"{path}: unsupported JSON type {type(value).__name__}")
+
+
+def _check_string(text: str, path: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8, and RFC 8785 requires valid Unicode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"{path}: string is not valid Unicode (lone surrogate)") from None
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 canonical UTF-8 bytes of ``value`` (floats refused)."""
+    return _encoder.encode(_normalise(value, "$")).encode("utf-8")
+
+
+def canonical_json_ascii_keys(value: Mapping[str, Any]) -> bytes:
+    """Fast path for values already known to be in the subset with ASCII-only member names.
+
+    With ASCII names, code-point order equals UTF-16 order, so ``sort_keys`` is exact. Callers
+    (the leaf header) validate their members themselves.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def _reject_float(text: str) -> Any:
+    raise FormatError("floats are not allowed")
+
+
+def _reject_constant(text: str) -> Any:
+    raise FormatError(f"{text} is not valid JSON")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise FormatError(f"duplicate object member {name!r}")
+        obj[name] = value
+    return obj
+
+
+def strict_loads(data: bytes | str) -> Any:
+    """Parse JSON strictly: no floats, no NaN/Infinity, no duplicate member names.
+
+    Raises :class:`FormatError` for anything that is not such JSON, never ``ValueError``.
+    """
+    try:
+        return json.loads(
+            data,
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_members,
+        )
+    except FormatError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FormatError(f"invalid JSON: {exc.__class__.__name__}") from None

@@ -1,0 +1,153 @@
+"""Ledger format v1 leaf header (DESIGN §3, normative).
+
+A leaf is the RFC 8785 canonical JSON of the header, UTF-8 encoded. :meth:`LeafHeader.encode`
+produces it; :func:`parse_leaf` accepts exactly the bytes ``encode`` would produce and nothing
+else, so a re-encoding check is built into parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit_ledger.core.canonical import MAX_SAFE_INTEGER, canonical_json_ascii_keys, strict_loads
+from audit_ledger.core.timestamps import is_canonical_timestamp
+from audit_ledger.errors import FormatError
+
+FORMAT_VERSION = 1
+ZERO_HASH_HEX = "0" * 64
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+# Ref names are ASCII identifiers so that the fast JCS path (sort_keys) stays exact.
+_REF_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+_MEMBERS = frozenset(
+    {
+        "v", "seq", "event_id", "category", "event_type", "occurred_at", "recorded_at",
+        "writer", "correlation_id", "refs", "key_id", "payload_sha256", "prev",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LeafHeader:
+    """One entry's committed header. All members are required in v1."""
+
+    seq: int
+    event_id: str
+    category: str
+    event_type: str
+    occurred_at: str
+    recorded_at: str
+    writer: str
+    correlation_id: str | None
+    refs: Mapping[str, str] = field(default_factory=dict)
+    key_id: str | None = None
+    payload_sha256: str | None = None
+    prev: str = ZERO_HASH_HEX
+    v: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The header as a plain JSON object (member order irrelevant; encode() sorts)."""
+        return {
+            "v": self.v,
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "category": self.category,
+            "event_type": self.event_type,
+            "occurred_at": self.occurred_at,
+            "recorded_at": self.recorded_at,
+            "writer": self.writer,
+            "correlation_id": self.correlation_id,
+            "refs": dict(self.refs),
+            "key_id": self.key_id,
+            "payload_sha256": self.payload_sha256,
+            "prev": self.prev,
+        }
+
+    def encode(self) -> bytes:
+        """Canonical leaf bytes (RFC 8785 JCS of :meth:`to_dict`)."""
+        return canonical_json_ascii_keys(self.to_dict())
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_text(name: str, value: object, *, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if not isinstance(value, str):
+        raise FormatError(f"header.{name} must be a string{' or null' if nullable else ''}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"header.{name} is not valid Unicode") from None
+
+
+def _validate(h: LeafHeader) -> None:
+    if not _is_int(h.v) or h.v != FORMAT_VERSION:
+        raise FormatError(f"header.v must be {FORMAT_VERSION}")
+    if not _is_int(h.seq) or not 0 <= h.seq <= MAX_SAFE_INTEGER:
+        raise FormatError("header.seq must be a non-negative integer below 2^53")
+    if not isinstance(h.event_id, str) or not _UUID.match(h.event_id):
+        raise FormatError("header.event_id must be a lower-case hyphenated UUID")
+    for name in ("category", "event_type", "writer"):
+        _check_text(name, getattr(h, name))
+        if not getattr(h, name):
+            raise FormatError(f"header.{name} must not be empty")
+    _check_text("correlation_id", h.correlation_id, nullable=True)
+    _check_text("key_id", h.key_id, nullable=True)
+    for name in ("occurred_at", "recorded_at"):
+        if not is_canonical_timestamp(getattr(h, name)):
+            raise FormatError(f"header.{name} must be RFC 3339 UTC with 6 fractional digits")
+    if not isinstance(h.refs, Mapping):
+        raise FormatError("header.refs must be an object")
+    for ref_name, ref_value in h.refs.items():
+        if not isinstance(ref_name, str) or not _REF_NAME.match(ref_name):
+            raise FormatError("header.refs names must match [a-z][a-z0-9_]{0,31}")
+        if not isinstance(ref_value, str):
+            raise FormatError("header.refs values must be strings")
+        _check_text("refs", ref_value)
+    if h.payload_sha256 is not None and (
+        not isinstance(h.payload_sha256, str) or not _HEX64.match(h.payload_sha256)
+    ):
+        raise FormatError("header.payload_sha256 must be 64 lower-case hex digits or null")
+    if not isinstance(h.prev, str) or not _HEX64.match(h.prev):
+        raise FormatError("header.prev must be 64 lower-case hex digits")
+    if h.seq == 0 and h.prev != ZERO_HASH_HEX:
+        raise FormatError("header.prev of seq 0 must be 64 zeros")
+
+
+def header_from_dict(obj: object) -> LeafHeader:
+    """Build a header from a parsed JSON object, rejecting unknown or missing members."""
+    if not isinstance(obj, dict):
+        raise FormatError("leaf is not a JSON object")
+    keys = set(obj)
+    if keys != _MEMBERS:
+        missing, extra = sorted(_MEMBERS - keys), sorted(keys - _MEMBERS)
+        raise FormatError(f"header members wrong: missing {missing}, unknown {extra}")
+    try:
+        return LeafHeader(**obj)
+    except TypeError:
+        raise FormatError("header members have the wrong types") from None
+
+
+def parse_leaf(leaf: bytes) -> LeafHeader:
+    """Parse leaf bytes; they must be exactly the canonical encoding of a valid v1 header."""
+    if not isinstance(leaf, bytes | bytearray | memoryview):
+        raise FormatError("leaf must be bytes")
+    leaf = bytes(leaf)
+    try:
+        text = leaf.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("leaf is not UTF-8") from None
+    header = header_from_dict(strict_loads(text))
+    if header.encode() != leaf:
+        raise FormatError("leaf bytes are not the canonical encoding of their header")
+    return header

@@ -1,0 +1,65 @@
+"""RFC 3339 timestamps in the one form the ledger commits to: UTC, 6 fractional digits, ``Z``.
+
+Example: ``2026-11-28T03:55:17.123456Z``. Inputs with an offset or fewer digits are normalised
+to that form before hashing and before idempotency comparison (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from audit_ledger.errors import FormatError
+
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+# RFC 3339 §5.6 date-time; "T"/"Z" case-insensitive per the RFC's note; fraction of any length.
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})(?P<frac>\.\d+)?"
+    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})\Z"
+)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Format an aware datetime as the canonical ledger timestamp."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise FormatError("timestamp must carry a time zone")
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse any RFC 3339 date-time (offset required) into an aware UTC datetime.
+
+    Fractions beyond microseconds are truncated (not rounded) so that normalisation never moves
+    a timestamp across a second boundary.
+    """
+    if not isinstance(text, str):
+        raise FormatError("timestamp must be a string")
+    match = _RFC3339.match(text)
+    if match is None:
+        raise FormatError("timestamp is not RFC 3339 with a time zone")
+    frac = (match["frac"] or ".0")[1:]
+    micro = int((frac + "000000")[:6])
+    tz = match["tz"].upper()
+    iso = f"{match['date']}T{match['time']}{'+00:00' if tz == 'Z' else tz}"
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        raise FormatError("timestamp has an out-of-range field") from None
+    return moment.replace(microsecond=micro).astimezone(UTC)
+
+
+def normalise_timestamp(text: str) -> str:
+    """Return the canonical form of any RFC 3339 timestamp."""
+    return format_timestamp(parse_timestamp(text))
+
+
+def is_canonical_timestamp(text: str) -> bool:
+    """True when ``text`` is already in canonical form (and denotes a real instant)."""
+    if not isinstance(text, str) or _CANONICAL.match(text) is None:
+        return False
+    try:
+        datetime.fromisoformat(text[:-1] + "+00:00")
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,82 @@
+"""One base error per layer (sigstore-python style).
+
+Parsers never leak ``ValueError``/``KeyError``: they raise their layer's error. Domain errors
+carry no HTTP status; the API maps them in one place.
+"""
+
+from __future__ import annotations
+
+
+class AuditLedgerError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(AuditLedgerError):
+    """Settings, policy or key files are missing or malformed."""
+
+
+class CoreError(AuditLedgerError):
+    """Base of the pure ``core`` layer's errors."""
+
+
+class FormatError(CoreError):
+    """Bytes or values that are not valid ledger format v1 (leaf, timestamp, canonical JSON)."""
+
+
+class ProofError(CoreError):
+    """A Merkle proof request is out of range or a proof does not verify."""
+
+
+class CheckpointError(CoreError):
+    """A checkpoint or signed note is malformed or its signature does not verify."""
+
+
+class CryptoError(AuditLedgerError):
+    """Base of the ``crypto`` layer's errors (authentication failures, bad keys)."""
+
+
+class StorageError(AuditLedgerError):
+    """Base of the ``storage`` layer's errors."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database cannot be reached; the caller may retry later."""
+
+
+class LedgerError(AuditLedgerError):
+    """Base of the use-case layer's errors."""
+
+
+class ValidationError(LedgerError):
+    """An event or request is invalid. ``fields`` names the failing fields, never their values."""
+
+    def __init__(self, detail: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = fields or []
+
+
+class ConflictError(LedgerError):
+    """An ``event_id`` was reused with different content."""
+
+
+class NotFoundError(LedgerError):
+    """The requested entry, checkpoint or object does not exist."""
+
+
+class PermissionDeniedError(LedgerError):
+    """The principal is authenticated but its roles do not allow the action."""
+
+
+class AuthenticationError(LedgerError):
+    """No valid credentials were presented."""
+
+
+class ChainBrokenError(CoreError):
+    """Verification found the log inconsistent. ``seq`` is the first bad entry (or None)."""
+
+    def __init__(self, seq: int | None, reason: str) -> None:
+        where = f"seq {seq}" if seq is not None else "log"
+        super().__init__(f"{where}: {reason}")
+        self.seq = seq
+        self.reason = reason
