@@ -1,0 +1,225 @@
+"""Key material outside the database: the key-encryption key (KEK), the blind-index key and the
+checkpoint signing key, kept as files in ``keys/`` (mode 0600).
+
+Data keys (DEKs) live in the database only wrapped by the KEK, through the small
+:class:`KeyProvider` protocol, so a KMS-backed provider can replace :class:`FileKeyProvider`
+without touching callers. Wrapping is AES-256-GCM with the DEK's id as associated data, so a
+wrapped key cannot be swapped onto another key id.
+
+Files (all created by :func:`init_keys`):
+
+* ``kek.key`` — base64 of 32 random bytes;
+* ``index.key`` — base64 of 32 random bytes (HMAC key for blind indexes);
+* ``checkpoint.key`` — ``PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>``, the signer key
+  format of ``golang.org/x/mod/sumdb/note``, so the same file works with Go tooling.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from audit_ledger.core.checkpoint import (
+    ALG_ED25519,
+    Checkpoint,
+    Verifier,
+    check_key_name,
+    make_verifier,
+    sign_note,
+)
+from audit_ledger.crypto.blind_index import BlindIndexer
+from audit_ledger.crypto.envelope import KEY_SIZE, NONCE_SIZE, DataKey
+from audit_ledger.crypto.secret import Secret
+from audit_ledger.errors import CheckpointError, ConfigError, CryptoError
+
+KEK_FILE = "kek.key"
+INDEX_FILE = "index.key"
+CHECKPOINT_FILE = "checkpoint.key"
+_WRAP_CONTEXT = b"audit-ledger/dek-wrap/v1\x00"
+
+
+class KeyProvider(Protocol):
+    """Wraps and unwraps data keys with a key-encryption key held outside the database."""
+
+    @property
+    def kek_id(self) -> str:
+        """Identifies the KEK that :meth:`wrap` uses (stored beside each wrapped key)."""
+        ...
+
+    def wrap(self, key: DataKey) -> bytes: ...
+
+    def unwrap(self, key_id: str, wrapped: bytes, kek_id: str) -> DataKey: ...
+
+
+class FileKeyProvider:
+    """KEK read from ``keys/kek.key``."""
+
+    def __init__(self, kek: Secret) -> None:
+        if len(kek) != KEY_SIZE:
+            raise ConfigError("kek.key must hold 32 bytes")
+        self._aead = AESGCM(kek.reveal())
+        digest = hashlib.sha256(b"audit-ledger/kek-id\x00" + kek.reveal()).hexdigest()
+        self._kek_id = "kek-" + digest[:16]
+
+    def __repr__(self) -> str:
+        return f"FileKeyProvider(kek_id={self._kek_id!r})"
+
+    @property
+    def kek_id(self) -> str:
+        return self._kek_id
+
+    def wrap(self, key: DataKey) -> bytes:
+        nonce = os.urandom(NONCE_SIZE)
+        aad = _WRAP_CONTEXT + key.key_id.encode("utf-8")
+        return nonce + self._aead.encrypt(nonce, key.secret.reveal(), aad)
+
+    def unwrap(self, key_id: str, wrapped: bytes, kek_id: str) -> DataKey:
+        if kek_id != self._kek_id:
+            raise CryptoError(f"data key {key_id} is wrapped by another key-encryption key")
+        aad = _WRAP_CONTEXT + key_id.encode("utf-8")
+        try:
+            raw = self._aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
+        except InvalidTag:
+            raise CryptoError(f"wrapped data key {key_id} failed authentication") from None
+        return DataKey(key_id, Secret(raw))
+
+
+class CheckpointSigner:
+    """Ed25519 checkpoint signing key with its note name."""
+
+    __slots__ = ("_private", "verifier")
+
+    def __init__(self, name: str, seed: Secret) -> None:
+        if len(seed) != 32:
+            raise ConfigError("checkpoint key seed must be 32 bytes")
+        self._private = Ed25519PrivateKey.from_private_bytes(seed.reveal())
+        public = self._private.public_key().public_bytes_raw()
+        self.verifier: Verifier = make_verifier(name, public)
+
+    def __repr__(self) -> str:
+        return f"CheckpointSigner(name={self.verifier.name!r}, private=<hidden>)"
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+    def sign_checkpoint(self, checkpoint: Checkpoint) -> str:
+        """The signed note for ``checkpoint`` (its origin must be this key's name)."""
+        if checkpoint.origin != self.verifier.name:
+            raise CheckpointError("checkpoint origin must equal the signing key name")
+        return sign_note(checkpoint.body(), self.verifier, self._private.sign)
+
+    def encode_private(self) -> str:
+        """The sumdb/note signer-key string (secret: only ever written to the key file)."""
+        seed = self._private.private_bytes_raw()
+        blob = base64.b64encode(bytes([ALG_ED25519]) + seed).decode("ascii")
+        return f"PRIVATE+KEY+{self.verifier.name}+{self.verifier.key_hash.hex()}+{blob}"
+
+
+def parse_signer_key(text: str) -> CheckpointSigner:
+    """Parse ``PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>``."""
+    parts = text.strip().split("+")
+    if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+        raise ConfigError("checkpoint.key is not a PRIVATE+KEY+<name>+<hash>+<key> string")
+    name, hash_hex, blob = parts[2:]
+    try:
+        check_key_name(name)
+        raw = base64.b64decode(blob.encode("ascii"), validate=True)
+    except (CheckpointError, binascii.Error, UnicodeEncodeError):
+        raise ConfigError("checkpoint.key has a malformed name or key") from None
+    if len(raw) != 33 or raw[0] != ALG_ED25519:
+        raise ConfigError("checkpoint.key is not an Ed25519 key")
+    signer = CheckpointSigner(name, Secret(raw[1:]))
+    if signer.verifier.key_hash.hex() != hash_hex:
+        raise ConfigError("checkpoint.key hash does not match its name and key")
+    return signer
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """All key material the service needs, loaded from the keys directory."""
+
+    provider: KeyProvider
+    indexer: BlindIndexer
+    signer: CheckpointSigner
+
+    def __repr__(self) -> str:
+        return f"KeyRing(kek_id={self.provider.kek_id!r}, signer={self.signer.name!r})"
+
+
+def _read_secret_file(path: Path) -> Secret:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"missing key file {path} (run 'audit-ledger keys init')") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc.__class__.__name__}") from None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ConfigError(f"key file {path} is not base64") from None
+    if len(raw) != KEY_SIZE:
+        raise ConfigError(f"key file {path} must hold 32 bytes")
+    return Secret(raw)
+
+
+def load_keys(keys_dir: Path, origin: str) -> KeyRing:
+    """Load the key ring from ``keys_dir``; the signing key's name must equal ``origin``."""
+    signer_path = keys_dir / CHECKPOINT_FILE
+    try:
+        signer = parse_signer_key(signer_path.read_text(encoding="ascii"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"missing key file {signer_path} (run 'audit-ledger keys init')"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read key file {signer_path}: {exc.__class__.__name__}") from None
+    if signer.name != origin:
+        raise ConfigError(
+            f"{signer_path} signs as {signer.name!r} but the checkpoint origin is {origin!r}"
+        )
+    return KeyRing(
+        provider=FileKeyProvider(_read_secret_file(keys_dir / KEK_FILE)),
+        indexer=BlindIndexer(_read_secret_file(keys_dir / INDEX_FILE)),
+        signer=signer,
+    )
+
+
+def keys_exist(keys_dir: Path) -> bool:
+    """True when any of the key files is present."""
+    return any((keys_dir / name).exists() for name in (KEK_FILE, INDEX_FILE, CHECKPOINT_FILE))
+
+
+def _write_private(path: Path, text: str) -> None:
+    # O_EXCL: never overwrite; mode 0600 from creation, so the secret is never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text + "\n")
+
+
+def init_keys(keys_dir: Path, origin: str) -> Verifier:
+    """Create fresh key files in ``keys_dir``; refuse if any exists. Return the verifier key."""
+    check_key_name(origin)
+    if keys_exist(keys_dir):
+        raise ConfigError(f"{keys_dir} already holds key files; refusing to overwrite them")
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    signer = CheckpointSigner(origin, Secret(os.urandom(32)))
+    _write_private(keys_dir / KEK_FILE, base64.b64encode(os.urandom(KEY_SIZE)).decode("ascii"))
+    _write_private(keys_dir / INDEX_FILE, base64.b64encode(os.urandom(KEY_SIZE)).decode("ascii"))
+    _write_private(keys_dir / CHECKPOINT_FILE, signer.encode_private())
+    return signer.verifier
+
+
+def new_key_id() -> str:
+    """Random data-key id: carries no personal data, unlike one derived from a user id."""
+    return "dk_" + os.urandom(12).hex()
