@@ -36,6 +36,15 @@ class ChainVerifier:
         self._last_recorded: str | None = None
 
     @property
+    def last_leaf_hex(self) -> str:
+        """Hex leaf hash of the last entry (64 zeros before the first)."""
+        return self._prev_hex
+
+    @property
+    def last_recorded_at(self) -> str | None:
+        return self._last_recorded
+
+    @property
     def size(self) -> int:
         """Number of entries verified so far."""
         return self.tree.size

@@ -1,0 +1,185 @@
+"""Validate and normalise an incoming event (the body of ``POST /v1/events``) against the policy.
+
+Shape: ``{"event_id", "category", "event_type", "occurred_at", "correlation_id"?, "data"}``.
+Errors name the failing fields and the rule, never the submitted values (they may be personal
+data or secrets). Normalisation happens before hashing and before idempotency comparison:
+``event_id`` lower-cased, ``occurred_at`` to UTC with 6 fractional digits (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from audit_ledger.core.canonical import canonical_json
+from audit_ledger.core.timestamps import normalise_timestamp
+from audit_ledger.crypto.blind_index import BlindIndexer
+from audit_ledger.errors import FormatError, ValidationError
+from audit_ledger.policy import CategoryPolicy, Policy
+
+EVENT_MEMBERS = frozenset(
+    {"event_id", "category", "event_type", "occurred_at", "correlation_id", "data"}
+)
+REQUIRED_MEMBERS = ("event_id", "category", "event_type", "occurred_at", "data")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+# Identifiers that end up in logs and metrics labels: no spaces or control characters.
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}\Z")
+_CORRELATION = re.compile(r"[\x21-\x7e]{1,128}\Z")
+_MONEY = re.compile(r"-?(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?\Z")
+SUBJECT_REF = "subject"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """A valid, normalised event, ready to be sealed and appended."""
+
+    event_id: str
+    category: str
+    event_type: str
+    occurred_at: str
+    correlation_id: str | None
+    data: Mapping[str, Any]
+    #: RFC 8785 bytes of ``data`` — the plaintext that gets sealed.
+    data_bytes: bytes
+    #: Header refs: ref name -> blind index.
+    refs: Mapping[str, str]
+    #: Blind index of the subject for ``subject``-scoped keys, else None.
+    subject: str | None
+
+    def same_request(self, other: PreparedEvent) -> bool:
+        """Idempotency comparison of two normalised requests."""
+        return (
+            self.category == other.category
+            and self.event_type == other.event_type
+            and self.occurred_at == other.occurred_at
+            and self.correlation_id == other.correlation_id
+            and self.data_bytes == other.data_bytes
+        )
+
+
+def _problem(fields: list[dict[str, str]], name: str, problem: str) -> None:
+    fields.append({"field": name, "problem": problem})
+
+
+def prepare_event(
+    raw: object,
+    policy: Policy,
+    indexer: BlindIndexer,
+    *,
+    max_data_bytes: int,
+    allow_system: bool = False,
+    location: str = "",
+) -> PreparedEvent:
+    """Check ``raw`` against the envelope rules and the category policy; normalise it.
+
+    ``location`` prefixes field names (``events[3].data.amount``) inside a batch.
+    """
+    fields: list[dict[str, str]] = []
+    if not isinstance(raw, Mapping):
+        where = location.rstrip(".") or "$"
+        raise ValidationError(
+            "event must be a JSON object", [{"field": where, "problem": "not an object"}]
+        )
+    for name in sorted(set(raw) - EVENT_MEMBERS, key=str):
+        _problem(fields, f"{location}{name}", "unknown member")
+    for name in REQUIRED_MEMBERS:
+        if name not in raw or raw[name] is None:
+            _problem(fields, f"{location}{name}", "required")
+
+    event_id = raw.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not _UUID.match(event_id)):
+        _problem(fields, f"{location}event_id", "must be a hyphenated UUID")
+    event_type = raw.get("event_type")
+    if event_type is not None and (
+        not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type)
+    ):
+        _problem(fields, f"{location}event_type", "must match [A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+    correlation_id = raw.get("correlation_id")
+    if correlation_id is not None and (
+        not isinstance(correlation_id, str) or not _CORRELATION.match(correlation_id)
+    ):
+        _problem(fields, f"{location}correlation_id", "must be 1-128 printable ASCII characters")
+    occurred_at: str | None = None
+    if raw.get("occurred_at") is not None:
+        try:
+            occurred_at = normalise_timestamp(raw["occurred_at"])
+        except FormatError:
+            _problem(fields, f"{location}occurred_at", "must be an RFC 3339 timestamp with offset")
+
+    category_policy: CategoryPolicy | None = None
+    category = raw.get("category")
+    if category is not None:
+        if not isinstance(category, str) or category not in policy.categories:
+            _problem(fields, f"{location}category", "unknown category")
+        else:
+            category_policy = policy.categories[category]
+            if category_policy.system and not allow_system:
+                _problem(fields, f"{location}category", "written only by the service itself")
+
+    data = raw.get("data")
+    data_bytes = b""
+    if data is not None:
+        if not isinstance(data, Mapping):
+            _problem(fields, f"{location}data", "must be an object")
+        else:
+            try:
+                data_bytes = canonical_json(data)
+            except FormatError as exc:
+                # The message names a JSON path and the rule, never the value.
+                _problem(fields, f"{location}data", str(exc).replace("$", "data", 1))
+            if len(data_bytes) > max_data_bytes:
+                _problem(fields, f"{location}data", f"larger than {max_data_bytes} bytes")
+            if category_policy is not None:
+                _check_data(category_policy, data, fields, location)
+
+    if fields:
+        raise ValidationError("event is invalid", fields)
+    # Every member was checked above; an empty ``fields`` means all of them are well-typed.
+    event_id, category, event_type = cast(str, event_id), cast(str, category), cast(str, event_type)
+    category_policy, data = cast(CategoryPolicy, category_policy), cast(Mapping[str, Any], data)
+    refs = {name: indexer.index(name, data[f]) for name, f in category_policy.refs.items()}
+    subject = None
+    if category_policy.key_scope == "subject" and category_policy.subject_field:
+        subject = indexer.index(SUBJECT_REF, data[category_policy.subject_field])
+    return PreparedEvent(
+        event_id=event_id.lower(),
+        category=category,
+        event_type=event_type,
+        occurred_at=cast(str, occurred_at),
+        correlation_id=correlation_id,
+        data=data,
+        data_bytes=data_bytes,
+        refs=refs,
+        subject=subject,
+    )
+
+
+def _check_data(
+    policy: CategoryPolicy, data: Mapping[str, Any], fields: list[dict[str, str]], location: str
+) -> None:
+    for name in policy.required:
+        if data.get(name) is None:
+            _problem(fields, f"{location}data.{name}", "required")
+    for name in policy.money:
+        value = data.get(name)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | str)
+            or (isinstance(value, str) and not _MONEY.match(value))
+        ):
+            _problem(
+                fields, f"{location}data.{name}", "money must be an integer or a decimal string"
+            )
+    ref_fields = set(policy.refs.values())
+    if policy.subject_field:
+        ref_fields.add(policy.subject_field)
+    for name in sorted(ref_fields):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+            _problem(fields, f"{location}data.{name}", "must be a non-empty string or an integer")

@@ -1,0 +1,244 @@
+"""The ledger as one object: what the API, the CLI and the scheduler call.
+
+:class:`Ledger` wires settings, policy, keys and storage together and exposes the use cases.
+It holds no request state; one instance serves a whole process (it is thread-safe because every
+operation opens its own transaction).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import inspect
+
+from audit_ledger.core import merkle
+from audit_ledger.core.timestamps import normalise_timestamp
+from audit_ledger.crypto.keys import KeyRing, load_keys
+from audit_ledger.errors import (
+    ConfigError,
+    FormatError,
+    NotFoundError,
+    ValidationError,
+)
+from audit_ledger.ledger.append import Appender, Receipt
+from audit_ledger.ledger.checkpoints import create_checkpoint
+from audit_ledger.ledger.events import PreparedEvent, prepare_event
+from audit_ledger.ledger.keyring import DataKeyRing
+from audit_ledger.ledger.reads import (
+    EntryReader,
+    EntryView,
+    categories_for,
+    decode_cursor,
+    encode_cursor,
+)
+from audit_ledger.ledger.verify import VerifyReport, verify_ledger
+from audit_ledger.policy import LEDGER_OPERATIONS, Policy, load_policy
+from audit_ledger.settings import Settings
+from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.migrations import current_revision, head_revision
+from audit_ledger.storage.repository import EntryFilter, Store, StoredCheckpoint
+
+#: Writer name of the entries the service records about itself.
+SYSTEM_WRITER = "audit-ledger"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Read filters (non-identifying ones plus identifiers matched through the blind index)."""
+
+    category: str | None = None
+    event_type: str | None = None
+    since: str | None = None
+    until: str | None = None
+    user_id: str | int | None = None
+    order_id: str | int | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[EntryView]
+    next_cursor: str | None
+
+
+def _bad(field: str, problem: str) -> ValidationError:
+    return ValidationError(f"{field}: {problem}", [{"field": field, "problem": problem}])
+
+
+class Ledger:
+    """Use cases over one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: Policy,
+        keys: KeyRing,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        self.keyring = DataKeyRing(keys.provider)
+        self.appender = Appender(store, policy, self.keyring, clock)
+        self.reader = EntryReader(store, policy, self.keyring)
+
+    @classmethod
+    def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
+        """Build a ledger from settings: policy, keys and an engine (no database I/O yet)."""
+        policy = load_policy(settings.policy_file)
+        keys = load_keys(settings.keys_dir, settings.checkpoint_origin)
+        store = Store(create_engine_for_url(settings.database_url, pool_size=settings.db_pool_size))
+        return cls(store, policy, keys, settings, clock)
+
+    def close(self) -> None:
+        self.store.dispose()
+
+    def check_schema(self) -> None:
+        """Raise :class:`ConfigError` unless the database is migrated to the current revision."""
+        with self.store.engine.connect() as conn:
+            if not inspect(conn).has_table("ledger_head"):
+                raise ConfigError("database is not migrated: run 'audit-ledger db upgrade'")
+            current = current_revision(conn)
+        if current != head_revision():
+            raise ConfigError(
+                f"database schema is at {current}, this version needs {head_revision()}: "
+                "run 'audit-ledger db upgrade'"
+            )
+
+    # -- append --------------------------------------------------------------------------------
+
+    def prepare(self, raw: object, *, location: str = "") -> PreparedEvent:
+        return prepare_event(
+            raw, self.policy, self.keys.indexer,
+            max_data_bytes=self.settings.max_event_bytes, location=location,
+        )  # fmt: skip
+
+    def prepare_batch(
+        self, raws: Sequence[object], *, prefix: str = "events"
+    ) -> list[PreparedEvent]:
+        """Validate every event; all failures of the batch are reported together."""
+        prepared: list[PreparedEvent] = []
+        fields: list[dict[str, str]] = []
+        for i, raw in enumerate(raws):
+            try:
+                prepared.append(self.prepare(raw, location=f"{prefix}[{i}]."))
+            except ValidationError as exc:
+                fields.extend(exc.fields)
+        if fields:
+            raise ValidationError("batch is invalid; nothing was written", fields)
+        return prepared
+
+    def append(self, events: Sequence[PreparedEvent], writer: str) -> list[Receipt]:
+        return self.appender.append(events, writer)
+
+    def record_operation(self, event_type: str, data: Mapping[str, Any], *,
+                         correlation_id: str | None = None) -> Receipt:  # fmt: skip
+        """Append a ``ledger_operations`` entry written by the service itself."""
+        raw = {
+            "event_id": str(uuid.uuid4()),
+            "category": LEDGER_OPERATIONS,
+            "event_type": event_type,
+            "occurred_at": self.clock().isoformat(),
+            "correlation_id": correlation_id,
+            "data": dict(data),
+        }
+        event = prepare_event(
+            raw, self.policy, self.keys.indexer,
+            max_data_bytes=self.settings.max_event_bytes, allow_system=True,
+        )  # fmt: skip
+        return self.appender.append([event], SYSTEM_WRITER)[0]
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def query(self, roles: Iterable[str], q: Query) -> Page:
+        roles = frozenset(roles)
+        categories = categories_for(self.policy, roles, q.category)
+        if not 1 <= q.limit <= self.settings.page_limit_max:
+            raise _bad("limit", f"must be between 1 and {self.settings.page_limit_max}")
+        since = self._bound("since", q.since)
+        until = self._bound("until", q.until)
+        if since is not None and until is not None and since > until:
+            raise _bad("until", "must not be before since")
+        refs = {}
+        if q.user_id is not None:
+            refs["user"] = self.keys.indexer.index("user", q.user_id)
+        if q.order_id is not None:
+            refs["order"] = self.keys.indexer.index("order", q.order_id)
+        after = decode_cursor(q.cursor) if q.cursor else None
+        flt = EntryFilter(frozenset(categories), q.event_type, since, until, refs or None)
+        stored = self.store.scan(flt, after, q.limit + 1)
+        more = len(stored) > q.limit
+        stored = stored[: q.limit]
+        next_cursor = encode_cursor(stored[-1].seq) if more and stored else None
+        return Page(self.reader.views(stored, roles), next_cursor)
+
+    @staticmethod
+    def _bound(name: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_timestamp(value)
+        except FormatError:
+            raise _bad(name, "must be an RFC 3339 timestamp with offset") from None
+
+    def entry(self, roles: Iterable[str], seq: int) -> EntryView:
+        roles = frozenset(roles)
+        stored = self.store.entry(seq) if seq >= 0 else None
+        if stored is None:
+            raise NotFoundError(f"no entry with seq {seq}")
+        categories_for(self.policy, roles, stored.category)
+        return self.reader.views([stored], roles)[0]
+
+    # -- log and proofs ------------------------------------------------------------------------
+
+    def size(self) -> int:
+        return self.store.size()
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        size = self.size()
+        if not 0 <= start < end <= size:
+            raise _bad("end", f"need 0 <= start < end <= log size ({size})")
+        return self.store.leaves(start, min(end, start + 1000))
+
+    def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+        size = self.size()
+        if not 0 <= seq < tree_size <= size:
+            raise _bad("tree_size", f"need 0 <= seq < tree_size <= log size ({size})")
+        return merkle.inclusion_proof(seq, tree_size, self.store.read_hashes)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        size = self.size()
+        if not 1 <= first <= second <= size:
+            raise _bad("second", f"need 1 <= first <= second <= log size ({size})")
+        return merkle.consistency_proof(first, second, self.store.read_hashes)
+
+    def root(self, tree_size: int) -> bytes:
+        return merkle.tree_root(tree_size, self.store.read_hashes)
+
+    # -- checkpoints and verification ----------------------------------------------------------
+
+    def checkpoint(self) -> StoredCheckpoint | None:
+        return create_checkpoint(self.store, self.keys.signer)
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        return self.store.latest_checkpoint()
+
+    def verifier_key(self) -> str:
+        return self.keys.signer.verifier.encode()
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        return verify_ledger(
+            self.store, self.keys.signer.verifier, keys=self.keys.provider, progress=progress
+        )

@@ -1,0 +1,268 @@
+"""Full verification of a stored ledger, streaming in seq order with constant memory.
+
+Checks, in one pass: every leaf parses and re-encodes to its stored bytes; seq is contiguous from
+0; ``prev`` links; ``recorded_at`` never decreases; the indexed columns and refs rows equal the
+header; each stored leaf hash and each stored subtree hash equals the recomputed one; every
+present payload matches ``payload_sha256``; every missing payload is accounted for by a purge
+record naming a later ``ledger_operations`` entry; every stored checkpoint is signed by our key
+and its root equals the root recomputed at its size; the head row matches the replay; no rows
+are orphaned; every destroyed data key names the entry that recorded its destruction.
+
+The first problem found is reported with the seq (or checkpoint size, or key id) and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from audit_ledger.core.checkpoint import Verifier, verify_checkpoint
+from audit_ledger.core.header import LeafHeader
+from audit_ledger.core.verify import ChainVerifier
+from audit_ledger.crypto.envelope import blob_sha256
+from audit_ledger.crypto.keys import KeyProvider
+from audit_ledger.errors import ChainBrokenError, CheckpointError, CryptoError
+from audit_ledger.policy import LEDGER_OPERATIONS
+from audit_ledger.storage.repository import Store, StoredCheckpoint, StoredEntry
+
+PURGE_REASONS = frozenset({"retention", "erasure"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Where verification failed and why."""
+
+    reason: str
+    seq: int | None = None
+    checkpoint: int | None = None
+    key_id: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"seq": self.seq, "checkpoint": self.checkpoint, "key_id": self.key_id,
+                "reason": self.reason}  # fmt: skip
+
+    def __str__(self) -> str:
+        where = (
+            f"seq {self.seq}" if self.seq is not None
+            else f"checkpoint {self.checkpoint}" if self.checkpoint is not None
+            else f"data key {self.key_id}" if self.key_id is not None
+            else "ledger"
+        )  # fmt: skip
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify_ledger`."""
+
+    size: int = 0
+    root: str | None = None
+    checkpoints: int = 0
+    payloads_present: int = 0
+    payloads_purged: int = 0
+    keys_checked: int = 0
+    problem: Problem | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root": self.root,
+            "checkpoints": self.checkpoints,
+            "payloads_present": self.payloads_present,
+            "payloads_purged": self.payloads_purged,
+            "keys_checked": self.keys_checked,
+            "problem": self.problem.to_dict() if self.problem else None,
+        }
+
+
+class _FoundProblemError(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def _fail(
+    reason: str, *, seq: int | None = None, checkpoint: int | None = None, key_id: str | None = None
+) -> _FoundProblemError:
+    return _FoundProblemError(Problem(reason, seq, checkpoint, key_id))
+
+
+def _checkpoints(store: Store) -> Iterator[StoredCheckpoint]:
+    after = -1
+    while True:
+        page = store.checkpoints(after_size=after, limit=1000)
+        if not page:
+            return
+        yield from page
+        after = page[-1].tree_size
+
+
+def _check_columns(entry: StoredEntry, header: LeafHeader, leaf_hash: bytes) -> None:
+    if entry.leaf_hash != leaf_hash:
+        raise _fail("stored leaf hash differs from the hash of the leaf", seq=entry.seq)
+    for name in ("event_id", "category", "event_type", "occurred_at", "recorded_at", "writer"):
+        if getattr(entry, name) != getattr(header, name):
+            raise _fail(f"stored column {name} differs from the leaf", seq=entry.seq)
+
+
+class _Run:
+    def __init__(self, store: Store, verifier: Verifier, chunk: int) -> None:
+        self.store = store
+        self.verifier = verifier
+        self.chunk = chunk
+        self.chain = ChainVerifier()
+        self.report = VerifyReport()
+        self.checkpoints = _checkpoints(store)
+        self.next_checkpoint = next(self.checkpoints, None)
+
+    def entries(self, progress: Callable[[int], None] | None) -> None:
+        for batch in self.store.iter_entries(self.chunk):
+            lo, hi = batch[0].seq, batch[-1].seq + 1
+            refs = self.store.refs_between(lo, hi)
+            nodes = self.store.nodes_completed_between(lo, hi) if hi - lo == len(batch) else {}
+            ops = self.store.categories_of([e.purge_op_seq for e in batch if e.purge_op_seq])
+            for entry in batch:
+                self.entry(entry, refs.pop(entry.seq, {}), nodes, ops)
+            if refs:
+                raise _fail("refs rows without a matching header ref", seq=min(refs))
+            if nodes:
+                level, idx = min(nodes)
+                raise _fail(f"unexpected stored subtree hash ({level}, {idx})", seq=lo)
+            if progress is not None:
+                progress(self.chain.size)
+
+    def entry(
+        self,
+        entry: StoredEntry,
+        refs: dict[str, str],
+        nodes: dict[tuple[int, int], bytes],
+        ops: dict[int, str],
+    ) -> None:
+        try:
+            verified = self.chain.add(entry.seq, entry.leaf)
+        except ChainBrokenError as exc:
+            raise _fail(exc.reason, seq=exc.seq) from None
+        header = verified.header
+        _check_columns(entry, header, verified.leaf_hash)
+        if refs != dict(header.refs):
+            raise _fail("refs rows differ from the header refs", seq=entry.seq)
+        for level, idx, expected in verified.subtrees[1:]:
+            if nodes.pop((level, idx), None) != expected:
+                raise _fail(f"stored subtree hash ({level}, {idx}) is wrong or missing",
+                            seq=entry.seq)  # fmt: skip
+        self.payload(entry, header, ops)
+        while (
+            self.next_checkpoint is not None and self.next_checkpoint.tree_size == self.chain.size
+        ):
+            self.checkpoint(self.next_checkpoint)
+            self.next_checkpoint = next(self.checkpoints, None)
+
+    def payload(self, entry: StoredEntry, header: LeafHeader, ops: dict[int, str]) -> None:
+        if header.payload_sha256 is None:
+            if entry.payload is not None or entry.purge_op_seq is not None:
+                raise _fail("payload stored for an entry that commits to none", seq=entry.seq)
+            return
+        if entry.payload is not None:
+            if entry.purge_op_seq is not None:
+                raise _fail("payload both present and recorded as purged", seq=entry.seq)
+            if blob_sha256(entry.payload) != header.payload_sha256:
+                raise _fail("payload differs from payload_sha256", seq=entry.seq)
+            self.report.payloads_present += 1
+            return
+        if entry.purge_op_seq is None:
+            raise _fail("payload missing with no retention or erasure record", seq=entry.seq)
+        if entry.purge_reason not in PURGE_REASONS:
+            raise _fail("purge record has an unknown reason", seq=entry.seq)
+        if entry.purge_op_seq <= entry.seq or ops.get(entry.purge_op_seq) != LEDGER_OPERATIONS:
+            raise _fail("purge record does not name a later ledger_operations entry",
+                        seq=entry.seq)  # fmt: skip
+        self.report.payloads_purged += 1
+
+    def checkpoint(self, stored: StoredCheckpoint) -> None:
+        try:
+            parsed = verify_checkpoint(stored.note, self.verifier)
+        except CheckpointError as exc:
+            raise _fail(str(exc), checkpoint=stored.tree_size) from None
+        if parsed.size != stored.tree_size or parsed.root_hash != stored.root_hash:
+            raise _fail("stored columns differ from the signed note", checkpoint=stored.tree_size)
+        if parsed.root_hash != self.chain.root():
+            raise _fail("signed root differs from the root of the log at that size",
+                        checkpoint=stored.tree_size)  # fmt: skip
+        self.report.checkpoints += 1
+
+    def finish(self, keys: KeyProvider | None) -> None:
+        size = self.chain.size
+        if self.next_checkpoint is not None:
+            raise _fail(
+                f"checkpoint covers {self.next_checkpoint.tree_size} entries but the log has "
+                f"{size}: entries were removed from the tail",
+                checkpoint=self.next_checkpoint.tree_size,
+            )
+        head = self.store.head()
+        if head.size != size:
+            raise _fail(f"ledger head says {head.size} entries, the log has {size}", seq=size)
+        expected_last = bytes.fromhex(self.chain.last_leaf_hex) if size else None
+        if (
+            head.frontier.hashes != self.chain.tree.hashes
+            or head.last_leaf_hash != expected_last
+            or head.last_recorded_at != self.chain.last_recorded_at
+        ):
+            raise _fail("ledger head differs from the replayed log", seq=max(size - 1, 0))
+        counts = self.store.count_rows()
+        if counts["tree_nodes"] != size - size.bit_count():
+            raise _fail("extra or missing stored subtree hashes")
+        if counts["payloads"] != self.report.payloads_present:
+            raise _fail("payload rows that belong to no entry")
+        orphans = {name: n for name, n in self.store.orphans().items() if n}
+        if orphans:
+            raise _fail(f"rows that belong to no entry: {sorted(orphans)}")
+        self.report.size = size
+        self.report.root = self.chain.root().hex()
+        self.keys(keys)
+
+    def keys(self, provider: KeyProvider | None) -> None:
+        destroyed_by: dict[int, str] = {}
+        for stored in self.store.iter_keys():
+            if stored.wrapped is None:
+                if stored.destroyed_by_seq is None:
+                    raise _fail("destroyed with no recording entry", key_id=stored.key_id)
+                destroyed_by[stored.destroyed_by_seq] = stored.key_id
+            elif provider is not None:
+                try:
+                    provider.unwrap(stored.key_id, stored.wrapped, stored.kek_id)
+                except CryptoError as exc:
+                    raise _fail(str(exc), key_id=stored.key_id) from None
+            self.report.keys_checked += 1
+        categories = self.store.categories_of(sorted(destroyed_by))
+        for seq, key_id in destroyed_by.items():
+            if categories.get(seq) != LEDGER_OPERATIONS:
+                raise _fail("destruction record is not a ledger_operations entry", key_id=key_id)
+
+
+def verify_ledger(
+    store: Store,
+    verifier: Verifier,
+    *,
+    keys: KeyProvider | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 5000,
+) -> VerifyReport:
+    """Verify everything stored; the report's ``problem`` names the first inconsistency.
+
+    ``keys`` (optional) also checks that every live wrapped data key still unwraps; an auditor
+    without the KEK verifies everything else.
+    """
+    run = _Run(store, verifier, chunk)
+    try:
+        run.entries(progress)
+        run.finish(keys)
+    except _FoundProblemError as failed:
+        run.report.problem = failed.problem
+        run.report.size = run.chain.size
+    return run.report

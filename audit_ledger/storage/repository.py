@@ -1,0 +1,593 @@
+"""The ledger's persistence operations, on PostgreSQL and SQLite alike.
+
+:meth:`Store.writer` opens the one write transaction shape the ledger uses (DESIGN §5): the head
+row is locked first (``SELECT … FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), then
+everything else is read and written under that lock, and the transaction commits or rolls back
+as a whole. Reads use their own short transactions.
+
+On PostgreSQL the bulk inserts go through ``COPY … FROM STDIN`` inside that same transaction:
+the rows of a batch reach the server in one stream instead of one round trip per statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from audit_ledger.core.merkle import CompactRange
+from audit_ledger.errors import DatabaseUnavailableError, StorageError
+from audit_ledger.storage.engine import WRITE_OPTION
+from audit_ledger.storage.schema import (
+    checkpoints,
+    data_keys,
+    entries,
+    entry_refs,
+    ledger_head,
+    payload_purges,
+    payloads,
+    tree_nodes,
+)
+
+# --- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The log's current size and right edge."""
+
+    size: int
+    last_leaf_hash: bytes | None
+    last_recorded_at: str | None
+    frontier: CompactRange
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One entry as stored, plus its payload state."""
+
+    seq: int
+    event_id: str
+    category: str
+    event_type: str
+    occurred_at: str
+    recorded_at: str
+    writer: str
+    leaf_hash: bytes
+    leaf: bytes
+    payload: bytes | None = None
+    purge_op_seq: int | None = None
+    purge_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry about to be inserted."""
+
+    seq: int
+    event_id: str
+    category: str
+    event_type: str
+    occurred_at: str
+    recorded_at: str
+    writer: str
+    leaf_hash: bytes
+    leaf: bytes
+    refs: Mapping[str, str]
+    payload: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A data key row (wrapped key material, never plaintext)."""
+
+    key_id: str
+    category: str
+    scope_kind: str
+    scope_value: str
+    kek_id: str
+    wrapped: bytes | None
+    uses: int
+    created_at: str
+    destroyed_at: str | None = None
+    destroyed_by_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    """Non-identifying filters plus blind-indexed refs; all optional and combined with AND."""
+
+    categories: frozenset[str] | None = None
+    event_type: str | None = None
+    since: str | None = None  # canonical timestamp, inclusive
+    until: str | None = None  # canonical timestamp, exclusive
+    refs: Mapping[str, str] | None = None  # ref name -> blind index
+
+
+_ENTRY_COLUMNS = (
+    entries.c.seq,
+    entries.c.event_id,
+    entries.c.category,
+    entries.c.event_type,
+    entries.c.occurred_at,
+    entries.c.recorded_at,
+    entries.c.writer,
+    entries.c.leaf_hash,
+    entries.c.leaf,
+)
+
+
+def _key(row: Any) -> StoredKey:
+    return StoredKey(
+        key_id=row.key_id,
+        category=row.category,
+        scope_kind=row.scope_kind,
+        scope_value=row.scope_value,
+        kek_id=row.kek_id,
+        wrapped=bytes(row.wrapped) if row.wrapped is not None else None,
+        uses=row.uses,
+        created_at=row.created_at,
+        destroyed_at=row.destroyed_at,
+        destroyed_by_seq=row.destroyed_by_seq,
+    )
+
+
+def _entry(row: Any, with_payload: bool = False) -> StoredEntry:
+    return StoredEntry(
+        seq=row.seq,
+        event_id=row.event_id,
+        category=row.category,
+        event_type=row.event_type,
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        writer=row.writer,
+        leaf_hash=bytes(row.leaf_hash),
+        leaf=bytes(row.leaf),
+        payload=bytes(row.blob) if with_payload and row.blob is not None else None,
+        purge_op_seq=row.op_seq if with_payload else None,
+        purge_reason=row.reason if with_payload else None,
+    )
+
+
+def nodes_completed_between(lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """``(level, first idx, last idx)`` of level>=1 subtrees completed by leaves ``lo..hi-1``.
+
+    A subtree ``(L, i)`` is completed by leaf ``(i + 1) * 2**L - 1``.
+    """
+    out = []
+    level = 1
+    while (1 << level) <= hi:
+        first = -(-(lo + 1) >> level) - 1  # ceil((lo + 1) / 2**L) - 1
+        last = (hi >> level) - 1
+        if first <= last:
+            out.append((level, first, last))
+        level += 1
+    return out
+
+
+def _keys_by_id(conn: Connection, key_ids: Sequence[str]) -> dict[str, StoredKey]:
+    if not key_ids:
+        return {}
+    rows = conn.execute(select(data_keys).where(data_keys.c.key_id.in_(sorted(set(key_ids)))))
+    return {r.key_id: _key(r) for r in rows}
+
+
+def _read_hashes(conn: Connection, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Stored hashes for ``(level, idx)``: level 0 from entries, the rest from tree_nodes (one
+    query each), returned in the order asked."""
+    found: dict[tuple[int, int], bytes] = {}
+    leaf_seqs = [idx for level, idx in indexes if level == 0]
+    inner = [(level, idx) for level, idx in indexes if level > 0]
+    if leaf_seqs:
+        for r in conn.execute(
+            select(entries.c.seq, entries.c.leaf_hash).where(entries.c.seq.in_(leaf_seqs))
+        ):
+            found[(0, r.seq)] = bytes(r.leaf_hash)
+    if inner:
+        stmt = select(tree_nodes).where(tuple_(tree_nodes.c.level, tree_nodes.c.idx).in_(inner))
+        for r in conn.execute(stmt):
+            found[(r.level, r.idx)] = bytes(r.hash)
+    try:
+        return [found[i] for i in indexes]
+    except KeyError:
+        raise StorageError("a stored tree hash is missing") from None
+
+
+def _checkpoint(row: Any) -> StoredCheckpoint:
+    return StoredCheckpoint(row.tree_size, bytes(row.root_hash), row.note)
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Map driver errors to the storage layer's errors (connectivity vs everything else)."""
+    try:
+        yield
+    except OperationalError as exc:
+        if exc.connection_invalidated or _is_connect_error(exc):
+            raise DatabaseUnavailableError("database is unreachable") from exc
+        raise StorageError(f"database error: {exc.orig.__class__.__name__}") from exc
+    except DBAPIError as exc:
+        raise StorageError(f"database error: {exc.orig.__class__.__name__}") from exc
+
+
+def _is_connect_error(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        marker in text
+        for marker in ("connection", "could not connect", "server closed", "unable to open")
+    )
+
+
+# --- write transaction -------------------------------------------------------------------------
+
+
+class WriteTx:
+    """Operations valid inside :meth:`Store.writer` (head already locked)."""
+
+    def __init__(self, conn: Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def head(self) -> Head:
+        stmt = select(ledger_head).where(ledger_head.c.id == 1)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = self.conn.execute(stmt).one_or_none()
+        if row is None:
+            raise StorageError("ledger_head row is missing: run 'audit-ledger db upgrade'")
+        return Head(
+            size=row.size,
+            last_leaf_hash=bytes(row.last_leaf_hash) if row.last_leaf_hash is not None else None,
+            last_recorded_at=row.last_recorded_at,
+            frontier=CompactRange.from_bytes(row.size, bytes(row.frontier)),
+        )
+
+    def entries_by_event_id(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
+        if not event_ids:
+            return {}
+        stmt = (
+            select(*_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq,
+                   payload_purges.c.reason)
+            .outerjoin(payloads, payloads.c.seq == entries.c.seq)
+            .outerjoin(payload_purges, payload_purges.c.seq == entries.c.seq)
+            .where(entries.c.event_id.in_(list(event_ids)))
+        )  # fmt: skip
+        return {r.event_id: _entry(r, True) for r in self.conn.execute(stmt)}
+
+    def keys_by_id(self, key_ids: Sequence[str]) -> dict[str, StoredKey]:
+        return _keys_by_id(self.conn, key_ids)
+
+    def usable_keys(
+        self, category: str, scope_kind: str, scope_values: Sequence[str]
+    ) -> list[StoredKey]:
+        """Undestroyed keys of the given scopes, newest first (the caller checks use counts)."""
+        stmt = (
+            select(data_keys)
+            .where(
+                data_keys.c.category == category,
+                data_keys.c.scope_kind == scope_kind,
+                data_keys.c.scope_value.in_(list(scope_values)),
+                data_keys.c.wrapped.is_not(None),
+            )
+            .order_by(data_keys.c.created_at.desc(), data_keys.c.key_id)
+        )
+        return [_key(r) for r in self.conn.execute(stmt)]
+
+    def insert_key(self, key: StoredKey) -> None:
+        self.conn.execute(
+            insert(data_keys).values(
+                key_id=key.key_id,
+                category=key.category,
+                scope_kind=key.scope_kind,
+                scope_value=key.scope_value,
+                kek_id=key.kek_id,
+                wrapped=key.wrapped,
+                uses=key.uses,
+                created_at=key.created_at,
+            )
+        )
+
+    def add_key_uses(self, uses: Mapping[str, int]) -> None:
+        for key_id, count in uses.items():
+            self.conn.execute(
+                update(data_keys)
+                .where(data_keys.c.key_id == key_id)
+                .values(uses=data_keys.c.uses + count)
+            )
+
+    def insert_entries(
+        self, new: Sequence[NewEntry], nodes: Sequence[tuple[int, int, bytes]]
+    ) -> None:
+        """Insert entries, their refs and payloads, and the subtree hashes they complete."""
+        entry_rows = [
+            (e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.recorded_at,
+             e.writer, e.leaf_hash, e.leaf)
+            for e in new
+        ]  # fmt: skip
+        ref_rows = [(e.seq, name, value) for e in new for name, value in e.refs.items()]
+        payload_rows = [(e.seq, e.payload) for e in new if e.payload is not None]
+        node_rows = [(level, idx, h) for level, idx, h in nodes if level > 0]
+        tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
+            ("entries", tuple(c.name for c in _ENTRY_COLUMNS), entry_rows),
+            ("entry_refs", ("seq", "name", "value"), ref_rows),
+            ("payloads", ("seq", "blob"), payload_rows),
+            ("tree_nodes", ("level", "idx", "hash"), node_rows),
+        ]
+        if self.dialect == "postgresql":
+            self._copy_rows(tables)
+        else:
+            for name, columns, rows in tables:
+                if rows:
+                    placeholders = ", ".join("?" for _ in columns)
+                    self.conn.exec_driver_sql(
+                        f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608 - fixed identifiers
+                        rows,
+                    )
+
+    def _copy_rows(
+        self, tables: Sequence[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]]
+    ) -> None:
+        driver = self.conn.connection.driver_connection
+        if driver is None:  # pragma: no cover - the pool always hands out a live connection
+            raise StorageError("no driver connection")
+        with driver.cursor() as cursor:
+            for name, columns, rows in tables:
+                if not rows:
+                    continue
+                with cursor.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+
+    def set_head(self, size: int, last_leaf_hash: bytes, last_recorded_at: str,
+                 frontier: CompactRange) -> None:  # fmt: skip
+        self.conn.execute(
+            update(ledger_head)
+            .where(ledger_head.c.id == 1)
+            .values(
+                size=size,
+                last_leaf_hash=last_leaf_hash,
+                last_recorded_at=last_recorded_at,
+                frontier=frontier.to_bytes(),
+            )
+        )
+
+    def read_hashes(self, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+        return _read_hashes(self.conn, indexes)
+
+    def checkpoint(self, tree_size: int) -> StoredCheckpoint | None:
+        row = self.conn.execute(
+            select(checkpoints).where(checkpoints.c.tree_size == tree_size)
+        ).one_or_none()
+        return _checkpoint(row) if row is not None else None
+
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
+        """Store a checkpoint unless one for that size exists; True when inserted."""
+        exists = self.conn.execute(
+            select(checkpoints.c.tree_size).where(checkpoints.c.tree_size == checkpoint.tree_size)
+        ).first()
+        if exists is not None:
+            return False
+        self.conn.execute(
+            insert(checkpoints).values(
+                tree_size=checkpoint.tree_size,
+                root_hash=checkpoint.root_hash,
+                note=checkpoint.note,
+            )
+        )
+        return True
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+class Store:
+    """Entry point of the storage layer over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def writer(self) -> Iterator[WriteTx]:
+        """One write transaction, head locked first; commits on success, rolls back on error."""
+        with _translate_errors(), self.engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield WriteTx(conn, self.dialect)
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        with _translate_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.reader() as conn:
+            return int(conn.execute(select(ledger_head.c.size)).scalar_one())
+
+    def head(self) -> Head:
+        with self.reader() as conn:
+            return WriteTx(conn, "sqlite").head()  # plain read: no row lock
+
+    def entry(self, seq: int) -> StoredEntry | None:
+        with self.reader() as conn:
+            row = conn.execute(self._entry_select().where(entries.c.seq == seq)).one_or_none()
+            return _entry(row, True) if row is not None else None
+
+    @staticmethod
+    def _entry_select() -> Any:
+        return (
+            select(*_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq,
+                   payload_purges.c.reason)
+            .outerjoin(payloads, payloads.c.seq == entries.c.seq)
+            .outerjoin(payload_purges, payload_purges.c.seq == entries.c.seq)
+        )  # fmt: skip
+
+    def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]:
+        """Entries matching ``flt`` in seq order after ``after_seq`` (keyset pagination)."""
+        stmt = self._entry_select()
+        conditions: list[ColumnElement[bool]] = []
+        if flt.categories is not None:
+            conditions.append(entries.c.category.in_(sorted(flt.categories)))
+        if flt.event_type is not None:
+            conditions.append(entries.c.event_type == flt.event_type)
+        if flt.since is not None:
+            conditions.append(entries.c.occurred_at >= flt.since)
+        if flt.until is not None:
+            conditions.append(entries.c.occurred_at < flt.until)
+        if after_seq is not None:
+            conditions.append(entries.c.seq > after_seq)
+        for name, value in (flt.refs or {}).items():
+            ref = entry_refs.alias(f"ref_{name}")
+            stmt = stmt.join(
+                ref, and_(ref.c.seq == entries.c.seq, ref.c.name == name, ref.c.value == value)
+            )
+        stmt = stmt.where(*conditions).order_by(entries.c.seq).limit(limit)
+        with self.reader() as conn:
+            return [_entry(r, True) for r in conn.execute(stmt)]
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(entries.c.seq, entries.c.leaf)
+                .where(entries.c.seq >= start, entries.c.seq < end)
+                .order_by(entries.c.seq)
+            )
+            return [(r.seq, bytes(r.leaf)) for r in rows]
+
+    def read_hashes(self, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The :data:`~audit_ledger.core.merkle.HashReader` over stored hashes."""
+        with self.reader() as conn:
+            return _read_hashes(conn, indexes)
+
+    def checkpoints(self, *, after_size: int = -1, limit: int = 1000) -> list[StoredCheckpoint]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(checkpoints)
+                .where(checkpoints.c.tree_size > after_size)
+                .order_by(checkpoints.c.tree_size)
+                .limit(limit)
+            )
+            return [_checkpoint(r) for r in rows]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self.reader() as conn:
+            r = conn.execute(
+                select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
+            ).one_or_none()
+            return _checkpoint(r) if r else None
+
+    def keys_by_id(self, key_ids: Sequence[str]) -> dict[str, StoredKey]:
+        with self.reader() as conn:
+            return _keys_by_id(conn, key_ids)
+
+    def iter_keys(self) -> Iterator[StoredKey]:
+        with self.reader() as conn:
+            for r in conn.execute(select(data_keys).order_by(data_keys.c.key_id)):
+                yield _key(r)
+
+    # -- streaming for verification ------------------------------------------------------------
+
+    def iter_entries(self, chunk: int = 5000) -> Iterator[list[StoredEntry]]:
+        """All entries with payload state, in seq order, ``chunk`` at a time (keyset pages, so
+        memory stays flat and no transaction stays open for the whole log)."""
+        after = -1
+        while True:
+            with self.reader() as conn:
+                rows = conn.execute(
+                    self._entry_select()
+                    .where(entries.c.seq > after)
+                    .order_by(entries.c.seq)
+                    .limit(chunk)
+                ).all()
+            if not rows:
+                return
+            batch = [_entry(r, True) for r in rows]
+            after = batch[-1].seq
+            yield batch
+
+    def categories_of(self, seqs: Sequence[int]) -> dict[int, str]:
+        """Category of each given seq that exists."""
+        if not seqs:
+            return {}
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(entries.c.seq, entries.c.category).where(
+                    entries.c.seq.in_(sorted(set(seqs)))
+                )
+            )
+            return {r.seq: r.category for r in rows}
+
+    def refs_between(self, lo: int, hi: int) -> dict[int, dict[str, str]]:
+        with self.reader() as conn:
+            out: dict[int, dict[str, str]] = {}
+            for r in conn.execute(
+                select(entry_refs).where(entry_refs.c.seq >= lo, entry_refs.c.seq < hi)
+            ):
+                out.setdefault(r.seq, {})[r.name] = r.value
+            return out
+
+    def nodes_completed_between(self, lo: int, hi: int) -> dict[tuple[int, int], bytes]:
+        """Stored level>=1 hashes completed by leaves ``lo..hi-1``."""
+        ranges = nodes_completed_between(lo, hi)
+        if not ranges:
+            return {}
+        cond = or_(
+            *(
+                and_(tree_nodes.c.level == level, tree_nodes.c.idx.between(first, last))
+                for level, first, last in ranges
+            )
+        )
+        with self.reader() as conn:
+            return {
+                (r.level, r.idx): bytes(r.hash)
+                for r in conn.execute(select(tree_nodes).where(cond))
+            }
+
+    def count_rows(self) -> dict[str, int]:
+        """Row counts of the tables whose size verification cross-checks."""
+        with self.reader() as conn:
+            return {
+                t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                for t in (entries, tree_nodes, payloads, payload_purges, entry_refs)
+            }
+
+    def orphans(self) -> dict[str, int]:
+        """Rows that point at no entry (possible only if a superuser bypassed the guards)."""
+        with self.reader() as conn:
+            out = {}
+            for t in (payloads, payload_purges, entry_refs):
+                out[t.name] = int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(t)
+                        .where(~t.c.seq.in_(select(entries.c.seq)))
+                    ).scalar_one()
+                )
+            return out

@@ -1,0 +1,136 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations create them; these describe them.
+
+Timestamps are stored as the ledger's canonical RFC 3339 text (fixed width, UTC), which sorts
+correctly as a string on both backends and never loses a microsecond to a database type.
+
+Mutability, enforced by guard triggers (see the migrations):
+
+* ``entries``, ``entry_refs``, ``tree_nodes``, ``checkpoints``, ``payload_purges``: insert only.
+* ``payloads``: a row may be deleted only once a ``payload_purges`` row names its seq and the
+  ``ledger_operations`` entry that recorded the purge; never updated.
+* ``data_keys``: never deleted; an update may only count uses or destroy the wrapped key.
+* ``ledger_head``: one row; its size only grows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+#: One row (id = 1). Appenders lock it FOR UPDATE first (DESIGN §5): it serialises appends and
+#: carries the tree's right edge so an append needs no reads of older hashes.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("last_leaf_hash", LargeBinary, nullable=True),
+    Column("last_recorded_at", String(27), nullable=True),
+    Column("frontier", LargeBinary, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("category", String(64), nullable=False),
+    Column("event_type", String(128), nullable=False),
+    Column("occurred_at", String(27), nullable=False),
+    Column("recorded_at", String(27), nullable=False),
+    Column("writer", String(128), nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    # The committed leaf bytes, verbatim (never re-derived from the columns above).
+    Column("leaf", LargeBinary, nullable=False),
+)
+Index("ix_entries_category_seq", entries.c.category, entries.c.seq)
+Index("ix_entries_category_occurred", entries.c.category, entries.c.occurred_at)
+
+entry_refs = Table(
+    "entry_refs",
+    metadata,
+    Column("seq", BigInteger, ForeignKey("entries.seq"), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("value", String(64), nullable=False),  # blind index (hex HMAC), never plaintext
+)
+Index("ix_entry_refs_lookup", entry_refs.c.name, entry_refs.c.value, entry_refs.c.seq)
+
+#: Stored complete-subtree hashes for levels >= 1; level 0 is ``entries.leaf_hash``.
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+payloads = Table(
+    "payloads",
+    metadata,
+    Column("seq", BigInteger, ForeignKey("entries.seq"), primary_key=True, autoincrement=False),
+    Column("blob", LargeBinary, nullable=False),
+)
+
+#: Why a payload is gone: each purge or erasure names the ledger_operations entry recording it.
+payload_purges = Table(
+    "payload_purges",
+    metadata,
+    Column("seq", BigInteger, ForeignKey("entries.seq"), primary_key=True, autoincrement=False),
+    Column("op_seq", BigInteger, ForeignKey("entries.seq"), nullable=False),
+    Column("reason", String(16), nullable=False),  # "retention" | "erasure"
+)
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("category", String(64), nullable=False),
+    Column("scope_kind", String(16), nullable=False),  # "period" | "subject"
+    # "2026-11" for a period; the subject's blind index for a subject (never the raw id).
+    Column("scope_value", String(64), nullable=False),
+    Column("kek_id", String(64), nullable=False),
+    Column("wrapped", LargeBinary, nullable=True),  # NULL once destroyed (crypto-shredding)
+    Column("uses", BigInteger, nullable=False),
+    Column("created_at", String(27), nullable=False),
+    Column("destroyed_at", String(27), nullable=True),
+    Column("destroyed_by_seq", BigInteger, nullable=True),
+)
+Index(
+    "ix_data_keys_scope",
+    data_keys.c.category,
+    data_keys.c.scope_kind,
+    data_keys.c.scope_value,
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+)
+
+#: Ledger tables protected by insert-only guard triggers.
+APPEND_ONLY_TABLES = ("entries", "entry_refs", "tree_nodes", "checkpoints", "payload_purges")
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("roles", String(256), nullable=False),  # comma-separated role names
+    Column("created_at", String(27), nullable=False),
+    Column("revoked_at", String(27), nullable=True),
+)
