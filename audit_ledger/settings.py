@@ -1,0 +1,188 @@
+"""Service settings, read from ``AUDIT_LEDGER_*`` environment variables.
+
+Call :func:`load_settings` rather than constructing :class:`Settings` directly: it turns pydantic's
+multi-line ``ValidationError`` into one :class:`~audit_ledger.errors.ConfigError` line that names
+the environment variable and the problem, and never the submitted value (``database_url`` may
+carry a password). Use :func:`redact_url` whenever a database URL is logged or displayed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import Any, Final
+
+import pydantic
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from audit_ledger.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
+
+ENV_PREFIX: Final = "AUDIT_LEDGER_"
+
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+
+#: DESIGN §4 (normative): ``limit`` is 1…1000 and leaves come at most 1000 per page.
+PAGE_LIMIT_CEILING: Final = 1000
+
+_SUPPORTED_BACKENDS: Final = frozenset({"postgresql", "sqlite"})
+_UNPARSEABLE: Final = "<unparseable url>"
+# Query parameters that libpq/psycopg accept and that hold secrets (e.g. ``?password=``).
+_SECRET_QUERY_HINTS: Final = ("password", "secret", "token")
+
+
+def _parse_url(url: str) -> URL:
+    """Parse a SQLAlchemy URL, rejecting the ambiguous shapes that would leak a password.
+
+    An unescaped ``@`` inside a password makes SQLAlchemy read the password's tail as part of
+    the host (``u:pa@ss@h`` → password ``pa``, host ``ss@h``), so a redacted rendering would
+    still show ``ss``. Such URLs are refused instead of half-redacted.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        # ``from None``: SQLAlchemy's own message may quote the URL.
+        raise ValueError("not a SQLAlchemy database URL") from None
+    if parsed.host is not None and "@" in parsed.host:
+        raise ValueError("ambiguous '@' in the URL (percent-encode it in the password as %40)")
+    return parsed
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password shown as ``***`` and secret query values as ``redacted``.
+
+    Anything that cannot be parsed unambiguously becomes ``"<unparseable url>"`` so that a
+    malformed URL is never echoed (its password could sit anywhere in it).
+    """
+    try:
+        parsed = _parse_url(url)
+    except ValueError:
+        return _UNPARSEABLE
+    secret_keys = {
+        key for key in parsed.query if any(hint in key.lower() for hint in _SECRET_QUERY_HINTS)
+    }
+    if secret_keys:
+        parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, "redacted"))
+    return parsed.render_as_string(hide_password=True)
+
+
+class Settings(BaseSettings):
+    """Configuration of one audit-ledger process.
+
+    Every field is read from ``AUDIT_LEDGER_<FIELD NAME>`` (case-insensitive); keyword arguments
+    override the environment. Unknown keyword arguments are errors; unknown ``AUDIT_LEDGER_*``
+    environment variables are ignored (pydantic-settings only reads declared fields).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        # Defence in depth: even a raw pydantic error must not echo a submitted value.
+        hide_input_in_errors=True,
+        validate_default=True,
+    )
+
+    #: SQLAlchemy URL. May contain a password: hidden from ``repr`` and never echoed in errors.
+    database_url: str = Field(default="sqlite:///./audit-ledger.sqlite3", repr=False)
+    #: Directory holding the key-encryption key, index key and checkpoint signing key.
+    keys_dir: Path = Path("keys")
+    #: Checkpoint origin line and signed-note key name (DESIGN §3, §4).
+    checkpoint_origin: str = "quickcart.local/audit-ledger"
+    #: Policy file merged over the built-in category policy (see ``audit_ledger.policy``).
+    policy_file: Path | None = None
+    #: Directory of the tiered operational log files.
+    log_dir: Path = Path("logs")
+    #: Most events accepted in one ``POST /v1/events/batch``.
+    max_batch_events: int = Field(default=1000, ge=1, le=10_000)
+    #: Largest accepted HTTP request body, in bytes.
+    max_body_bytes: int = Field(default=4 * MIB, ge=1 * KIB)
+    #: Largest canonical JSON encoding of one event's ``data``, in bytes.
+    max_event_bytes: int = Field(default=64 * KIB, ge=1)
+    #: Page size when a read request gives no ``limit``.
+    page_limit_default: int = Field(default=100, ge=1, le=PAGE_LIMIT_CEILING)
+    #: Largest ``limit`` a read request may ask for.
+    page_limit_max: int = Field(default=PAGE_LIMIT_CEILING, ge=1, le=PAGE_LIMIT_CEILING)
+    #: SQLAlchemy connection pool size (ignored for SQLite).
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        parsed = _parse_url(value)
+        backend = parsed.get_backend_name()
+        if backend not in _SUPPORTED_BACKENDS:
+            # The backend name is not secret; the rest of the URL may be.
+            raise ValueError(f"unsupported database backend {backend!r} (use postgresql or sqlite)")
+        return value
+
+    @field_validator("checkpoint_origin")
+    @classmethod
+    def _check_origin(cls, value: str) -> str:
+        # C2SP signed-note key names (golang.org/x/mod/sumdb/note): non-empty, no Unicode
+        # spaces, no '+'. Control characters would break the checkpoint's line framing.
+        if not value:
+            raise ValueError("must not be empty")
+        if any(ch.isspace() or ch == "+" for ch in value):
+            raise ValueError("must not contain spaces or '+'")
+        if any(unicodedata.category(ch).startswith("C") for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("policy_file", mode="before")
+    @classmethod
+    def _empty_policy_file_is_none(cls, value: object) -> object:
+        # ``AUDIT_LEDGER_POLICY_FILE=`` means "no file", not the current directory.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_relations(self) -> Settings:
+        if self.page_limit_default > self.page_limit_max:
+            raise ValueError(
+                f"{_env('page_limit_default')} must not exceed {_env('page_limit_max')}"
+            )
+        if self.max_event_bytes > self.max_body_bytes:
+            raise ValueError(f"{_env('max_event_bytes')} must not exceed {_env('max_body_bytes')}")
+        return self
+
+
+def _env(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One ``VARIABLE: problem`` fragment for a pydantic error, without the input value."""
+    loc = error["loc"]
+    msg = error["msg"]
+    # Custom validators' messages arrive as "Value error, <ours>".
+    msg = msg.removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden" and loc:
+        return f"unknown setting {str(loc[0])!r}"
+    if loc and isinstance(loc[0], str) and loc[0] in Settings.model_fields:
+        return f"{_env(loc[0])}: {msg}"
+    return msg
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with ``overrides`` taking precedence.
+
+    Raises:
+        ConfigError: one line naming each offending ``AUDIT_LEDGER_*`` variable and its problem;
+            submitted values are never included.
+    """
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        detail = "; ".join(
+            _describe(err) for err in exc.errors(include_url=False, include_input=False)
+        )
+        # ``from None``: the pydantic error's own text may quote the value (a password).
+        raise ConfigError(f"invalid settings: {detail}") from None
