@@ -29,7 +29,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     AUDIT_LEDGER_KEYS_DIR=/var/lib/audit-ledger/keys \
-    AUDIT_LEDGER_LOG_DIR=/var/lib/audit-ledger/logs
+    AUDIT_LEDGER_LOG_DIR=/var/lib/audit-ledger/logs \
+    AUDIT_LEDGER_MIGRATIONS_DIR=/opt/audit-ledger/migrations
 # AUDIT_LEDGER_DATABASE_URL is deliberately not set here: pass it at run time (it holds a
 # password). Without it the service uses a SQLite file in the working directory.
 
@@ -41,8 +42,7 @@ COPY --from=build /wheels /wheels
 RUN pip install /wheels/*.whl && rm -rf /wheels
 
 # Database migrations (Alembic) live outside the package; read-only for the service user.
-#   docker run --rm -e AUDIT_LEDGER_DATABASE_URL=... audit-ledger \
-#     alembic -c /opt/audit-ledger/alembic.ini upgrade head
+#   docker run --rm -e AUDIT_LEDGER_DATABASE_URL=... audit-ledger audit-ledger db upgrade
 COPY alembic.ini /opt/audit-ledger/alembic.ini
 COPY migrations /opt/audit-ledger/migrations
 

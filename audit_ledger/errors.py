@@ -57,7 +57,11 @@ class ValidationError(LedgerError):
 
 
 class ConflictError(LedgerError):
-    """An ``event_id`` was reused with different content."""
+    """An ``event_id`` was reused with different content. ``index`` is its place in the batch."""
+
+    def __init__(self, detail: str, index: int | None = None) -> None:
+        super().__init__(detail)
+        self.index = index
 
 
 class NotFoundError(LedgerError):

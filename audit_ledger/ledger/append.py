@@ -96,7 +96,7 @@ class Appender:
         # First occurrences that are not in the log yet get new entries, in batch order.
         fresh: list[PreparedEvent] = []
         first: dict[str, PreparedEvent] = {}
-        for event in events:
+        for index, event in enumerate(events):
             if event.event_id in existing:
                 continue
             earlier = first.get(event.event_id)
@@ -104,7 +104,9 @@ class Appender:
                 first[event.event_id] = event
                 fresh.append(event)
             elif not earlier.same_request(event):
-                raise ConflictError("event_id is repeated in the batch with different content")
+                raise ConflictError(
+                    "event_id is repeated in the batch with different content", index
+                )
 
         recorded_at = format_timestamp(self.clock())
         if head.last_recorded_at is not None and recorded_at < head.last_recorded_at:
@@ -119,8 +121,9 @@ class Appender:
         for offset, event in enumerate(fresh):
             seq = head.size + offset
             key = keys[(event.category, *_scope_value(event, self.policy, recorded_at))]
-            blob = key.seal(event.data_bytes, payload_aad(event.category, event.event_id,
-                                                          key.key_id))  # fmt: skip
+            blob = key.seal(
+                event.data_bytes, payload_aad(event.category, event.event_id, key.key_id)
+            )
             header = LeafHeader(
                 seq=seq,
                 event_id=event.event_id,
@@ -140,9 +143,20 @@ class Appender:
             nodes.extend(frontier.append(lh))
             prev = lh.hex()
             new_entries.append(
-                NewEntry(seq, event.event_id, event.category, event.event_type,
-                         event.occurred_at, recorded_at, writer, lh, leaf, event.refs, blob)
-            )  # fmt: skip
+                NewEntry(
+                    seq,
+                    event.event_id,
+                    event.category,
+                    event.event_type,
+                    event.occurred_at,
+                    recorded_at,
+                    writer,
+                    lh,
+                    leaf,
+                    event.refs,
+                    blob,
+                )
+            )
             made[event.event_id] = Receipt(seq, event.event_id, prev, recorded_at)
         if new_entries:
             tx.insert_entries(new_entries, nodes)
@@ -155,8 +169,15 @@ class Appender:
                 receipts.append(_receipt(existing[event.event_id]))
             elif event.event_id in seen:
                 original = made[event.event_id]
-                receipts.append(Receipt(original.seq, original.event_id, original.leaf_hash,
-                                        original.recorded_at, True))  # fmt: skip
+                receipts.append(
+                    Receipt(
+                        original.seq,
+                        original.event_id,
+                        original.leaf_hash,
+                        original.recorded_at,
+                        True,
+                    )
+                )
             else:
                 seen.add(event.event_id)
                 receipts.append(made[event.event_id])
@@ -185,7 +206,7 @@ class Appender:
         stored_keys = tx.keys_by_id(
             [k for e in existing.values() if (k := parse_leaf(e.leaf).key_id) is not None]
         )
-        for event in events:
+        for index, event in enumerate(events):
             entry = existing.get(event.event_id)
             if entry is None:
                 continue
@@ -207,4 +228,4 @@ class Appender:
                 except CryptoError:
                     same = False
             if not same:
-                raise ConflictError("event_id already used with different content")
+                raise ConflictError("event_id already used with different content", index)

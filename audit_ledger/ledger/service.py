@@ -107,7 +107,7 @@ class Ledger:
 
     def check_schema(self) -> None:
         """Raise :class:`ConfigError` unless the database is migrated to the current revision."""
-        with self.store.engine.connect() as conn:
+        with self.store.reader() as conn:
             if not inspect(conn).has_table("ledger_head"):
                 raise ConfigError("database is not migrated: run 'audit-ledger db upgrade'")
             current = current_revision(conn)
@@ -121,9 +121,12 @@ class Ledger:
 
     def prepare(self, raw: object, *, location: str = "") -> PreparedEvent:
         return prepare_event(
-            raw, self.policy, self.keys.indexer,
-            max_data_bytes=self.settings.max_event_bytes, location=location,
-        )  # fmt: skip
+            raw,
+            self.policy,
+            self.keys.indexer,
+            max_data_bytes=self.settings.max_event_bytes,
+            location=location,
+        )
 
     def prepare_batch(
         self, raws: Sequence[object], *, prefix: str = "events"
@@ -143,8 +146,9 @@ class Ledger:
     def append(self, events: Sequence[PreparedEvent], writer: str) -> list[Receipt]:
         return self.appender.append(events, writer)
 
-    def record_operation(self, event_type: str, data: Mapping[str, Any], *,
-                         correlation_id: str | None = None) -> Receipt:  # fmt: skip
+    def record_operation(
+        self, event_type: str, data: Mapping[str, Any], *, correlation_id: str | None = None
+    ) -> Receipt:
         """Append a ``ledger_operations`` entry written by the service itself."""
         raw = {
             "event_id": str(uuid.uuid4()),
@@ -155,9 +159,12 @@ class Ledger:
             "data": dict(data),
         }
         event = prepare_event(
-            raw, self.policy, self.keys.indexer,
-            max_data_bytes=self.settings.max_event_bytes, allow_system=True,
-        )  # fmt: skip
+            raw,
+            self.policy,
+            self.keys.indexer,
+            max_data_bytes=self.settings.max_event_bytes,
+            allow_system=True,
+        )
         return self.appender.append([event], SYSTEM_WRITER)[0]
 
     # -- reads ---------------------------------------------------------------------------------

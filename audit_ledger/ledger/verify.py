@@ -38,16 +38,23 @@ class Problem:
     key_id: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"seq": self.seq, "checkpoint": self.checkpoint, "key_id": self.key_id,
-                "reason": self.reason}  # fmt: skip
+        return {
+            "seq": self.seq,
+            "checkpoint": self.checkpoint,
+            "key_id": self.key_id,
+            "reason": self.reason,
+        }
 
     def __str__(self) -> str:
         where = (
-            f"seq {self.seq}" if self.seq is not None
-            else f"checkpoint {self.checkpoint}" if self.checkpoint is not None
-            else f"data key {self.key_id}" if self.key_id is not None
+            f"seq {self.seq}"
+            if self.seq is not None
+            else f"checkpoint {self.checkpoint}"
+            if self.checkpoint is not None
+            else f"data key {self.key_id}"
+            if self.key_id is not None
             else "ledger"
-        )  # fmt: skip
+        )
         return f"{where}: {self.reason}"
 
 
@@ -154,8 +161,9 @@ class _Run:
             raise _fail("refs rows differ from the header refs", seq=entry.seq)
         for level, idx, expected in verified.subtrees[1:]:
             if nodes.pop((level, idx), None) != expected:
-                raise _fail(f"stored subtree hash ({level}, {idx}) is wrong or missing",
-                            seq=entry.seq)  # fmt: skip
+                raise _fail(
+                    f"stored subtree hash ({level}, {idx}) is wrong or missing", seq=entry.seq
+                )
         self.payload(entry, header, ops)
         while (
             self.next_checkpoint is not None and self.next_checkpoint.tree_size == self.chain.size
@@ -180,8 +188,7 @@ class _Run:
         if entry.purge_reason not in PURGE_REASONS:
             raise _fail("purge record has an unknown reason", seq=entry.seq)
         if entry.purge_op_seq <= entry.seq or ops.get(entry.purge_op_seq) != LEDGER_OPERATIONS:
-            raise _fail("purge record does not name a later ledger_operations entry",
-                        seq=entry.seq)  # fmt: skip
+            raise _fail("purge record does not name a later ledger_operations entry", seq=entry.seq)
         self.report.payloads_purged += 1
 
     def checkpoint(self, stored: StoredCheckpoint) -> None:
@@ -192,8 +199,10 @@ class _Run:
         if parsed.size != stored.tree_size or parsed.root_hash != stored.root_hash:
             raise _fail("stored columns differ from the signed note", checkpoint=stored.tree_size)
         if parsed.root_hash != self.chain.root():
-            raise _fail("signed root differs from the root of the log at that size",
-                        checkpoint=stored.tree_size)  # fmt: skip
+            raise _fail(
+                "signed root differs from the root of the log at that size",
+                checkpoint=stored.tree_size,
+            )
         self.report.checkpoints += 1
 
     def finish(self, keys: KeyProvider | None) -> None:

@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
 from audit_ledger.errors import ConfigError
+from audit_ledger.storage.repository import translate_errors
 
 
 def migrations_dir() -> Path:
@@ -48,6 +49,6 @@ def current_revision(conn: Connection) -> str | None:
 def upgrade(engine: Engine) -> None:
     """Apply all migrations up to head on ``engine``'s database."""
     config = alembic_config()
-    with engine.begin() as conn:
+    with translate_errors(), engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")

@@ -220,7 +220,7 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
+def translate_errors() -> Iterator[None]:
     """Map driver errors to the storage layer's errors (connectivity vs everything else)."""
     try:
         yield
@@ -268,12 +268,13 @@ class WriteTx:
         if not event_ids:
             return {}
         stmt = (
-            select(*_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq,
-                   payload_purges.c.reason)
+            select(
+                *_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq, payload_purges.c.reason
+            )
             .outerjoin(payloads, payloads.c.seq == entries.c.seq)
             .outerjoin(payload_purges, payload_purges.c.seq == entries.c.seq)
             .where(entries.c.event_id.in_(list(event_ids)))
-        )  # fmt: skip
+        )
         return {r.event_id: _entry(r, True) for r in self.conn.execute(stmt)}
 
     def keys_by_id(self, key_ids: Sequence[str]) -> dict[str, StoredKey]:
@@ -322,10 +323,19 @@ class WriteTx:
     ) -> None:
         """Insert entries, their refs and payloads, and the subtree hashes they complete."""
         entry_rows = [
-            (e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.recorded_at,
-             e.writer, e.leaf_hash, e.leaf)
+            (
+                e.seq,
+                e.event_id,
+                e.category,
+                e.event_type,
+                e.occurred_at,
+                e.recorded_at,
+                e.writer,
+                e.leaf_hash,
+                e.leaf,
+            )
             for e in new
-        ]  # fmt: skip
+        ]
         ref_rows = [(e.seq, name, value) for e in new for name, value in e.refs.items()]
         payload_rows = [(e.seq, e.payload) for e in new if e.payload is not None]
         node_rows = [(level, idx, h) for level, idx, h in nodes if level > 0]
@@ -360,8 +370,9 @@ class WriteTx:
                     for row in rows:
                         copy.write_row(row)
 
-    def set_head(self, size: int, last_leaf_hash: bytes, last_recorded_at: str,
-                 frontier: CompactRange) -> None:  # fmt: skip
+    def set_head(
+        self, size: int, last_leaf_hash: bytes, last_recorded_at: str, frontier: CompactRange
+    ) -> None:
         self.conn.execute(
             update(ledger_head)
             .where(ledger_head.c.id == 1)
@@ -415,14 +426,14 @@ class Store:
     @contextmanager
     def writer(self) -> Iterator[WriteTx]:
         """One write transaction, head locked first; commits on success, rolls back on error."""
-        with _translate_errors(), self.engine.connect() as conn:
+        with translate_errors(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield WriteTx(conn, self.dialect)
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:
-        with _translate_errors(), self.engine.connect() as conn, conn.begin():
+        with translate_errors(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     # -- reads --------------------------------------------------------------------------------
@@ -443,11 +454,12 @@ class Store:
     @staticmethod
     def _entry_select() -> Any:
         return (
-            select(*_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq,
-                   payload_purges.c.reason)
+            select(
+                *_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq, payload_purges.c.reason
+            )
             .outerjoin(payloads, payloads.c.seq == entries.c.seq)
             .outerjoin(payload_purges, payload_purges.c.seq == entries.c.seq)
-        )  # fmt: skip
+        )
 
     def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]:
         """Entries matching ``flt`` in seq order after ``after_seq`` (keyset pagination)."""

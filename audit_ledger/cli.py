@@ -1,0 +1,283 @@
+"""The ``audit-ledger`` command line: a thin shell over the ledger service.
+
+Exit codes: 0 success (for ``verify``: intact), 1 tampering or inconsistency found, 2 usage,
+configuration, input or database error. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit_ledger.core.canonical import strict_loads
+from audit_ledger.crypto.keys import init_keys
+from audit_ledger.errors import (
+    AuditLedgerError,
+    ConflictError,
+    DatabaseUnavailableError,
+    FormatError,
+    ValidationError,
+)
+from audit_ledger.ledger.events import PreparedEvent
+from audit_ledger.ledger.service import Ledger
+from audit_ledger.settings import Settings, load_settings
+from audit_ledger.storage import migrations
+from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.grants import grant_statements
+from audit_ledger.storage.repository import translate_errors
+
+EXIT_OK, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
+CLI_WRITER = "cli"
+
+
+class CliError(Exception):
+    """A one-line error for the user; exit code 2."""
+
+
+def _err(message: str) -> None:
+    print(f"audit-ledger: error: {message}", file=sys.stderr)
+
+
+@contextmanager
+def _ledger(settings: Settings) -> Iterator[Ledger]:
+    ledger = Ledger.open(settings)
+    try:
+        ledger.check_schema()
+        yield ledger
+    finally:
+        ledger.close()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    keys_dir = Path(args.keys_dir) if args.keys_dir else settings.keys_dir
+    origin = args.origin or settings.checkpoint_origin
+    verifier = init_keys(keys_dir, origin)
+    print(
+        f"created key files in {keys_dir} (mode 0600); keep them out of the database backups",
+        file=sys.stderr,
+    )
+    print("checkpoint verifier key (publish it for auditors):", file=sys.stderr)
+    print(verifier.encode())
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    engine = create_engine_for_url(settings.database_url)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    print(f"database migrated to revision {migrations.head_revision()}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
+    statements = grant_statements(args.role)
+    if not args.apply:
+        for statement in statements:
+            print(statement + ";")
+        return EXIT_OK
+    engine = create_engine_for_url(settings.database_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise CliError("grants apply to PostgreSQL only (SQLite has no roles)")
+        with translate_errors(), engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+    print(f"applied {len(statements)} grant statements for role {args.role}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_lines(source: str) -> Iterator[tuple[int, str]]:
+    stream: IO[str]
+    if source == "-":
+        stream = sys.stdin
+    else:
+        try:
+            stream = Path(source).open(encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise CliError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        for number, line in enumerate(stream, start=1):
+            if line.strip():
+                yield number, line
+    except UnicodeDecodeError:
+        raise CliError(f"{source}: not UTF-8 text") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def cmd_append(args: argparse.Namespace, settings: Settings) -> int:
+    """Append JSON lines in batches; a bad line stops the import after committing the lines
+    before it. Rerunning the corrected file is safe: appends are idempotent by event_id."""
+    committed = replayed = 0
+    with _ledger(settings) as ledger:
+        batch: list[PreparedEvent] = []
+        lines: list[int] = []
+
+        def flush() -> None:
+            nonlocal committed, replayed
+            if not batch:
+                return
+            try:
+                receipts = ledger.append(batch, args.writer)
+            except ConflictError as exc:
+                line = lines[exc.index] if exc.index is not None else lines[0]
+                raise CliError(f"line {line}: {exc} (committed before it: {committed})") from None
+            committed += sum(not r.replayed for r in receipts)
+            replayed += sum(r.replayed for r in receipts)
+            batch.clear()
+            lines.clear()
+
+        for number, line in _read_lines(args.file):
+            try:
+                event = ledger.prepare(strict_loads(line))
+            except (FormatError, ValidationError) as exc:
+                flush()
+                detail = _describe_validation(exc)
+                raise CliError(
+                    f"line {number}: {detail} (committed before it: {committed}, "
+                    f"already present: {replayed})"
+                ) from None
+            batch.append(event)
+            lines.append(number)
+            if len(batch) >= args.batch_size:
+                flush()
+        flush()
+    print(json.dumps({"appended": committed, "already_present": replayed}))
+    return EXIT_OK
+
+
+def _describe_validation(exc: AuditLedgerError) -> str:
+    if isinstance(exc, ValidationError) and exc.fields:
+        return "; ".join(f"{f['field']}: {f['problem']}" for f in exc.fields)
+    return str(exc)
+
+
+def cmd_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        checkpoint = ledger.checkpoint()
+    if checkpoint is None:
+        raise CliError("the log is empty: no checkpoint is made for an empty log")
+    sys.stdout.write(checkpoint.note)
+    return EXIT_OK
+
+
+def _progress_printer() -> Callable[[int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int) -> None:
+        print(f"\rverified {done:,} entries", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        progress = None if args.json else _progress_printer()
+        report = ledger.verify(progress)
+        if progress is not None:
+            print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    elif report.ok:
+        print(
+            f"ok: {report.size} entries, root {report.root}, {report.checkpoints} checkpoints, "
+            f"{report.payloads_present} payloads present, {report.payloads_purged} purged"
+        )
+    else:
+        print(f"TAMPERING OR INCONSISTENCY: {report.problem}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_TAMPERED
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would exit 2 with usage; keep one line
+        raise CliError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="audit-ledger",
+        description="Append-only, hash-chained, Merkle-tree compliance audit ledger.",
+        epilog="Configuration comes from AUDIT_LEDGER_* environment variables "
+        "(AUDIT_LEDGER_DATABASE_URL, AUDIT_LEDGER_KEYS_DIR, AUDIT_LEDGER_CHECKPOINT_ORIGIN, ...).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    keys = sub.add_parser("keys", help="key files").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    init = keys.add_parser("init", help="create the key files (refuses to overwrite)")
+    init.add_argument("--keys-dir", help="default: AUDIT_LEDGER_KEYS_DIR or ./keys")
+    init.add_argument("--origin", help="checkpoint origin / key name")
+    init.set_defaults(func=cmd_keys_init)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+    grants = db.add_parser("grants", help="least-privilege grants for the application role")
+    grants.add_argument("--role", required=True)
+    grants.add_argument("--apply", action="store_true", help="execute them (PostgreSQL)")
+    grants.set_defaults(func=cmd_db_grants)
+
+    append = sub.add_parser("append", help="append JSON-lines events (bulk import)")
+    append.add_argument("file", nargs="?", default="-", help="file of JSON lines, or - (stdin)")
+    append.add_argument("--writer", default=CLI_WRITER, help="writer name recorded in headers")
+    append.add_argument("--batch-size", type=_positive_int, default=1000)
+    append.set_defaults(func=cmd_append)
+
+    sub.add_parser("checkpoint", help="sign a checkpoint of the current log").set_defaults(
+        func=cmd_checkpoint
+    )
+    verify = sub.add_parser("verify", help="verify the whole ledger")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.func(args, load_settings())
+    except CliError as exc:
+        _err(str(exc))
+    except DatabaseUnavailableError:
+        _err("database is unreachable (check AUDIT_LEDGER_DATABASE_URL and that it is running)")
+    except AuditLedgerError as exc:
+        _err(str(exc))
+    except SQLAlchemyError as exc:  # a driver error not mapped by the storage layer
+        _err(f"database error: {exc.__class__.__name__}")
+    except KeyboardInterrupt:
+        _err("interrupted")
+    else:
+        return code
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
