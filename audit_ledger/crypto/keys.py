@@ -128,7 +128,7 @@ class CheckpointSigner:
 
 def parse_signer_key(text: str) -> CheckpointSigner:
     """Parse ``PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>``."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 4)  # the base64 key may itself contain "+"
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise ConfigError("checkpoint.key is not a PRIVATE+KEY+<name>+<hash>+<key> string")
     name, hash_hex, blob = parts[2:]
