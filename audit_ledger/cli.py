@@ -17,6 +17,7 @@ from typing import IO, Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from audit_ledger.api.server import serve
 from audit_ledger.core.canonical import strict_loads
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.errors import (
@@ -28,6 +29,7 @@ from audit_ledger.errors import (
 )
 from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.service import Ledger
+from audit_ledger.roles import ROLES
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
@@ -205,6 +207,38 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if report.ok else EXIT_TAMPERED
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    serve(settings, args.host, args.port, args.workers)
+    return EXIT_OK
+
+
+def cmd_principals_add(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        token = ledger.add_principal(args.name, args.role)
+    print(
+        f"principal {args.name} created with roles {', '.join(sorted(set(args.role)))}",
+        file=sys.stderr,
+    )
+    print("bearer token (shown once; only its hash is stored):", file=sys.stderr)
+    print(token)
+    return EXIT_OK
+
+
+def cmd_principals_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        for p in ledger.principals():
+            state = f"revoked {p.revoked_at}" if p.revoked_at else "active"
+            print(f"{p.name}\t{','.join(p.roles)}\t{state}\tcreated {p.created_at}")
+    return EXIT_OK
+
+
+def cmd_principals_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        ledger.revoke_principal(args.name)
+    print(f"principal {args.name} revoked", file=sys.stderr)
+    return EXIT_OK
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -257,6 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="verify the whole ledger")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.set_defaults(func=cmd_verify)
+    serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
+    serve_p.add_argument("--host", default="127.0.0.1")
+    serve_p.add_argument("--port", type=_positive_int, default=8000)
+    serve_p.add_argument("--workers", type=_positive_int, default=1)
+    serve_p.set_defaults(func=cmd_serve)
+
+    principals = sub.add_parser("principals", help="API principals and their roles")
+    psub = principals.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    add = psub.add_parser("add", help="create a principal; prints its token on the last line")
+    add.add_argument("name")
+    add.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        help=f"one of: {', '.join(sorted(ROLES))} (repeatable)",
+    )
+    add.set_defaults(func=cmd_principals_add)
+    psub.add_parser("list", help="list principals").set_defaults(func=cmd_principals_list)
+    revoke = psub.add_parser("revoke", help="revoke a principal's token")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_principals_revoke)
     return parser
 
 

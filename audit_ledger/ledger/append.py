@@ -74,8 +74,11 @@ class Appender:
         self.keyring = keyring
         self.clock = clock
 
-    def append(self, events: Sequence[PreparedEvent], writer: str) -> list[Receipt]:
+    def append(self, events: Sequence[PreparedEvent], writer: str | Sequence[str]) -> list[Receipt]:
         """Append ``events`` atomically; replays return their original receipts.
+
+        ``writer`` names the principal recorded in every header, or one per event (the HTTP
+        service commits several requests' events in one transaction).
 
         Raises:
             ConflictError: an ``event_id`` is already used (in the log or earlier in this batch)
@@ -84,17 +87,21 @@ class Appender:
         if not events:
             return []
         with self.store.writer() as tx:
-            return self._append_locked(tx, events, writer)
+            return self.append_locked(tx, events, writer)
 
-    def _append_locked(
-        self, tx: WriteTx, events: Sequence[PreparedEvent], writer: str
+    def append_locked(
+        self, tx: WriteTx, events: Sequence[PreparedEvent], writer: str | Sequence[str]
     ) -> list[Receipt]:
+        """Append inside an open write transaction (so other writes can commit with it)."""
         head = tx.head()
+        writers = [writer] * len(events) if isinstance(writer, str) else list(writer)
+        if len(writers) != len(events):
+            raise ValueError("one writer per event is needed")  # programming error
         existing = tx.entries_by_event_id(sorted({e.event_id for e in events}))
         self._check_replays(tx, events, existing)
 
         # First occurrences that are not in the log yet get new entries, in batch order.
-        fresh: list[PreparedEvent] = []
+        fresh: list[tuple[PreparedEvent, str]] = []
         first: dict[str, PreparedEvent] = {}
         for index, event in enumerate(events):
             if event.event_id in existing:
@@ -102,7 +109,7 @@ class Appender:
             earlier = first.get(event.event_id)
             if earlier is None:
                 first[event.event_id] = event
-                fresh.append(event)
+                fresh.append((event, writers[index]))
             elif not earlier.same_request(event):
                 raise ConflictError(
                     "event_id is repeated in the batch with different content", index
@@ -112,13 +119,13 @@ class Appender:
         if head.last_recorded_at is not None and recorded_at < head.last_recorded_at:
             recorded_at = head.last_recorded_at
 
-        keys = self._reserve_keys(tx, fresh, recorded_at)
+        keys = self._reserve_keys(tx, [e for e, _ in fresh], recorded_at)
         frontier = head.frontier.copy()
         prev = head.last_leaf_hash.hex() if head.last_leaf_hash is not None else ZERO_HASH_HEX
         new_entries: list[NewEntry] = []
         nodes: list[tuple[int, int, bytes]] = []
         made: dict[str, Receipt] = {}
-        for offset, event in enumerate(fresh):
+        for offset, (event, event_writer) in enumerate(fresh):
             seq = head.size + offset
             key = keys[(event.category, *_scope_value(event, self.policy, recorded_at))]
             blob = key.seal(
@@ -131,7 +138,7 @@ class Appender:
                 event_type=event.event_type,
                 occurred_at=event.occurred_at,
                 recorded_at=recorded_at,
-                writer=writer,
+                writer=event_writer,
                 correlation_id=event.correlation_id,
                 refs=event.refs,
                 key_id=key.key_id,
@@ -150,7 +157,7 @@ class Appender:
                     event.event_type,
                     event.occurred_at,
                     recorded_at,
-                    writer,
+                    event_writer,
                     lh,
                     leaf,
                     event.refs,

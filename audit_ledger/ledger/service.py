@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import inspect
 
 from audit_ledger.core import merkle
-from audit_ledger.core.timestamps import normalise_timestamp
+from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
 from audit_ledger.crypto.keys import KeyRing, load_keys
 from audit_ledger.errors import (
+    AuthenticationError,
     ConfigError,
+    ConflictError,
     FormatError,
     NotFoundError,
     ValidationError,
@@ -28,6 +30,14 @@ from audit_ledger.ledger.append import Appender, Receipt
 from audit_ledger.ledger.checkpoints import create_checkpoint
 from audit_ledger.ledger.events import PreparedEvent, prepare_event
 from audit_ledger.ledger.keyring import DataKeyRing
+from audit_ledger.ledger.principals import (
+    Principal,
+    check_name,
+    check_roles,
+    new_token,
+    token_hash,
+    token_shape_ok,
+)
 from audit_ledger.ledger.reads import (
     EntryReader,
     EntryView,
@@ -40,7 +50,12 @@ from audit_ledger.policy import LEDGER_OPERATIONS, Policy, load_policy
 from audit_ledger.settings import Settings
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.migrations import current_revision, head_revision
-from audit_ledger.storage.repository import EntryFilter, Store, StoredCheckpoint
+from audit_ledger.storage.repository import (
+    EntryFilter,
+    Store,
+    StoredCheckpoint,
+    StoredPrincipal,
+)
 
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
@@ -143,29 +158,72 @@ class Ledger:
             raise ValidationError("batch is invalid; nothing was written", fields)
         return prepared
 
-    def append(self, events: Sequence[PreparedEvent], writer: str) -> list[Receipt]:
+    def append(self, events: Sequence[PreparedEvent], writer: str | Sequence[str]) -> list[Receipt]:
         return self.appender.append(events, writer)
 
-    def record_operation(
-        self, event_type: str, data: Mapping[str, Any], *, correlation_id: str | None = None
-    ) -> Receipt:
+    def record_operation(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
         """Append a ``ledger_operations`` entry written by the service itself."""
+        return self.appender.append([self.operation_event(event_type, data)], SYSTEM_WRITER)[0]
+
+    # -- principals ----------------------------------------------------------------------------
+
+    def operation_event(self, event_type: str, data: Mapping[str, Any]) -> PreparedEvent:
+        """A prepared `ledger_operations` event written by the service itself."""
         raw = {
             "event_id": str(uuid.uuid4()),
             "category": LEDGER_OPERATIONS,
             "event_type": event_type,
-            "occurred_at": self.clock().isoformat(),
-            "correlation_id": correlation_id,
+            "occurred_at": format_timestamp(self.clock()),
+            "correlation_id": None,
             "data": dict(data),
         }
-        event = prepare_event(
+        return prepare_event(
             raw,
             self.policy,
             self.keys.indexer,
             max_data_bytes=self.settings.max_event_bytes,
             allow_system=True,
         )
-        return self.appender.append([event], SYSTEM_WRITER)[0]
+
+    def add_principal(self, name: str, roles: Iterable[str], *, actor: str = "cli") -> str:
+        """Create a principal; return its bearer token (shown once, stored only hashed)."""
+        check_name(name)
+        chosen = check_roles(roles)
+        token = new_token()
+        now = format_timestamp(self.clock())
+        op = self.operation_event(
+            "principal_added", {"principal": name, "roles": list(chosen), "actor": actor}
+        )
+        with self.store.writer() as tx:
+            tx.head()  # the head lock first, as for every write (DESIGN §5)
+            stored = StoredPrincipal(name, token_hash(token), chosen, now, None)
+            if not tx.insert_principal(stored):
+                raise ConflictError(f"principal {name!r} already exists")
+            self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+        return token
+
+    def revoke_principal(self, name: str, *, actor: str = "cli") -> None:
+        check_name(name)
+        op = self.operation_event("principal_revoked", {"principal": name, "actor": actor})
+        with self.store.writer() as tx:
+            tx.head()
+            if not tx.revoke_principal(name, format_timestamp(self.clock())):
+                raise NotFoundError(f"no active principal named {name!r}")
+            self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+
+    def principals(self) -> list[StoredPrincipal]:
+        return self.store.principals()
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal holding ``token``; :class:`AuthenticationError` with a reason code."""
+        if not token_shape_ok(token):
+            raise AuthenticationError("malformed")
+        stored = self.store.principal_by_token_hash(token_hash(token))
+        if stored is None:
+            raise AuthenticationError("unknown")
+        if stored.revoked_at is not None:
+            raise AuthenticationError("revoked")
+        return Principal(stored.name, frozenset(stored.roles))
 
     # -- reads ---------------------------------------------------------------------------------
 

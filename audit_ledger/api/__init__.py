@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI): a thin shell over :class:`~audit_ledger.ledger.service.Ledger`."""

@@ -1,0 +1,465 @@
+"""FastAPI application: the HTTP API v1 of DESIGN §4 (normative paths, parameters and shapes).
+
+Endpoints stay thin: authenticate, check the role, hand over to the ledger, shape the answer.
+Domain errors become problem+json in :mod:`audit_ledger.api.problems`, nowhere else. Database
+work runs in worker threads; appends go through the :class:`GroupCommitter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audit_ledger.api.committer import GroupCommitter
+from audit_ledger.api.models import (
+    BatchIn,
+    ConsistencyOut,
+    EntryOut,
+    EventIn,
+    InclusionOut,
+    LeavesOut,
+    PageOut,
+    ReceiptOut,
+    ReceiptsOut,
+    SearchIn,
+)
+from audit_ledger.api.problems import (
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    domain_error_handler,
+    http_error_handler,
+    request_validation_handler,
+)
+from audit_ledger.core.canonical import strict_loads
+from audit_ledger.errors import (
+    AuditLedgerError,
+    AuthenticationError,
+    DatabaseUnavailableError,
+    FormatError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from audit_ledger.ledger.append import Receipt
+from audit_ledger.ledger.principals import Principal
+from audit_ledger.ledger.service import SYSTEM_WRITER, Ledger, Page
+from audit_ledger.ledger.service import Query as LedgerQuery
+from audit_ledger.roles import (
+    AUDITOR,
+    COMPLIANCE_OFFICER,
+    PRIVACY_OFFICER,
+    SECURITY_TEAM,
+    WRITER,
+)
+from audit_ledger.settings import Settings, load_settings
+
+READER_ROLES = frozenset({COMPLIANCE_OFFICER, PRIVACY_OFFICER, SECURITY_TEAM, AUDITOR})
+JSON_TYPES = ("application/json", "application/problem+json")
+T = TypeVar("T")
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+async def _run(func: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(func, *args)
+
+
+# --- authentication and roles -------------------------------------------------------------------
+
+
+async def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthenticationError("missing")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("malformed")
+    principal = await _run(_ledger(request).authenticate, token.strip())
+    request.state.principal = principal.name
+    return principal
+
+
+def require(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
+    allowed = frozenset(roles)
+
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.has_any(allowed):
+            raise PermissionDeniedError("your roles do not allow this endpoint")
+        return principal
+
+    return check
+
+
+Writer = Annotated[Principal, Depends(require(WRITER))]
+Reader = Annotated[Principal, Depends(require(*READER_ROLES))]
+Auditor = Annotated[Principal, Depends(require(AUDITOR))]
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+# --- request bodies -----------------------------------------------------------------------------
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as strict JSON, refusing bodies over ``limit`` bytes (413)."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0]
+    if content_type.strip().lower() not in JSON_TYPES:
+        raise UnsupportedMediaTypeError("request body must be application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return strict_loads(b"".join(chunks))
+    except FormatError as exc:
+        raise ValidationError(
+            "request body is not valid JSON", [{"field": "body", "problem": str(exc)}]
+        ) from None
+
+
+def _object(body: Any, allowed: Iterable[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"{what} must be a JSON object", [{"field": "body", "problem": "not an object"}]
+        )
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValidationError(
+            f"{what} has unknown members",
+            [{"field": name, "problem": "unknown member"} for name in unknown],
+        )
+    return body
+
+
+def _receipts_response(receipts: list[Receipt], single: bool) -> JSONResponse:
+    status = 200 if all(r.replayed for r in receipts) else 201
+    if single:
+        return JSONResponse(receipts[0].to_dict(), status_code=status)
+    return JSONResponse({"receipts": [r.to_dict() for r in receipts]}, status_code=status)
+
+
+# --- the application ----------------------------------------------------------------------------
+
+
+def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the app. Without ``ledger`` it opens one from the environment at start-up (the
+    form uvicorn's ``--factory`` and multi-worker mode use)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = ledger is None
+        led = ledger or Ledger.open(settings or load_settings())
+        if owned:
+            led.check_schema()
+        app.state.ledger = led
+        app.state.committer = GroupCommitter(led)
+        app.state.committer.start()
+        try:
+            yield
+        finally:
+            await app.state.committer.stop()
+            if owned:
+                led.close()
+
+    app = FastAPI(
+        title="audit-ledger",
+        version="1",
+        summary="Append-only, hash-chained, Merkle-tree compliance audit ledger",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(AuditLedgerError, domain_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, domain_error_handler)
+    _routes(app)
+    return app
+
+
+def _settings(request: Request) -> Settings:
+    return _ledger(request).settings
+
+
+async def _record_read(request: Request, principal: Principal, what: Mapping[str, Any]) -> None:
+    """Append the ledger_operations entry that records a read of records, before answering."""
+    ledger = _ledger(request)
+    op = ledger.operation_event("records_read", {"principal": principal.name, **what})
+    committer: GroupCommitter = request.app.state.committer
+    await committer.submit([op], SYSTEM_WRITER)
+
+
+def _filters(q: LedgerQuery, ledger: Ledger) -> dict[str, Any]:
+    """What a read asked for, with identifiers replaced by their blind indexes."""
+    out: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "category": q.category,
+            "event_type": q.event_type,
+            "since": q.since,
+            "until": q.until,
+            "limit": q.limit,
+        }.items()
+        if v is not None
+    }
+    if q.user_id is not None:
+        out["user_ref"] = ledger.keys.indexer.index("user", q.user_id)
+    if q.order_id is not None:
+        out["order_ref"] = ledger.keys.indexer.index("order", q.order_id)
+    return out
+
+
+def _page_response(page: Page) -> dict[str, Any]:
+    return {"events": [v.to_dict() for v in page.events], "next_cursor": page.next_cursor}
+
+
+def _routes(app: FastAPI) -> None:
+    event_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+        }
+    }
+    batch_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BatchIn.model_json_schema()}},
+        }
+    }
+    search_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SearchIn.model_json_schema()}},
+        }
+    }
+
+    @app.post(
+        "/v1/events",
+        status_code=201,
+        response_model=ReceiptOut,
+        openapi_extra=event_body,
+        tags=["append"],
+    )
+    async def append_event(request: Request, principal: Writer) -> JSONResponse:
+        ledger = _ledger(request)
+        body = await read_json(request, ledger.settings.max_body_bytes)
+        event = ledger.prepare(body)
+        receipts = await request.app.state.committer.submit([event], principal.name)
+        return _receipts_response(receipts, single=True)
+
+    @app.post(
+        "/v1/events/batch",
+        status_code=201,
+        response_model=ReceiptsOut,
+        openapi_extra=batch_body,
+        tags=["append"],
+    )
+    async def append_batch(request: Request, principal: Writer) -> JSONResponse:
+        ledger = _ledger(request)
+        body = _object(
+            await read_json(request, ledger.settings.max_body_bytes), {"events"}, "batch"
+        )
+        events = body.get("events")
+        if not isinstance(events, list) or not events:
+            raise ValidationError(
+                "events must be a non-empty list",
+                [{"field": "events", "problem": "must be a non-empty list"}],
+            )
+        if len(events) > ledger.settings.max_batch_events:
+            raise PayloadTooLargeError(
+                f"a batch holds at most {ledger.settings.max_batch_events} events"
+            )
+        prepared = ledger.prepare_batch(events)
+        receipts = await request.app.state.committer.submit(prepared, principal.name)
+        return _receipts_response(receipts, single=False)
+
+    async def run_query(
+        request: Request, principal: Principal, q: LedgerQuery, endpoint: str
+    ) -> dict[str, Any]:
+        ledger = _ledger(request)
+        page = await _run(ledger.query, principal.roles, q)
+        seqs = [v.seq for v in page.events]
+        await _record_read(
+            request,
+            principal,
+            {
+                "endpoint": endpoint,
+                "filters": _filters(q, ledger),
+                "count": len(seqs),
+                "seqs": [seqs[0], seqs[-1]] if seqs else [],
+            },
+        )
+        return _page_response(page)
+
+    @app.get("/v1/events", response_model=PageOut, tags=["read"])
+    async def list_events(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+        request: Request,
+        principal: Reader,
+        category: str | None = None,
+        event_type: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        allowed = {"category", "event_type", "since", "until", "limit", "cursor"}
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            # user_id / order_id especially: personal identifiers never travel in a URL.
+            raise ValidationError(
+                "unknown query parameters (search by user_id/order_id with POST /v1/events/search)",
+                [{"field": name, "problem": "unknown query parameter"} for name in unknown],
+            )
+        q = LedgerQuery(
+            category,
+            event_type,
+            since,
+            until,
+            None,
+            None,
+            limit or _settings(request).page_limit_default,
+            cursor,
+        )
+        return await run_query(request, principal, q, "GET /v1/events")
+
+    @app.post("/v1/events/search", response_model=PageOut, openapi_extra=search_body, tags=["read"])
+    async def search_events(request: Request, principal: Reader) -> dict[str, Any]:
+        ledger = _ledger(request)
+        body = _object(
+            await read_json(request, ledger.settings.max_body_bytes),
+            SearchIn.model_fields,
+            "search",
+        )
+        problems = []
+        for name in ("category", "event_type", "since", "until", "cursor"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                problems.append({"field": name, "problem": "must be a string"})
+        for name in ("user_id", "order_id"):
+            value = body.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+                problems.append({"field": name, "problem": "must be a string or an integer"})
+        limit = body.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            problems.append({"field": "limit", "problem": "must be an integer"})
+        if problems:
+            raise ValidationError("search filters are invalid", problems)
+        q = LedgerQuery(
+            body.get("category"),
+            body.get("event_type"),
+            body.get("since"),
+            body.get("until"),
+            body.get("user_id"),
+            body.get("order_id"),
+            limit if limit is not None else ledger.settings.page_limit_default,
+            body.get("cursor"),
+        )
+        return await run_query(request, principal, q, "POST /v1/events/search")
+
+    @app.get("/v1/events/{seq}", response_model=EntryOut, tags=["read"])
+    async def get_event(request: Request, principal: Reader, seq: int) -> dict[str, Any]:
+        ledger = _ledger(request)
+        view = await _run(ledger.entry, principal.roles, seq)
+        await _record_read(
+            request, principal, {"endpoint": "GET /v1/events/{seq}", "count": 1, "seqs": [seq, seq]}
+        )
+        return view.to_dict()
+
+    @app.get("/v1/log/checkpoint", response_class=PlainTextResponse, tags=["log"])
+    async def checkpoint(request: Request, principal: AnyPrincipal) -> PlainTextResponse:
+        latest = await _run(_ledger(request).latest_checkpoint)
+        if latest is None:
+            raise NotFoundError("no checkpoint yet (the log is empty or none was made)")
+        return PlainTextResponse(latest.note)
+
+    @app.get("/v1/log/verifier-key", response_class=PlainTextResponse, tags=["log"])
+    async def verifier_key(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(_ledger(request).verifier_key() + "\n")
+
+    @app.get("/v1/log/leaves", response_model=LeavesOut, tags=["log"])
+    async def leaves(
+        request: Request,
+        principal: Auditor,
+        start: Annotated[int, Query(ge=0)],
+        end: Annotated[int, Query(ge=1)],
+    ) -> dict[str, Any]:
+        rows = await _run(_ledger(request).leaves, start, end)
+        await _record_read(
+            request,
+            principal,
+            {
+                "endpoint": "GET /v1/log/leaves",
+                "count": len(rows),
+                "seqs": [rows[0][0], rows[-1][0]] if rows else [],
+            },
+        )
+        return {
+            "leaves": [
+                {"seq": seq, "leaf": base64.b64encode(leaf).decode("ascii")} for seq, leaf in rows
+            ]
+        }
+
+    @app.get("/v1/log/proof/inclusion", response_model=InclusionOut, tags=["log"])
+    async def inclusion(
+        request: Request,
+        principal: Auditor,
+        seq: Annotated[int, Query(ge=0)],
+        tree_size: Annotated[int, Query(ge=1)],
+    ) -> dict[str, Any]:
+        proof = await _run(_ledger(request).inclusion_proof, seq, tree_size)
+        return {"seq": seq, "tree_size": tree_size, "hashes": [h.hex() for h in proof]}
+
+    @app.get("/v1/log/proof/consistency", response_model=ConsistencyOut, tags=["log"])
+    async def consistency(
+        request: Request,
+        principal: Auditor,
+        first: Annotated[int, Query(ge=1)],
+        second: Annotated[int, Query(ge=1)],
+    ) -> dict[str, Any]:
+        proof = await _run(_ledger(request).consistency_proof, first, second)
+        return {"first": first, "second": second, "hashes": [h.hex() for h in proof]}
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        checks = await _run(_readiness, _ledger(request))
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+            headers=None if ready else {"Retry-After": "5"},
+        )
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _readiness(ledger: Ledger) -> dict[str, str]:
+    checks = {"keys": "ok"}
+    try:
+        ledger.check_schema()
+        checks["database"] = "ok"
+        checks["schema"] = "ok"
+    except AuditLedgerError as exc:
+        unreachable = isinstance(exc, DatabaseUnavailableError)
+        checks["database"] = "unreachable" if unreachable else "ok"
+        checks["schema"] = "unknown" if unreachable else "not migrated to the current revision"
+    return checks

@@ -1,0 +1,126 @@
+"""RFC 9457 problem details: the one place where domain errors become HTTP statuses.
+
+Every error body is ``application/problem+json`` with a stable ``type``, a ``title``, the
+``status`` and a human ``detail``; 422s add ``errors`` naming the failing fields. Submitted
+values are never echoed back: they may be personal data or secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audit_ledger.errors import (
+    AuditLedgerError,
+    AuthenticationError,
+    ConfigError,
+    ConflictError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "urn:audit-ledger:problem:"
+RETRY_AFTER_SECONDS = 5
+
+
+class PayloadTooLargeError(AuditLedgerError):
+    """A request body or batch is over the configured limit."""
+
+
+class UnsupportedMediaTypeError(AuditLedgerError):
+    """A request body that is not JSON."""
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def from_error(exc: Exception) -> JSONResponse:
+    """Map a domain error (or anything unexpected) to its problem response."""
+    if isinstance(exc, ValidationError):
+        return problem(422, "validation", "Invalid request", exc.detail, errors=exc.fields)
+    if isinstance(exc, AuthenticationError):
+        return problem(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="audit-ledger"'},
+        )
+    if isinstance(exc, PermissionDeniedError):
+        return problem(403, "forbidden", "Forbidden", str(exc))
+    if isinstance(exc, NotFoundError):
+        return problem(404, "not-found", "Not found", str(exc))
+    if isinstance(exc, ConflictError):
+        detail = str(exc) if exc.index is None else f"{exc} (events[{exc.index}])"
+        return problem(409, "conflict", "Conflict", detail)
+    if isinstance(exc, PayloadTooLargeError):
+        return problem(413, "too-large", "Payload too large", str(exc))
+    if isinstance(exc, UnsupportedMediaTypeError):
+        return problem(415, "unsupported-media-type", "Unsupported media type", str(exc))
+    if isinstance(exc, DatabaseUnavailableError):
+        return problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the database is unreachable; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, ConfigError):
+        return problem(503, "misconfigured", "Service unavailable", "the service is misconfigured")
+    # Storage, crypto or programming errors: never a traceback or internal detail in the body.
+    return problem(500, "internal", "Internal error", "the request could not be completed")
+
+
+async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    return from_error(exc)
+
+
+async def request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own parameter validation, reshaped; the offending input is dropped."""
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
+    errors = [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body",
+            "problem": str(err.get("msg", "invalid")),
+        }
+        for err in exc.errors()
+    ]
+    return problem(
+        422, "validation", "Invalid request", "request parameters are invalid", errors=errors
+    )
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+    return problem(
+        exc.status_code,
+        slug,
+        str(exc.detail),
+        str(exc.detail),
+        headers=getattr(exc, "headers", None),
+    )
