@@ -15,7 +15,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from audit_ledger.core.canonical import canonical_json
+from audit_ledger.core.canonical import canonical_json_ascii_keys
 from audit_ledger.core.header import FORMAT_VERSION
 from audit_ledger.crypto.secret import Secret
 from audit_ledger.errors import CryptoError
@@ -29,7 +29,8 @@ MAX_SEALS_PER_KEY = 2**28
 
 def payload_aad(category: str, event_id: str, key_id: str) -> bytes:
     """Associated data that binds a payload blob to its entry."""
-    return canonical_json(
+    # Every member name is ASCII and every value a string the header already validated.
+    return canonical_json_ascii_keys(
         {"category": category, "event_id": event_id, "key_id": key_id, "v": FORMAT_VERSION}
     )
 

@@ -283,6 +283,17 @@ class WriteTx:
     def entries_by_event_id(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
         if not event_ids:
             return {}
+        # Replays are rare: an index-only existence probe first, full rows only for hits.
+        found = (
+            self.conn.execute(
+                select(entries.c.event_id).where(entries.c.event_id.in_(list(event_ids)))
+            )
+            .scalars()
+            .all()
+        )
+        if not found:
+            return {}
+        event_ids = list(found)
         stmt = (
             select(
                 *_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq, payload_purges.c.reason

@@ -1,0 +1,206 @@
+"""Storage benchmark (issue: append, store and verify) — one run on PostgreSQL, side by side.
+
+    .venv/bin/python bench/append.py [--events 200000] [--batch 1000] [--memory-sizes 100000,1000000]
+
+Prints, measured in the same run on the same server (the machine is a shared, noisy 2-core box,
+so ratios matter more than absolute numbers):
+
+* bulk append of N financial events in batches of B through the real append path (validate,
+  blind-index, encrypt, hash, chain, COPY into five tables, commit per batch) vs a raw ``COPY``
+  of N rows of the same size into a plain table, also committed per batch;
+* full ``verify`` (entries/s) vs a raw ``COPY entries TO STDOUT`` read of the same table;
+* peak RSS of ``verify`` in a fresh process at each requested log size (flat = constant memory).
+
+Uses a throwaway database on AUDIT_LEDGER_TEST_PG_URL's server (default
+postgresql://postgres@127.0.0.1:5432/postgres) and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from audit_ledger.crypto.keys import init_keys  # noqa: E402
+from audit_ledger.ledger.service import Ledger  # noqa: E402
+from audit_ledger.settings import load_settings  # noqa: E402
+from audit_ledger.storage import migrations  # noqa: E402
+from audit_ledger.storage.engine import create_engine_for_url  # noqa: E402
+
+ADMIN = os.environ.get("AUDIT_LEDGER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ORIGIN = "bench.example/ledger"
+
+
+def db_url(name: str) -> str:
+    return ADMIN.rpartition("/")[0] + "/" + name
+
+
+def financial(i: int) -> dict[str, object]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "category": "financial_transactions",
+        "event_type": "payment_completed",
+        "occurred_at": "2026-11-28T10:55:17.123456+07:00",
+        "correlation_id": f"corr-{i:08d}",
+        "data": {
+            "user_id": 100000 + i % 5000,
+            "amount": f"{(i % 997) * 1000}.00",
+            "payment_method": "qris",
+            "order_id": f"ORD-2026-{i:09d}",
+        },
+    }
+
+
+def bench_append(ledger: Ledger, n: int, batch: int) -> float:
+    raws = [financial(i) for i in range(n)]
+    start = time.perf_counter()
+    for lo in range(0, n, batch):
+        ledger.append(ledger.prepare_batch(raws[lo : lo + batch]), "bench")
+    return n / (time.perf_counter() - start)
+
+
+def row_size(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT avg(length(e.leaf) + length(p.blob) + 32 + 120)::int FROM entries e "
+            "JOIN payloads p USING (seq)"
+        ).fetchone()
+        return int(row[0]) if row and row[0] else 800
+
+
+def bench_raw_copy(url: str, n: int, batch: int, size: int) -> float:
+    payload = os.urandom(size)
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE raw_rows (seq bigint PRIMARY KEY, body bytea NOT NULL)")
+        conn.commit()
+        start = time.perf_counter()
+        for lo in range(0, n, batch):
+            with conn.cursor() as cur, cur.copy("COPY raw_rows (seq, body) FROM STDIN") as copy:
+                for seq in range(lo, min(lo + batch, n)):
+                    copy.write_row((seq, payload))
+            conn.commit()
+        return n / (time.perf_counter() - start)
+
+
+def bench_raw_read(url: str) -> tuple[float, int]:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        start = time.perf_counter()
+        total = 0
+        with cur.copy("COPY entries TO STDOUT") as copy:
+            for block in copy:
+                total += len(block)
+        elapsed = time.perf_counter() - start
+        count = conn.execute("SELECT count(*) FROM entries").fetchone()
+        assert count is not None
+        return int(count[0]) / elapsed, total
+
+
+VERIFY_CHILD = """
+import json, resource, sys, time
+from audit_ledger.ledger.service import Ledger
+from audit_ledger.settings import load_settings
+led = Ledger.open(load_settings())
+t = time.perf_counter(); report = led.verify(); dt = time.perf_counter() - t
+print(json.dumps({"ok": report.ok, "size": report.size, "seconds": dt,
+                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def verify_in_child(url: str, keys: Path) -> dict[str, float]:
+    env = dict(
+        os.environ,
+        AUDIT_LEDGER_DATABASE_URL=url,
+        AUDIT_LEDGER_KEYS_DIR=str(keys),
+        AUDIT_LEDGER_CHECKPOINT_ORIGIN=ORIGIN,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", VERIFY_CHILD],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--memory-sizes",
+        default="100000,1000000",
+        help="comma-separated log sizes for the verify memory check ('' to skip)",
+    )
+    args = parser.parse_args()
+    name = f"al_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = db_url(name)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            keys = Path(tmp) / "keys"
+            init_keys(keys, ORIGIN)
+            engine = create_engine_for_url(url)
+            migrations.upgrade(engine)
+            engine.dispose()
+            ledger = Ledger.open(
+                load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
+            )
+            print(
+                f"# bench/append.py  events={args.events} batch={args.batch}  "
+                f"cpus={os.cpu_count()}  postgres={name}"
+            )
+            append_rate = bench_append(ledger, args.events, args.batch)
+            size = row_size(url)
+            copy_rate = bench_raw_copy(url, args.events, args.batch, size)
+            print(
+                f"append  ledger {append_rate:10,.0f} events/s | raw COPY ({size} B rows) "
+                f"{copy_rate:10,.0f} rows/s | ratio {append_rate / copy_rate:.2f} (target >= 0.20)"
+            )
+            ledger.checkpoint()
+            verified = verify_in_child(url, keys)
+            assert verified["ok"], verified
+            read_rate, _ = bench_raw_read(url)
+            verify_rate = verified["size"] / verified["seconds"]
+            print(
+                f"verify  ledger {verify_rate:10,.0f} entries/s | raw COPY TO STDOUT "
+                f"{read_rate:10,.0f} rows/s | ratio {verify_rate / read_rate:.2f} (target >= 0.15)"
+            )
+            print(
+                f"verify  peak RSS at {verified['size']:,} entries: {verified['maxrss_mib']:.0f} MiB"
+            )
+            for target in [int(s) for s in args.memory_sizes.split(",") if s.strip()]:
+                current = ledger.size()
+                if target > current:
+                    bench_append(ledger, target - current, args.batch)
+                result = verify_in_child(url, keys)
+                assert result["ok"], result
+                print(
+                    f"memory  verify of {result['size']:>9,} entries: peak RSS "
+                    f"{result['maxrss_mib']:6.0f} MiB, {result['size'] / result['seconds']:,.0f} entries/s"
+                )
+            ledger.close()
+    finally:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+if __name__ == "__main__":
+    main()
