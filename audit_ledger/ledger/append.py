@@ -158,6 +158,7 @@ class Appender:
                     event.occurred_at,
                     recorded_at,
                     event_writer,
+                    key.key_id,
                     lh,
                     leaf,
                     event.refs,

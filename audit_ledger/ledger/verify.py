@@ -113,7 +113,15 @@ def _checkpoints(store: Store) -> Iterator[StoredCheckpoint]:
 def _check_columns(entry: StoredEntry, header: LeafHeader, leaf_hash: bytes) -> None:
     if entry.leaf_hash != leaf_hash:
         raise _fail("stored leaf hash differs from the hash of the leaf", seq=entry.seq)
-    for name in ("event_id", "category", "event_type", "occurred_at", "recorded_at", "writer"):
+    for name in (
+        "event_id",
+        "category",
+        "event_type",
+        "occurred_at",
+        "recorded_at",
+        "writer",
+        "key_id",
+    ):
         if getattr(entry, name) != getattr(header, name):
             raise _fail(f"stored column {name} differs from the leaf", seq=entry.seq)
 

@@ -69,6 +69,7 @@ class StoredEntry:
     occurred_at: str
     recorded_at: str
     writer: str
+    key_id: str | None
     leaf_hash: bytes
     leaf: bytes
     payload: bytes | None = None
@@ -87,6 +88,7 @@ class NewEntry:
     occurred_at: str
     recorded_at: str
     writer: str
+    key_id: str | None
     leaf_hash: bytes
     leaf: bytes
     refs: Mapping[str, str]
@@ -150,6 +152,7 @@ _ENTRY_COLUMNS = (
     entries.c.occurred_at,
     entries.c.recorded_at,
     entries.c.writer,
+    entries.c.key_id,
     entries.c.leaf_hash,
     entries.c.leaf,
 )
@@ -179,6 +182,7 @@ def _entry(row: Any, with_payload: bool = False) -> StoredEntry:
         occurred_at=row.occurred_at,
         recorded_at=row.recorded_at,
         writer=row.writer,
+        key_id=row.key_id,
         leaf_hash=bytes(row.leaf_hash),
         leaf=bytes(row.leaf),
         payload=bytes(row.blob) if with_payload and row.blob is not None else None,
@@ -358,6 +362,7 @@ class WriteTx:
                 e.occurred_at,
                 e.recorded_at,
                 e.writer,
+                e.key_id,
                 e.leaf_hash,
                 e.leaf,
             )

@@ -51,12 +51,15 @@ entries = Table(
     Column("occurred_at", String(27), nullable=False),
     Column("recorded_at", String(27), nullable=False),
     Column("writer", String(128), nullable=False),
+    Column("key_id", String(64), nullable=True),
     Column("leaf_hash", LargeBinary, nullable=False),
     # The committed leaf bytes, verbatim (never re-derived from the columns above).
     Column("leaf", LargeBinary, nullable=False),
 )
 Index("ix_entries_category_seq", entries.c.category, entries.c.seq)
 Index("ix_entries_category_occurred", entries.c.category, entries.c.occurred_at)
+Index("ix_entries_category_recorded", entries.c.category, entries.c.recorded_at)
+Index("ix_entries_key_id", entries.c.key_id)
 
 entry_refs = Table(
     "entry_refs",
@@ -120,6 +123,32 @@ checkpoints = Table(
     Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
     Column("root_hash", LargeBinary, nullable=False),
     Column("note", Text, nullable=False),
+)
+
+#: Legal holds stop retention and erasure for what they cover (DESIGN §2, issue: retention).
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("hold_id", String(40), primary_key=True),
+    Column("scope", String(16), nullable=False),  # subject | order | category | time_range
+    # blind index for subject/order, the category name, or NULL for a pure time range
+    Column("scope_value", String(64), nullable=True),
+    Column("since", String(27), nullable=True),  # occurred_at bounds, inclusive / exclusive
+    Column("until", String(27), nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_seq", BigInteger, nullable=False),
+    Column("released_by", String(128), nullable=True),
+    Column("released_seq", BigInteger, nullable=True),
+)
+
+#: Last completed tick of each scheduled job (once per tick across replicas; catch-up once).
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("last_tick", BigInteger, nullable=False),
+    Column("last_run_at", String(27), nullable=False),
+    Column("last_outcome", String(16), nullable=False),
 )
 
 #: Ledger tables protected by insert-only guard triggers.

@@ -62,6 +62,22 @@ PG_FUNCTIONS = [
     END $$
     """,
     """
+    CREATE OR REPLACE FUNCTION audit_ledger_guard_hold_update() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+      IF OLD.released_seq IS NOT NULL
+         OR NEW.hold_id <> OLD.hold_id OR NEW.scope <> OLD.scope
+         OR NEW.scope_value IS DISTINCT FROM OLD.scope_value
+         OR NEW.since IS DISTINCT FROM OLD.since OR NEW.until IS DISTINCT FROM OLD.until
+         OR NEW.created_by <> OLD.created_by OR NEW.created_seq <> OLD.created_seq
+      THEN
+        RAISE EXCEPTION 'audit-ledger: a legal hold may only be released, once'
+          USING ERRCODE = 'P0001';
+      END IF;
+      RETURN NEW;
+    END $$
+    """,
+    """
     CREATE OR REPLACE FUNCTION audit_ledger_guard_head_update() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
@@ -86,7 +102,7 @@ def _pg_guards() -> list[str]:
     sql = [s.strip() for s in PG_FUNCTIONS]
     for table in APPEND_ONLY:
         sql += _pg_trigger(table, "no_change", "BEFORE UPDATE OR DELETE", "audit_ledger_reject")
-    for table in (*APPEND_ONLY, "payloads", "data_keys", "ledger_head"):
+    for table in (*APPEND_ONLY, "payloads", "data_keys", "ledger_head", "legal_holds"):
         sql += _pg_trigger(table, "no_truncate", "BEFORE TRUNCATE", "audit_ledger_reject", False)
     sql += _pg_trigger("payloads", "no_update", "BEFORE UPDATE", "audit_ledger_reject")
     sql += _pg_trigger(
@@ -95,6 +111,10 @@ def _pg_guards() -> list[str]:
     sql += _pg_trigger("data_keys", "no_delete", "BEFORE DELETE", "audit_ledger_reject")
     sql += _pg_trigger(
         "data_keys", "guard_update", "BEFORE UPDATE", "audit_ledger_guard_data_key_update"
+    )
+    sql += _pg_trigger("legal_holds", "no_delete", "BEFORE DELETE", "audit_ledger_reject")
+    sql += _pg_trigger(
+        "legal_holds", "guard_update", "BEFORE UPDATE", "audit_ledger_guard_hold_update"
     )
     sql += _pg_trigger("ledger_head", "no_delete", "BEFORE DELETE", "audit_ledger_reject")
     sql += _pg_trigger(
@@ -145,6 +165,18 @@ def _sqlite_guards() -> list[str]:
             " OR NEW.destroyed_by_seq IS NULL))",
         )
     )
+    sql.append(_sqlite_trigger("legal_holds", "delete", "BEFORE DELETE"))
+    sql.append(
+        _sqlite_trigger(
+            "legal_holds",
+            "update",
+            "BEFORE UPDATE",
+            "OLD.released_seq IS NOT NULL OR NEW.hold_id IS NOT OLD.hold_id"
+            " OR NEW.scope IS NOT OLD.scope OR NEW.scope_value IS NOT OLD.scope_value"
+            " OR NEW.since IS NOT OLD.since OR NEW.until IS NOT OLD.until"
+            " OR NEW.created_by IS NOT OLD.created_by OR NEW.created_seq IS NOT OLD.created_seq",
+        )
+    )
     sql.append(_sqlite_trigger("ledger_head", "delete", "BEFORE DELETE"))
     sql.append(
         _sqlite_trigger(
@@ -175,11 +207,14 @@ def upgrade() -> None:
         sa.Column("occurred_at", TS, nullable=False),
         sa.Column("recorded_at", TS, nullable=False),
         sa.Column("writer", sa.String(128), nullable=False),
+        sa.Column("key_id", sa.String(64), nullable=True),
         sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
         sa.Column("leaf", sa.LargeBinary, nullable=False),
     )
     op.create_index("ix_entries_category_seq", "entries", ["category", "seq"])
     op.create_index("ix_entries_category_occurred", "entries", ["category", "occurred_at"])
+    op.create_index("ix_entries_category_recorded", "entries", ["category", "recorded_at"])
+    op.create_index("ix_entries_key_id", "entries", ["key_id"])
     op.create_table(
         "entry_refs",
         sa.Column("seq", sa.BigInteger, sa.ForeignKey("entries.seq"), primary_key=True),
@@ -217,9 +252,7 @@ def upgrade() -> None:
         sa.Column("destroyed_at", TS, nullable=True),
         sa.Column("destroyed_by_seq", sa.BigInteger, nullable=True),
     )
-    op.create_index(
-        "ix_data_keys_scope", "data_keys", ["category", "scope_kind", "scope_value"]
-    )
+    op.create_index("ix_data_keys_scope", "data_keys", ["category", "scope_kind", "scope_value"])
     op.create_table(
         "checkpoints",
         sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -234,8 +267,30 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("revoked_at", TS, nullable=True),
     )
-    op.execute(sa.text("INSERT INTO ledger_head (id, size, frontier) VALUES (1, 0, :empty)")
-               .bindparams(empty=b""))
+    op.create_table(
+        "legal_holds",
+        sa.Column("hold_id", sa.String(40), primary_key=True),
+        sa.Column("scope", sa.String(16), nullable=False),
+        sa.Column("scope_value", sa.String(64), nullable=True),
+        sa.Column("since", TS, nullable=True),
+        sa.Column("until", TS, nullable=True),
+        sa.Column("created_by", sa.String(128), nullable=False),
+        sa.Column("created_seq", sa.BigInteger, nullable=False),
+        sa.Column("released_by", sa.String(128), nullable=True),
+        sa.Column("released_seq", sa.BigInteger, nullable=True),
+    )
+    op.create_table(
+        "job_runs",
+        sa.Column("job", sa.String(64), primary_key=True),
+        sa.Column("last_tick", sa.BigInteger, nullable=False),
+        sa.Column("last_run_at", TS, nullable=False),
+        sa.Column("last_outcome", sa.String(16), nullable=False),
+    )
+    op.execute(
+        sa.text("INSERT INTO ledger_head (id, size, frontier) VALUES (1, 0, :empty)").bindparams(
+            empty=b""
+        )
+    )
     dialect = op.get_bind().dialect.name
     for statement in _pg_guards() if dialect == "postgresql" else _sqlite_guards():
         op.execute(statement)
