@@ -306,7 +306,9 @@ def _routes(app: FastAPI) -> None:
         )
         return _page_response(page)
 
-    @app.get("/v1/events", response_model=PageOut, tags=["read"])
+    # exclude_unset: "data" and "payload_state_seq" appear only when the view has them
+    # (DESIGN §4); without it the response model would add them as null for every caller.
+    @app.get("/v1/events", response_model=PageOut, response_model_exclude_unset=True, tags=["read"])
     async def list_events(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
         request: Request,
         principal: Reader,
@@ -337,7 +339,13 @@ def _routes(app: FastAPI) -> None:
         )
         return await run_query(request, principal, q, "GET /v1/events")
 
-    @app.post("/v1/events/search", response_model=PageOut, openapi_extra=search_body, tags=["read"])
+    @app.post(
+        "/v1/events/search",
+        response_model=PageOut,
+        response_model_exclude_unset=True,
+        openapi_extra=search_body,
+        tags=["read"],
+    )
     async def search_events(request: Request, principal: Reader) -> dict[str, Any]:
         ledger = _ledger(request)
         body = _object(
@@ -370,7 +378,12 @@ def _routes(app: FastAPI) -> None:
         )
         return await run_query(request, principal, q, "POST /v1/events/search")
 
-    @app.get("/v1/events/{seq}", response_model=EntryOut, tags=["read"])
+    @app.get(
+        "/v1/events/{seq}",
+        response_model=EntryOut,
+        response_model_exclude_unset=True,
+        tags=["read"],
+    )
     async def get_event(request: Request, principal: Reader, seq: int) -> dict[str, Any]:
         ledger = _ledger(request)
         view = await _run(ledger.entry, principal.roles, seq)
