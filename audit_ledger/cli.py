@@ -30,6 +30,7 @@ from audit_ledger.errors import (
 from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.roles import ROLES
+from audit_ledger.scheduler import run_scheduler_forever
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
@@ -239,6 +240,57 @@ def cmd_principals_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_retention_run(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        report = ledger.run_retention(dry_run=args.dry_run)
+    print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_erasure_request(args: argparse.Namespace, settings: Settings) -> int:
+    user_id: str | int = int(args.user_id) if args.user_id.isdigit() else args.user_id
+    with _ledger(settings) as ledger:
+        report = ledger.erase_subject(user_id, categories=args.category or None)
+    print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_holds_create(args: argparse.Namespace, settings: Settings) -> int:
+    value: str | int | None = args.user_id or args.order_id or args.category
+    if isinstance(value, str) and value.isdigit() and args.scope in ("subject", "order"):
+        value = int(value)
+    with _ledger(settings) as ledger:
+        hold = ledger.create_hold(
+            args.scope, value=value, since=args.since, until=args.until, reason=args.reason
+        )
+    print(hold.hold_id)
+    return EXIT_OK
+
+
+def cmd_holds_list(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        for hold in ledger.holds():
+            state = f"released (seq {hold.released_seq})" if hold.released_seq else "active"
+            print(
+                f"{hold.hold_id}\t{hold.scope}\t{hold.scope_value or ''}\t"
+                f"{hold.since or ''}\t{hold.until or ''}\t{state}"
+            )
+    return EXIT_OK
+
+
+def cmd_holds_release(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        seq = ledger.release_hold(args.hold_id)
+    print(f"released {args.hold_id} (recorded as seq {seq})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        run_scheduler_forever(ledger)
+    return EXIT_OK
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -312,6 +364,43 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = psub.add_parser("revoke", help="revoke a principal's token")
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_principals_revoke)
+    ret = sub.add_parser("retention", help="tiered retention").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    run = ret.add_parser("run", help="purge expired payloads and destroy expired keys now")
+    run.add_argument("--dry-run", action="store_true", help="print what would be destroyed")
+    run.set_defaults(func=cmd_retention_run)
+
+    erasure = sub.add_parser("erasure", help="data-subject erasure").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    req = erasure.add_parser("request", help="erase one subject's data (crypto-shredding)")
+    req.add_argument("--user-id", required=True)
+    req.add_argument("--category", action="append", help="limit to these categories")
+    req.set_defaults(func=cmd_erasure_request)
+
+    holds = sub.add_parser("holds", help="legal holds").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    create = holds.add_parser("create", help="place a legal hold; prints its id")
+    create.add_argument(
+        "--scope", required=True, choices=["subject", "order", "category", "time_range"]
+    )
+    create.add_argument("--user-id")
+    create.add_argument("--order-id")
+    create.add_argument("--category")
+    create.add_argument("--since", help="RFC 3339, inclusive (occurred_at)")
+    create.add_argument("--until", help="RFC 3339, exclusive (occurred_at)")
+    create.add_argument("--reason")
+    create.set_defaults(func=cmd_holds_create)
+    holds.add_parser("list", help="list legal holds").set_defaults(func=cmd_holds_list)
+    release = holds.add_parser("release", help="release a legal hold")
+    release.add_argument("hold_id")
+    release.set_defaults(func=cmd_holds_release)
+
+    sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(
+        func=cmd_scheduler
+    )
     return parser
 
 

@@ -64,6 +64,10 @@ class ConflictError(LedgerError):
         self.index = index
 
 
+class RefusedError(LedgerError):
+    """The policy forbids the request (e.g. erasing records kept by law)."""
+
+
 class NotFoundError(LedgerError):
     """The requested entry, checkpoint or object does not exist."""
 

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     page_limit_default: int = Field(default=100, ge=1, le=PAGE_LIMIT_CEILING)
     #: Largest ``limit`` a read request may ask for.
     page_limit_max: int = Field(default=PAGE_LIMIT_CEILING, ge=1, le=PAGE_LIMIT_CEILING)
+    #: Run the scheduled jobs inside ``audit-ledger serve`` (off: run ``audit-ledger scheduler``).
+    scheduler_enabled: bool = True
+    #: Job periods. Checkpoints are made only when the log grew; no setting can purge early.
+    checkpoint_interval_seconds: int = Field(default=60, ge=1)
+    retention_interval_seconds: int = Field(default=86_400, ge=60)
+    verify_interval_seconds: int = Field(default=3_600, ge=60)
     #: SQLAlchemy connection pool size (ignored for SQLite).
     db_pool_size: int = Field(default=10, ge=1, le=200)
 

@@ -60,6 +60,7 @@ from audit_ledger.roles import (
     SECURITY_TEAM,
     WRITER,
 )
+from audit_ledger.scheduler import start_background
 from audit_ledger.settings import Settings, load_settings
 
 READER_ROLES = frozenset({COMPLIANCE_OFFICER, PRIVACY_OFFICER, SECURITY_TEAM, AUDITOR})
@@ -171,9 +172,12 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         app.state.ledger = led
         app.state.committer = GroupCommitter(led)
         app.state.committer.start()
+        scheduler = start_background(led) if owned and led.settings.scheduler_enabled else None
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
             await app.state.committer.stop()
             if owned:
                 led.close()

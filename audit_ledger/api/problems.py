@@ -22,6 +22,7 @@ from audit_ledger.errors import (
     DatabaseUnavailableError,
     NotFoundError,
     PermissionDeniedError,
+    RefusedError,
     ValidationError,
 )
 
@@ -77,6 +78,8 @@ def from_error(exc: Exception) -> JSONResponse:
     if isinstance(exc, ConflictError):
         detail = str(exc) if exc.index is None else f"{exc} (events[{exc.index}])"
         return problem(409, "conflict", "Conflict", detail)
+    if isinstance(exc, RefusedError):
+        return problem(409, "refused", "Refused by policy", str(exc))
     if isinstance(exc, PayloadTooLargeError):
         return problem(413, "too-large", "Payload too large", str(exc))
     if isinstance(exc, UnsupportedMediaTypeError):

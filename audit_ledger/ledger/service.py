@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,11 +24,15 @@ from audit_ledger.errors import (
     ConflictError,
     FormatError,
     NotFoundError,
+    RefusedError,
     ValidationError,
 )
+from audit_ledger.ledger import retention
 from audit_ledger.ledger.append import Appender, Receipt
 from audit_ledger.ledger.checkpoints import create_checkpoint
-from audit_ledger.ledger.events import PreparedEvent, prepare_event
+from audit_ledger.ledger.events import SUBJECT_REF, PreparedEvent, prepare_event
+from audit_ledger.ledger.holds import REF_OF_SCOPE, HoldMatcher, new_hold_id
+from audit_ledger.ledger.holds import SCOPES as HOLD_SCOPES
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.principals import (
     Principal,
@@ -45,6 +49,7 @@ from audit_ledger.ledger.reads import (
     decode_cursor,
     encode_cursor,
 )
+from audit_ledger.ledger.retention import plan_category
 from audit_ledger.ledger.verify import VerifyReport, verify_ledger
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy, load_policy
 from audit_ledger.settings import Settings
@@ -54,11 +59,14 @@ from audit_ledger.storage.repository import (
     EntryFilter,
     Store,
     StoredCheckpoint,
+    StoredHold,
     StoredPrincipal,
 )
 
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
+#: Size bound of the service's own records (a retention run lists seq ranges and key ids).
+SYSTEM_MAX_DATA_BYTES = 8 * 1024 * 1024
 
 
 def utc_now() -> datetime:
@@ -77,6 +85,26 @@ class Query:
     order_id: str | int | None = None
     limit: int = 100
     cursor: str | None = None
+
+
+@dataclass
+class RetentionReport:
+    """What a retention run or an erasure destroyed (or, for a dry run, would destroy)."""
+
+    run_at: str
+    categories: dict[str, dict[str, object]]
+    dry_run: bool
+    op_seq: int | None = None
+    kept_by_policy: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_at": self.run_at,
+            "dry_run": self.dry_run,
+            "recorded_as_seq": self.op_seq,
+            "categories": self.categories,
+            "kept_by_policy": self.kept_by_policy,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +209,7 @@ class Ledger:
             raw,
             self.policy,
             self.keys.indexer,
-            max_data_bytes=self.settings.max_event_bytes,
+            max_data_bytes=SYSTEM_MAX_DATA_BYTES,
             allow_system=True,
         )
 
@@ -224,6 +252,144 @@ class Ledger:
         if stored.revoked_at is not None:
             raise AuthenticationError("revoked")
         return Principal(stored.name, frozenset(stored.roles))
+
+    # -- retention, erasure, legal holds -------------------------------------------------------
+
+    def run_retention(self, *, dry_run: bool = False) -> RetentionReport:
+        """Purge expired payloads and destroy expired keys; one recorded run (DESIGN §2)."""
+        now = self.clock()
+        when = format_timestamp(now)
+        with self.store.writer() as tx:
+            tx.head()
+            matcher = HoldMatcher(tx.active_holds())
+            plan = {
+                name: plan_category(tx, category, now, matcher)
+                for name, category in sorted(self.policy.categories.items())
+                if not category.retention.permanent and not category.system
+            }
+            report = RetentionReport(when, {k: v.to_dict() for k, v in plan.items()}, dry_run)
+            if dry_run:
+                return report
+            op = self.operation_event(
+                "retention_run", {"run_at": when, "categories": report.categories}
+            )
+            report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            retention.apply(tx, plan, report.op_seq, retention.RETENTION, when)
+        for outcome in plan.values():
+            for key_id in outcome.keys:
+                self.keyring.forget(key_id)
+        return report
+
+    def erase_subject(
+        self, user_id: str | int, *, categories: Sequence[str] | None = None, actor: str = "cli"
+    ) -> RetentionReport:
+        """Erase one data subject: destroy its keys in every erasable category (or the ones
+        named) and delete those payloads. Naming a category whose policy forbids erasure is
+        refused; held data is skipped and reported."""
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            raise _bad("user_id", "must be a non-empty string or an integer")
+        names = list(categories) if categories else None
+        for name in names or []:
+            category = self.policy.category(name)
+            if not category.erasable:
+                raise RefusedError(
+                    f"{name} may not be erased: its policy keeps these records "
+                    f"({category.retention}) — e.g. financial records kept by law"
+                )
+        targets = [
+            c
+            for c in self.policy.categories.values()
+            if c.erasable and (names is None or c.name in names)
+        ]
+        subject = self.keys.indexer.index(SUBJECT_REF, user_id)
+        now = self.clock()
+        when = format_timestamp(now)
+        kept = sorted(
+            c.name
+            for c in self.policy.categories.values()
+            if not c.erasable and not c.system and names is None
+        )
+        with self.store.writer() as tx:
+            tx.head()
+            plan = retention.plan_erasure(tx, targets, subject, HoldMatcher(tx.active_holds()))
+            report = RetentionReport(when, {k: v.to_dict() for k, v in plan.items()}, False)
+            op = self.operation_event(
+                "erasure",
+                {
+                    "run_at": when,
+                    "subject_ref": subject,
+                    "requested_by": actor,
+                    "categories": report.categories,
+                    "kept_by_policy": kept,
+                },
+            )
+            report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            retention.apply(tx, plan, report.op_seq, retention.ERASURE, when)
+        for outcome in plan.values():
+            for key_id in outcome.keys:
+                self.keyring.forget(key_id)
+        report.kept_by_policy = kept
+        return report
+
+    def create_hold(
+        self,
+        scope: str,
+        *,
+        value: str | int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        reason: str | None = None,
+        actor: str = "cli",
+    ) -> StoredHold:
+        """Place a legal hold on a subject, an order, a category or an occurred_at range."""
+        if scope not in HOLD_SCOPES:
+            raise _bad("scope", f"must be one of {', '.join(HOLD_SCOPES)}")
+        scope_value: str | None = None
+        if scope in ("subject", "order"):
+            if value is None or isinstance(value, bool) or value == "":
+                raise _bad("value", "a user_id or order_id is required")
+            scope_value = self.keys.indexer.index(REF_OF_SCOPE[scope], value)
+        elif scope == "category":
+            if not isinstance(value, str):
+                raise _bad("category", "a category is required")
+            self.policy.category(value)
+            scope_value = value
+        lo, hi = self._bound("since", since), self._bound("until", until)
+        if scope == "time_range" and lo is None and hi is None:
+            raise _bad("since", "a time range needs since and/or until")
+        if lo is not None and hi is not None and lo >= hi:
+            raise _bad("until", "must be after since")
+        hold_id = new_hold_id()
+        op = self.operation_event(
+            "legal_hold_created",
+            {
+                "hold_id": hold_id,
+                "scope": scope,
+                "scope_value": scope_value,
+                "since": lo,
+                "until": hi,
+                "reason": reason,
+                "actor": actor,
+            },
+        )
+        with self.store.writer() as tx:
+            tx.head()
+            seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            hold = StoredHold(hold_id, scope, scope_value, lo, hi, actor, seq)
+            tx.insert_hold(hold)
+        return hold
+
+    def release_hold(self, hold_id: str, *, actor: str = "cli") -> int:
+        op = self.operation_event("legal_hold_released", {"hold_id": hold_id, "actor": actor})
+        with self.store.writer() as tx:
+            tx.head()
+            seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            if not tx.release_hold(hold_id, actor, seq):
+                raise NotFoundError(f"no active legal hold {hold_id!r}")
+        return seq
+
+    def holds(self) -> list[StoredHold]:
+        return self.store.holds()
 
     # -- reads ---------------------------------------------------------------------------------
 

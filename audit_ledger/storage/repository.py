@@ -39,6 +39,7 @@ from audit_ledger.storage.schema import (
     entries,
     entry_refs,
     ledger_head,
+    legal_holds,
     payload_purges,
     payloads,
     principals,
@@ -131,6 +132,38 @@ def _principal(row: Any) -> StoredPrincipal:
     return StoredPrincipal(
         row.name, bytes(row.token_hash), tuple(row.roles.split(",")), row.created_at, row.revoked_at
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHold:
+    hold_id: str
+    scope: str
+    scope_value: str | None
+    since: str | None
+    until: str | None
+    created_by: str
+    created_seq: int
+    released_by: str | None = None
+    released_seq: int | None = None
+
+
+def _hold(row: Any) -> StoredHold:
+    return StoredHold(
+        row.hold_id,
+        row.scope,
+        row.scope_value,
+        row.since,
+        row.until,
+        row.created_by,
+        row.created_seq,
+        row.released_by,
+        row.released_seq,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = 1000) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +484,100 @@ class WriteTx:
         )
         return bool(result.rowcount)
 
+    # -- retention, erasure and legal holds --------------------------------------------------
+
+    def payload_entries(
+        self,
+        *,
+        category: str | None = None,
+        recorded_before: str | None = None,
+        key_ids: Sequence[str] | None = None,
+    ) -> list[StoredEntry]:
+        """Entries whose payload is still stored, by category/age or by data key."""
+        stmt = select(*_ENTRY_COLUMNS).join(payloads, payloads.c.seq == entries.c.seq)
+        if category is not None:
+            stmt = stmt.where(entries.c.category == category)
+        if recorded_before is not None:
+            stmt = stmt.where(entries.c.recorded_at < recorded_before)
+        if key_ids is None:
+            return [_entry(r) for r in self.conn.execute(stmt.order_by(entries.c.seq))]
+        out: list[StoredEntry] = []
+        for part in _chunks(sorted(set(key_ids))):
+            out.extend(_entry(r) for r in self.conn.execute(stmt.where(entries.c.key_id.in_(part))))
+        return sorted(out, key=lambda e: e.seq)
+
+    def keys_of(
+        self, *, category: str, scope_kind: str, scope_value: str | None = None
+    ) -> list[StoredKey]:
+        """Undestroyed keys of a category's scope kind (optionally one scope value)."""
+        stmt = select(data_keys).where(
+            data_keys.c.category == category,
+            data_keys.c.scope_kind == scope_kind,
+            data_keys.c.wrapped.is_not(None),
+        )
+        if scope_value is not None:
+            stmt = stmt.where(data_keys.c.scope_value == scope_value)
+        return [_key(r) for r in self.conn.execute(stmt.order_by(data_keys.c.key_id))]
+
+    def keys_with_payloads(self, key_ids: Sequence[str]) -> set[str]:
+        """Which of ``key_ids`` still encrypt at least one stored payload."""
+        found: set[str] = set()
+        for part in _chunks(sorted(set(key_ids))):
+            rows = self.conn.execute(
+                select(entries.c.key_id)
+                .join(payloads, payloads.c.seq == entries.c.seq)
+                .where(entries.c.key_id.in_(part))
+                .distinct()
+            )
+            found.update(r.key_id for r in rows)
+        return found
+
+    def purge_payloads(self, seqs: Sequence[int], op_seq: int, reason: str) -> None:
+        """Record why each payload goes, then delete it (the guard trigger checks the record)."""
+        for part in _chunks(sorted(seqs)):
+            self.conn.execute(
+                insert(payload_purges),
+                [{"seq": seq, "op_seq": op_seq, "reason": reason} for seq in part],
+            )
+            self.conn.execute(payloads.delete().where(payloads.c.seq.in_(part)))
+
+    def destroy_keys(self, key_ids: Sequence[str], when: str, op_seq: int) -> None:
+        for part in _chunks(sorted(set(key_ids))):
+            self.conn.execute(
+                update(data_keys)
+                .where(data_keys.c.key_id.in_(part), data_keys.c.wrapped.is_not(None))
+                .values(wrapped=None, destroyed_at=when, destroyed_by_seq=op_seq)
+            )
+
+    def active_holds(self) -> list[StoredHold]:
+        rows = self.conn.execute(
+            select(legal_holds)
+            .where(legal_holds.c.released_seq.is_(None))
+            .order_by(legal_holds.c.hold_id)
+        )
+        return [_hold(r) for r in rows]
+
+    def insert_hold(self, hold: StoredHold) -> None:
+        self.conn.execute(
+            insert(legal_holds).values(
+                hold_id=hold.hold_id,
+                scope=hold.scope,
+                scope_value=hold.scope_value,
+                since=hold.since,
+                until=hold.until,
+                created_by=hold.created_by,
+                created_seq=hold.created_seq,
+            )
+        )
+
+    def release_hold(self, hold_id: str, by: str, op_seq: int) -> bool:
+        result = self.conn.execute(
+            update(legal_holds)
+            .where(legal_holds.c.hold_id == hold_id, legal_holds.c.released_seq.is_(None))
+            .values(released_by=by, released_seq=op_seq)
+        )
+        return bool(result.rowcount)
+
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
         """Store a checkpoint unless one for that size exists; True when inserted."""
         exists = self.conn.execute(
@@ -595,6 +722,11 @@ class Store:
         with self.reader() as conn:
             rows = conn.execute(select(principals).order_by(principals.c.name))
             return [_principal(r) for r in rows]
+
+    def holds(self) -> list[StoredHold]:
+        with self.reader() as conn:
+            rows = conn.execute(select(legal_holds).order_by(legal_holds.c.hold_id))
+            return [_hold(r) for r in rows]
 
     # -- streaming for verification ------------------------------------------------------------
 

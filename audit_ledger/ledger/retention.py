@@ -1,0 +1,155 @@
+"""Tiered retention and erasure, without ever touching a leaf (DESIGN §3).
+
+Retention (counted from ``recorded_at``; the clock is the ledger's, so nothing can purge early):
+
+* every payload past its category's retention is deleted, payload by payload;
+* a ``period`` data key is destroyed (crypto-shredding) once its whole month has expired;
+* a ``subject`` data key is destroyed once no payload it encrypts remains;
+* permanent categories and ``ledger_operations`` are never touched; held data is skipped.
+
+Erasure destroys one subject's keys in the erasable categories and deletes those payloads;
+categories whose policy forbids erasure (financial records kept by law) are refused.
+
+Each run — and each erasure — is one transaction that first appends one ``ledger_operations``
+entry describing what it destroys, then records each payload's purge against that entry's seq,
+deletes the payloads and destroys the keys. ``verify`` accounts for every missing payload and
+destroyed key through those records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
+from audit_ledger.ledger.holds import HoldMatcher
+from audit_ledger.policy import CategoryPolicy
+from audit_ledger.storage.repository import WriteTx
+
+RETENTION, ERASURE = "retention", "erasure"
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
+    """Compress sorted seqs into inclusive ``[first, last]`` ranges."""
+    ranges: list[list[int]] = []
+    for seq in sorted(seqs):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return ranges
+
+
+@dataclass
+class CategoryOutcome:
+    """What a run destroys (or would destroy) in one category."""
+
+    purge: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
+    holds: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "payloads_purged": len(self.purge),
+            "seq_ranges": seq_ranges(self.purge),
+            "keys_destroyed": sorted(self.keys),
+            "held_skipped": len(self.held),
+            "held_seq_ranges": seq_ranges(self.held),
+            "holds": sorted(self.holds),
+        }
+
+
+def period_last_instant(period: str) -> datetime:
+    """The last microsecond of a ``YYYY-MM`` period, UTC."""
+    year, month = int(period[:4]), int(period[5:7])
+    nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    return nxt - timedelta(microseconds=1)
+
+
+def expired(category: CategoryPolicy, recorded_at: str, now: datetime) -> bool:
+    return category.retention.is_expired(parse_timestamp(recorded_at), now)
+
+
+def query_bound(category: CategoryPolicy, now: datetime) -> str:
+    """An exclusive ``recorded_at`` bound that includes every expired payload; exact expiry is
+    then checked entry by entry. N calendar years are at least 365·N days."""
+    unit, count = category.retention.unit, category.retention.count
+    span = timedelta(days=count) if unit == "d" else timedelta(days=365 * count - 1)
+    return format_timestamp(now - span + timedelta(microseconds=1))
+
+
+def plan_category(
+    tx: WriteTx, category: CategoryPolicy, now: datetime, matcher: HoldMatcher
+) -> CategoryOutcome:
+    """What retention destroys in ``category`` at ``now`` (reads only)."""
+    out = CategoryOutcome()
+    if category.retention.permanent or category.system:
+        return out
+    held_keys: set[str] = set()
+    candidates = tx.payload_entries(
+        category=category.name, recorded_before=query_bound(category, now)
+    )
+    for entry in candidates:
+        if not expired(category, entry.recorded_at, now):
+            continue
+        holds = matcher.holding(entry)
+        if holds:
+            out.held.append(entry.seq)
+            out.holds.update(holds)
+            if entry.key_id:
+                held_keys.add(entry.key_id)
+        else:
+            out.purge.append(entry.seq)
+    keys = tx.keys_of(category=category.name, scope_kind=category.key_scope)
+    if category.key_scope == "period":
+        out.keys = [
+            k.key_id
+            for k in keys
+            if k.key_id not in held_keys
+            and category.retention.is_expired(period_last_instant(k.scope_value), now)
+        ]
+    else:
+        purging = set(out.purge)
+        remaining = {
+            e.key_id
+            for e in tx.payload_entries(key_ids=[k.key_id for k in keys])
+            if e.seq not in purging
+        }
+        out.keys = [k.key_id for k in keys if k.key_id not in remaining]
+    return out
+
+
+def plan_erasure(
+    tx: WriteTx, categories: Sequence[CategoryPolicy], subject: str, matcher: HoldMatcher
+) -> dict[str, CategoryOutcome]:
+    """What erasing ``subject`` (its blind index) destroys in each erasable category."""
+    plan: dict[str, CategoryOutcome] = {}
+    for category in categories:
+        out = CategoryOutcome()
+        keys = tx.keys_of(category=category.name, scope_kind="subject", scope_value=subject)
+        held_keys: set[str] = set()
+        stored = tx.payload_entries(key_ids=[k.key_id for k in keys]) if keys else []
+        for entry in stored:
+            holds = matcher.holding(entry)
+            if holds and entry.key_id:
+                out.holds.update(holds)
+                held_keys.add(entry.key_id)
+        # A key is destroyed whole or not at all: one held entry keeps its key and siblings.
+        out.purge = [e.seq for e in stored if e.key_id not in held_keys]
+        out.held = [e.seq for e in stored if e.key_id in held_keys]
+        out.keys = [k.key_id for k in keys if k.key_id not in held_keys]
+        plan[category.name] = out
+    return plan
+
+
+def apply(
+    tx: WriteTx, plan: dict[str, CategoryOutcome], op_seq: int, reason: str, when: str
+) -> None:
+    """Record and carry out a plan inside the transaction that appended entry ``op_seq``."""
+    for outcome in plan.values():
+        if outcome.purge:
+            tx.purge_payloads(outcome.purge, op_seq, reason)
+        if outcome.keys:
+            tx.destroy_keys(outcome.keys, when, op_seq)

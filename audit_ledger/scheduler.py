@@ -1,0 +1,121 @@
+"""Scheduled jobs (APScheduler 3): retention daily, a checkpoint every minute when the log grew,
+full verification hourly.
+
+Each job runs at most once per *tick* (its period, aligned to the Unix epoch) however many
+replicas run the scheduler: the first replica to take the job's lock after a tick boundary runs
+it and records the tick; the others find the tick done and skip. A service that was down for
+days runs each job once when it starts (catch-up), not once per missed tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from audit_ledger.core.timestamps import format_timestamp
+from audit_ledger.errors import AuditLedgerError
+from audit_ledger.ledger.service import Ledger
+from audit_ledger.storage import jobs
+
+log = logging.getLogger("audit_ledger.scheduler")
+
+RAN, BUSY, DONE = "ran", "skipped: another replica holds the job", "skipped: tick already done"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    period_seconds: int
+    action: Callable[[Ledger], str]
+
+
+def _checkpoint(ledger: Ledger) -> str:
+    latest = ledger.latest_checkpoint()
+    size = ledger.size()
+    if size == 0 or (latest is not None and latest.tree_size >= size):
+        return "unchanged"
+    ledger.checkpoint()
+    return "signed"
+
+
+def _retention(ledger: Ledger) -> str:
+    report = ledger.run_retention()
+    return f"recorded as seq {report.op_seq}"
+
+
+def _verify(ledger: Ledger) -> str:
+    report = ledger.verify()
+    return "ok" if report.ok else f"FAILED: {report.problem}"
+
+
+def default_jobs(ledger: Ledger) -> list[Job]:
+    s = ledger.settings
+    return [
+        Job("checkpoint", s.checkpoint_interval_seconds, _checkpoint),
+        Job("retention", s.retention_interval_seconds, _retention),
+        Job("verify", s.verify_interval_seconds, _verify),
+    ]
+
+
+def run_job(ledger: Ledger, job: Job, now: datetime | None = None) -> str:
+    """Run ``job`` if this replica leads it and its current tick is not done yet."""
+    moment = now or ledger.clock()
+    tick = int(moment.timestamp()) // job.period_seconds
+    with jobs.job_lock(ledger.store, job.name) as leader:
+        if not leader:
+            return BUSY
+        last = jobs.last_tick(ledger.store, job.name)
+        if last is not None and last >= tick:
+            return DONE
+        try:
+            outcome = job.action(ledger)
+        except AuditLedgerError as exc:
+            outcome = f"error: {exc.__class__.__name__}"
+            log.warning("job %s failed: %s", job.name, exc.__class__.__name__)
+        jobs.record_run(ledger.store, job.name, tick, format_timestamp(moment), outcome[:16])
+        log.info("job %s tick %d: %s", job.name, tick, outcome)
+        return RAN
+
+
+def _add_jobs(scheduler: BaseScheduler, ledger: Ledger, job_list: list[Job]) -> None:
+    for job in job_list:
+        scheduler.add_job(
+            run_job,
+            IntervalTrigger(seconds=job.period_seconds),
+            args=[ledger, job],
+            id=job.name,
+            name=job.name,
+            # Run once right away: that is the catch-up after downtime (the tick check makes it
+            # a no-op when the current tick is already done).
+            next_run_time=datetime.now(UTC),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+
+
+def start_background(ledger: Ledger) -> BackgroundScheduler:
+    """Start the jobs in background threads (used inside ``audit-ledger serve``)."""
+    scheduler = BackgroundScheduler(timezone=UTC)
+    _add_jobs(scheduler, ledger, default_jobs(ledger))
+    scheduler.start()
+    return scheduler
+
+
+def run_scheduler_forever(ledger: Ledger, stop: threading.Event | None = None) -> None:
+    """``audit-ledger scheduler``: run the jobs in the foreground until interrupted."""
+    scheduler = BlockingScheduler(timezone=UTC)
+    _add_jobs(scheduler, ledger, default_jobs(ledger))
+    if stop is not None:
+        threading.Thread(
+            target=lambda: (stop.wait(), scheduler.shutdown(wait=False)), daemon=True
+        ).start()
+    scheduler.start()
