@@ -54,6 +54,7 @@ from audit_ledger.ledger.principals import Principal
 from audit_ledger.ledger.service import SYSTEM_WRITER, Ledger, Page
 from audit_ledger.ledger.service import Query as LedgerQuery
 from audit_ledger.roles import (
+    ADMIN,
     AUDITOR,
     COMPLIANCE_OFFICER,
     PRIVACY_OFFICER,
@@ -62,6 +63,7 @@ from audit_ledger.roles import (
 )
 from audit_ledger.scheduler import start_background
 from audit_ledger.settings import Settings, load_settings
+from audit_ledger.storage.repository import StoredHold
 
 READER_ROLES = frozenset({COMPLIANCE_OFFICER, PRIVACY_OFFICER, SECURITY_TEAM, AUDITOR})
 JSON_TYPES = ("application/json", "application/problem+json")
@@ -107,6 +109,21 @@ Writer = Annotated[Principal, Depends(require(WRITER))]
 Reader = Annotated[Principal, Depends(require(*READER_ROLES))]
 Auditor = Annotated[Principal, Depends(require(AUDITOR))]
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+PrivacyOfficer = Annotated[Principal, Depends(require(PRIVACY_OFFICER))]
+HoldManager = Annotated[Principal, Depends(require(ADMIN, COMPLIANCE_OFFICER))]
+
+
+def _hold_dict(hold: StoredHold) -> dict[str, Any]:
+    return {
+        "hold_id": hold.hold_id,
+        "scope": hold.scope,
+        "scope_value": hold.scope_value,
+        "since": hold.since,
+        "until": hold.until,
+        "created_by": hold.created_by,
+        "created_seq": hold.created_seq,
+        "released_seq": hold.released_seq,
+    }
 
 
 # --- request bodies -----------------------------------------------------------------------------
@@ -449,6 +466,85 @@ def _routes(app: FastAPI) -> None:
     ) -> dict[str, Any]:
         proof = await _run(_ledger(request).consistency_proof, first, second)
         return {"first": first, "second": second, "hashes": [h.hex() for h in proof]}
+
+    @app.post("/v1/erasure-requests", status_code=201, tags=["retention"])
+    async def erasure_request(request: Request, principal: PrivacyOfficer) -> dict[str, Any]:
+        """Erase one data subject (crypto-shredding); refused for categories kept by law."""
+        ledger = _ledger(request)
+        body = _object(
+            await read_json(request, ledger.settings.max_body_bytes),
+            {"user_id", "categories"},
+            "erasure request",
+        )
+        user_id = body.get("user_id")
+        if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, str | int):
+            raise ValidationError(
+                "user_id is required (a string or an integer)",
+                [{"field": "user_id", "problem": "required"}],
+            )
+        categories = body.get("categories")
+        if categories is not None and (
+            not isinstance(categories, list) or not all(isinstance(c, str) for c in categories)
+        ):
+            raise ValidationError(
+                "categories must be a list of strings",
+                [{"field": "categories", "problem": "must be a list of strings"}],
+            )
+        report = await _run(
+            lambda: ledger.erase_subject(user_id, categories=categories, actor=principal.name)
+        )
+        return report.to_dict()
+
+    @app.post("/v1/legal-holds", status_code=201, tags=["retention"])
+    async def create_hold(request: Request, principal: HoldManager) -> dict[str, Any]:
+        ledger = _ledger(request)
+        body = _object(
+            await read_json(request, ledger.settings.max_body_bytes),
+            {"scope", "user_id", "order_id", "category", "since", "until", "reason"},
+            "legal hold",
+        )
+        scope = body.get("scope")
+        if not isinstance(scope, str):
+            raise ValidationError("scope is required", [{"field": "scope", "problem": "required"}])
+        for name in ("category", "since", "until", "reason"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise ValidationError(
+                    f"{name} must be a string", [{"field": name, "problem": "must be a string"}]
+                )
+        value = (
+            body.get("user_id")
+            if scope == "subject"
+            else (body.get("order_id") if scope == "order" else body.get("category"))
+        )
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise ValidationError(
+                "identifier must be a string or an integer",
+                [{"field": "value", "problem": "must be a string or an integer"}],
+            )
+        hold = await _run(
+            lambda: ledger.create_hold(
+                scope,
+                value=value,
+                since=body.get("since"),
+                until=body.get("until"),
+                reason=body.get("reason"),
+                actor=principal.name,
+            )
+        )
+        return _hold_dict(hold)
+
+    @app.get("/v1/legal-holds", tags=["retention"])
+    async def list_holds(request: Request, principal: HoldManager) -> dict[str, Any]:
+        holds = await _run(_ledger(request).holds)
+        return {"holds": [_hold_dict(h) for h in holds]}
+
+    @app.post("/v1/legal-holds/{hold_id}/release", tags=["retention"])
+    async def release_hold(
+        request: Request, principal: HoldManager, hold_id: str
+    ) -> dict[str, Any]:
+        ledger = _ledger(request)
+        seq = await _run(lambda: ledger.release_hold(hold_id, actor=principal.name))
+        return {"hold_id": hold_id, "released_seq": seq}
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
