@@ -98,8 +98,10 @@ def strict_loads(data: bytes | str) -> Any:
     Raises :class:`FormatError` for anything that is not such JSON, never ``ValueError``.
     """
     try:
+        # Decode bytes as UTF-8 ourselves: json.loads(bytes) would also accept UTF-16/32 and a BOM.
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
         return json.loads(
-            data,
+            text,
             parse_float=_reject_float,
             parse_constant=_reject_constant,
             object_pairs_hook=_unique_members,

@@ -132,7 +132,7 @@ def make_verifier(name: str, public_key: bytes) -> Verifier:
 
 def parse_verifier_key(text: str) -> Verifier:
     """Parse ``<name>+<hash>+<key>``; the hash must match the name and key."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key may itself contain "+"
     if len(parts) != 3:
         raise CheckpointError("verifier key must be <name>+<hash>+<key>")
     name, hash_hex, key_b64 = parts

@@ -166,6 +166,8 @@ def root_from_inclusion_proof(m: int, n: int, leaf_hash_: bytes, proof: Sequence
     """Root implied by an inclusion proof (RFC 9162 §2.1.3.2), or :class:`ProofError`."""
     if not 0 <= m < n:
         raise ProofError("leaf index out of range")
+    if len(leaf_hash_) != HASH_SIZE:
+        raise ProofError("leaf hash must be 32 bytes")
     fn, sn, r = m, n - 1, leaf_hash_
     for p in proof:
         if len(p) != HASH_SIZE or sn == 0:
@@ -249,7 +251,11 @@ class CompactRange:
     hashes: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if len(self.hashes) != self.size.bit_count():
+        if (
+            self.size < 0
+            or len(self.hashes) != self.size.bit_count()
+            or any(len(h) != HASH_SIZE for h in self.hashes)
+        ):
             raise ProofError("compact range does not match its size")
 
     def append(self, leaf_hash_: bytes) -> list[tuple[int, int, bytes]]:

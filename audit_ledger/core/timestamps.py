@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 
 from audit_ledger.errors import FormatError
 
-_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASCII)
 # RFC 3339 §5.6 date-time; "T"/"Z" case-insensitive per the RFC's note; fraction of any length.
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})(?P<frac>\.\d+)?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})\Z"
+    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,  # \d must not match non-ASCII digits (int() would accept them)
 )
 
 
@@ -23,8 +24,12 @@ def format_timestamp(moment: datetime) -> str:
     """Format an aware datetime as the canonical ledger timestamp."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise FormatError("timestamp must carry a time zone")
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        raise FormatError("timestamp is outside years 1..9999 in UTC") from None
+    # Not strftime: glibc's %Y does not zero-pad years below 1000.
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -43,10 +48,11 @@ def parse_timestamp(text: str) -> datetime:
     tz = match["tz"].upper()
     iso = f"{match['date']}T{match['time']}{'+00:00' if tz == 'Z' else tz}"
     try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
+        # OverflowError: the instant in UTC falls outside years 1..9999.
+        moment = datetime.fromisoformat(iso).replace(microsecond=micro).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise FormatError("timestamp has an out-of-range field") from None
-    return moment.replace(microsecond=micro).astimezone(UTC)
+    return moment
 
 
 def normalise_timestamp(text: str) -> str:

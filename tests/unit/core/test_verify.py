@@ -1,0 +1,298 @@
+"""Streaming chain + tree verification (audit_ledger.core.verify.ChainVerifier)."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audit_ledger.core.header import ZERO_HASH_HEX, LeafHeader, parse_leaf
+from audit_ledger.core.merkle import leaf_hash, reference_root, tree_root
+from audit_ledger.core.verify import ChainVerifier
+from audit_ledger.errors import ChainBrokenError, CoreError, FormatError
+
+_START = datetime(2026, 11, 28, 3, 55, 17, 123456, tzinfo=UTC)
+_CATEGORIES = ["financial_transactions", "data_privacy_events", "security_events"]
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _header(seq: int, prev: str, recorded: datetime, rng: random.Random) -> LeafHeader:
+    return LeafHeader(
+        seq=seq,
+        event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        category=rng.choice(_CATEGORIES),
+        event_type=rng.choice(["payment_completed", "login_failed", "consent_recorded"]),
+        occurred_at=_ts(recorded - timedelta(microseconds=rng.randrange(10**7))),
+        recorded_at=_ts(recorded),
+        writer=rng.choice(["quickcart-bot", "ledger", "b\u00f6t"]),
+        correlation_id=rng.choice([None, f"corr-{seq}"]),
+        refs={"order": rng.randbytes(32).hex()} if rng.random() < 0.5 else {},
+        key_id=rng.choice([None, "dek-2026-11"]),
+        payload_sha256=rng.randbytes(32).hex() if rng.random() < 0.8 else None,
+        prev=prev,
+    )
+
+
+def make_chain(
+    n: int,
+    seed: int = 0,
+    *,
+    overrides: dict[int, dict[str, object]] | None = None,
+) -> list[bytes]:
+    """A valid log of ``n`` leaves; ``overrides[seq]`` replaces header members of one entry
+    (the following entries are still chained to it correctly)."""
+    rng = random.Random(seed)
+    leaves: list[bytes] = []
+    prev = ZERO_HASH_HEX
+    recorded = _START
+    for seq in range(n):
+        recorded += timedelta(microseconds=rng.choice([0, 0, 1, 999_999, 3_600_000_000]))
+        header = _header(seq, prev, recorded, rng)
+        if overrides and seq in overrides:
+            fields = {**header.to_dict(), **overrides[seq]}
+            header = LeafHeader(**fields)
+            recorded = datetime.fromisoformat(header.recorded_at[:-1] + "+00:00")
+        leaf = header.encode()
+        leaves.append(leaf)
+        prev = leaf_hash(leaf).hex()
+    return leaves
+
+
+def run(entries: Iterable[tuple[int, bytes]]) -> ChainVerifier:
+    verifier = ChainVerifier()
+    for seq, leaf in entries:
+        verifier.add(seq, leaf)
+    return verifier
+
+
+def broken_at(entries: Iterable[tuple[int, bytes]]) -> ChainBrokenError:
+    with pytest.raises(ChainBrokenError) as info:
+        run(entries)
+    return info.value
+
+
+def _enumerated(leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    return list(enumerate(leaves))
+
+
+# --- a valid chain ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 8, 33, 100])
+def test_valid_chain_passes(n: int) -> None:
+    leaves = make_chain(n, seed=n)
+    verifier = ChainVerifier()
+    stored: dict[tuple[int, int], bytes] = {}
+    hashes = [leaf_hash(leaf) for leaf in leaves]
+    for seq, leaf in enumerate(leaves):
+        result = verifier.add(seq, leaf)
+        assert result.header == parse_leaf(leaf)
+        assert result.leaf_hash == hashes[seq]
+        assert result.subtrees[0] == (0, seq, hashes[seq])
+        for level, index, h in result.subtrees:
+            stored[(level, index)] = h
+        assert verifier.size == seq + 1
+        assert verifier.root() == reference_root(hashes[: seq + 1])
+        assert verifier.last_leaf_hex == hashes[seq].hex()
+        assert verifier.last_recorded_at == result.header.recorded_at
+    assert verifier.size == n
+    assert verifier.root() == reference_root(hashes)
+    # The subtrees it reports are what storage keeps: they answer every tree head.
+    assert len(stored) == 2 * n - n.bit_count()
+    for size in range(n + 1):
+        assert tree_root(size, lambda idx: [stored[i] for i in idx]) == reference_root(
+            hashes[:size]
+        )
+
+
+def test_fresh_verifier_state() -> None:
+    verifier = ChainVerifier()
+    assert verifier.size == 0
+    assert verifier.last_leaf_hex == ZERO_HASH_HEX
+    assert verifier.last_recorded_at is None
+    assert verifier.root() == reference_root([])
+
+
+def test_equal_recorded_at_is_allowed() -> None:
+    leaves = make_chain(5, overrides={k: {"recorded_at": _ts(_START)} for k in range(5)})
+    assert {parse_leaf(leaf).recorded_at for leaf in leaves} == {_ts(_START)}
+    assert run(_enumerated(leaves)).size == 5
+
+
+def test_chain_broken_error_is_a_core_error() -> None:
+    err = broken_at([(1, make_chain(1)[0])])
+    assert isinstance(err, CoreError)
+    assert err.seq == 0
+    assert err.reason
+    assert str(err).startswith("seq 0: ")
+
+
+# --- each kind of damage is reported at the right seq ------------------------------------------
+
+
+def _expected_seq_for_changed_leaf(leaves: list[bytes], i: int, changed: bytes) -> int | None:
+    """Where a chain with leaf i replaced by ``changed`` must first be reported broken.
+
+    At i when the changed leaf is not itself a valid successor of entry i-1 (not canonical v1,
+    wrong seq, wrong prev, recorded_at going back); otherwise at i+1, whose prev no longer
+    matches; and nowhere for the last entry (then only the root differs).
+    """
+    try:
+        header = parse_leaf(changed)
+    except FormatError:
+        return i
+    prev = leaf_hash(leaves[i - 1]).hex() if i else ZERO_HASH_HEX
+    last = parse_leaf(leaves[i - 1]).recorded_at if i else ""
+    if header.seq != i or header.prev != prev or header.recorded_at < last:
+        return i
+    return i + 1 if i + 1 < len(leaves) else None
+
+
+def test_every_one_byte_change_of_a_leaf_is_caught() -> None:
+    leaves = make_chain(6, seed=7)
+    good_root = run(_enumerated(leaves)).root()
+    rng = random.Random(1)
+    seen_at_next = 0
+    for i, leaf in enumerate(leaves):
+        for pos in range(len(leaf)):
+            changed = bytearray(leaf)
+            changed[pos] = rng.choice([b for b in range(256) if b != leaf[pos]])
+            tampered = [*leaves[:i], bytes(changed), *leaves[i + 1 :]]
+            expected = _expected_seq_for_changed_leaf(leaves, i, bytes(changed))
+            if expected is None:
+                assert run(_enumerated(tampered)).root() != good_root
+                continue
+            err = broken_at(_enumerated(tampered))
+            assert err.seq == expected, (i, pos, err)
+            if expected == i + 1:
+                seen_at_next += 1
+                assert "prev" in err.reason
+    assert seen_at_next > 0, "some changes keep the leaf valid (e.g. inside a string)"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
+def test_one_byte_change_property(n: int, seed: int, data: st.DataObject) -> None:
+    leaves = make_chain(n, seed)
+    i = data.draw(st.integers(0, n - 1))
+    pos = data.draw(st.integers(0, len(leaves[i]) - 1))
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != leaves[i][pos]))
+    changed = bytearray(leaves[i])
+    changed[pos] = new
+    tampered = [*leaves[:i], bytes(changed), *leaves[i + 1 :]]
+    expected = _expected_seq_for_changed_leaf(leaves, i, bytes(changed))
+    if expected is None:
+        assert run(_enumerated(tampered)).root() != run(_enumerated(leaves)).root()
+    else:
+        assert broken_at(_enumerated(tampered)).seq == expected
+
+
+@pytest.mark.parametrize("skipped", [0, 1, 5, 8])
+def test_skipped_seq(skipped: int) -> None:
+    entries = [e for e in _enumerated(make_chain(10)) if e[0] != skipped]
+    err = broken_at(entries)
+    assert err.seq == skipped
+    assert "gap" in err.reason
+
+
+def test_skipped_last_seq_is_not_a_chain_error() -> None:
+    # A missing tail is not visible in the chain; the tree size/root against a checkpoint is.
+    leaves = make_chain(10)
+    verifier = run(_enumerated(leaves)[:-1])
+    assert verifier.size == 9
+    assert verifier.root() != reference_root([leaf_hash(x) for x in leaves])
+
+
+@pytest.mark.parametrize(("i", "j"), [(0, 1), (3, 4), (2, 7), (0, 9), (8, 9)])
+def test_swapped_entries(i: int, j: int) -> None:
+    entries = _enumerated(make_chain(10))
+    entries[i], entries[j] = entries[j], entries[i]
+    # Rows in the wrong order (each keeps its own seq) ...
+    assert broken_at(entries).seq == i
+    # ... or the leaf bytes swapped between two rows.
+    leaves = [leaf for _, leaf in entries]
+    assert broken_at(_enumerated(leaves)).seq == i
+
+
+@pytest.mark.parametrize("dup", [0, 3, 9])
+def test_duplicated_entry(dup: int) -> None:
+    entries = _enumerated(make_chain(10))
+    entries.insert(dup + 1, entries[dup])
+    assert broken_at(entries).seq == dup
+
+
+@pytest.mark.parametrize("i", [1, 2, 6, 9])
+def test_wrong_prev(i: int) -> None:
+    leaves = make_chain(10, seed=3, overrides={i: {"prev": "ab" * 32}})
+    err = broken_at(_enumerated(leaves))
+    assert err.seq == i
+    assert "prev" in err.reason
+    # Every entry is well-formed on its own: only the chain is broken.
+    for leaf in leaves:
+        parse_leaf(leaf)
+
+
+def test_seq_zero_with_nonzero_prev() -> None:
+    leaves = make_chain(3)
+    obj = parse_leaf(leaves[0]).to_dict()
+    obj["prev"] = "ab" * 32
+    bad = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    with pytest.raises(FormatError):
+        parse_leaf(bad)
+    assert broken_at([(0, bad), *_enumerated(leaves)[1:]]).seq == 0
+
+
+@pytest.mark.parametrize("i", [1, 4, 9])
+def test_decreasing_recorded_at(i: int) -> None:
+    leaves = make_chain(10, seed=11)
+    before = datetime.fromisoformat(parse_leaf(leaves[i - 1]).recorded_at[:-1] + "+00:00")
+    earlier = _ts(before - timedelta(microseconds=1))
+    bad = make_chain(10, seed=11, overrides={i: {"recorded_at": earlier}})
+    assert bad[:i] == leaves[:i]
+    err = broken_at(_enumerated(bad))
+    assert err.seq == i
+    assert "recorded_at" in err.reason
+
+
+def test_leaf_that_claims_another_seq() -> None:
+    leaves = make_chain(4)
+    # Leaf 2 stored under seq 2 but encoding seq 3 (its bytes are a valid leaf otherwise).
+    relabelled = make_chain(4, overrides={2: {"seq": 3}})
+    err = broken_at(_enumerated([*leaves[:2], relabelled[2], leaves[3]]))
+    assert err.seq == 2
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"{}", b"not json", b"\xff\xfe", b'{"v":1}', b"[" * 10_000]
+)
+def test_garbage_leaf(garbage: bytes) -> None:
+    leaves = make_chain(5)
+    assert broken_at(_enumerated([*leaves[:3], garbage, leaves[4]])).seq == 3
+
+
+def test_verifier_stops_at_the_first_break() -> None:
+    leaves = make_chain(6, overrides={2: {"prev": "cd" * 32}, 4: {"prev": "ef" * 32}})
+    verifier = ChainVerifier()
+    verifier.add(0, leaves[0])
+    verifier.add(1, leaves[1])
+    root = verifier.root()
+    with pytest.raises(ChainBrokenError) as info:
+        verifier.add(2, leaves[2])
+    assert info.value.seq == 2
+    # A rejected entry leaves the state untouched.
+    assert verifier.size == 2
+    assert verifier.root() == root
+    assert verifier.last_leaf_hex == leaf_hash(leaves[1]).hex()
