@@ -21,7 +21,14 @@ from audit_ledger.core.header import LeafHeader
 from audit_ledger.core.verify import ChainVerifier
 from audit_ledger.crypto.envelope import blob_sha256
 from audit_ledger.crypto.keys import KeyProvider
-from audit_ledger.errors import ChainBrokenError, CheckpointError, CryptoError
+from audit_ledger.errors import (
+    ChainBrokenError,
+    CheckpointError,
+    CryptoError,
+    DatabaseUnavailableError,
+    ProofError,
+    StorageError,
+)
 from audit_ledger.policy import LEDGER_OPERATIONS
 from audit_ledger.storage.repository import Store, StoredCheckpoint, StoredEntry
 
@@ -140,7 +147,9 @@ class _Run:
         for batch in self.store.iter_entries(self.chunk):
             lo, hi = batch[0].seq, batch[-1].seq + 1
             refs = self.store.refs_between(lo, hi)
-            nodes = self.store.nodes_completed_between(lo, hi) if hi - lo == len(batch) else {}
+            # Loaded even when the batch has a gap: the entries before the gap still need their
+            # subtree hashes, and the gap itself is reported by the chain at the missing seq.
+            nodes = self.store.nodes_completed_between(lo, hi)
             ops = self.store.categories_of([e.purge_op_seq for e in batch if e.purge_op_seq])
             for entry in batch:
                 self.entry(entry, refs.pop(entry.seq, {}), nodes, ops)
@@ -221,7 +230,12 @@ class _Run:
                 f"{size}: entries were removed from the tail",
                 checkpoint=self.next_checkpoint.tree_size,
             )
-        head = self.store.head()
+        try:
+            head = self.store.head()
+        except DatabaseUnavailableError:
+            raise
+        except (StorageError, ProofError) as exc:  # row missing, or its size and edge disagree
+            raise _fail(f"ledger head row is unusable ({exc})", seq=size) from None
         if head.size != size:
             raise _fail(f"ledger head says {head.size} entries, the log has {size}", seq=size)
         expected_last = bytes.fromhex(self.chain.last_leaf_hex) if size else None
