@@ -29,6 +29,7 @@ from audit_ledger.errors import (
 )
 from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.service import Ledger
+from audit_ledger.observability.logging import configure_logging
 from audit_ledger.roles import ROLES
 from audit_ledger.scheduler import run_scheduler_forever
 from audit_ledger.settings import Settings, load_settings
@@ -286,6 +287,7 @@ def cmd_holds_release(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings.log_dir)
     with _ledger(settings) as ledger:
         run_scheduler_forever(ledger)
     return EXIT_OK

@@ -23,9 +23,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.errors import AuditLedgerError
 from audit_ledger.ledger.service import Ledger
+from audit_ledger.observability import metrics
+from audit_ledger.observability.logging import cleanup_rotated, get_logger
 from audit_ledger.storage import jobs
 
-log = logging.getLogger("audit_ledger.scheduler")
+log = logging.getLogger("audit_ledger.application.scheduler")
+security_log = get_logger("security")
 
 RAN, BUSY, DONE = "ran", "skipped: another replica holds the job", "skipped: tick already done"
 
@@ -48,12 +51,25 @@ def _checkpoint(ledger: Ledger) -> str:
 
 def _retention(ledger: Ledger) -> str:
     report = ledger.run_retention()
-    return f"recorded as seq {report.op_seq}"
+    metrics.RETENTION_RUNS.inc()
+    for category, outcome in report.categories.items():
+        purged, keys = outcome["payloads_purged"], outcome["keys_destroyed"]
+        metrics.RETENTION_PURGED.labels(category).inc(purged if isinstance(purged, int) else 0)
+        metrics.RETENTION_KEYS.labels(category).inc(len(keys) if isinstance(keys, list) else 0)
+    return "ok"
+
+
+def _log_cleanup(ledger: Ledger) -> str:
+    deleted = cleanup_rotated(ledger.settings.log_dir)
+    return f"deleted {len(deleted)}"
 
 
 def _verify(ledger: Ledger) -> str:
     report = ledger.verify()
-    return "ok" if report.ok else f"FAILED: {report.problem}"
+    if not report.ok:
+        security_log.error("verification_failed", problem=str(report.problem))
+        return "FAILED"
+    return "ok"
 
 
 def default_jobs(ledger: Ledger) -> list[Job]:
@@ -62,6 +78,7 @@ def default_jobs(ledger: Ledger) -> list[Job]:
         Job("checkpoint", s.checkpoint_interval_seconds, _checkpoint),
         Job("retention", s.retention_interval_seconds, _retention),
         Job("verify", s.verify_interval_seconds, _verify),
+        Job("log_cleanup", 86_400, _log_cleanup),
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
@@ -16,10 +17,11 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit_ledger.api.committer import GroupCommitter
+from audit_ledger.api.middleware import ObservabilityMiddleware
 from audit_ledger.api.models import (
     BatchIn,
     ConsistencyOut,
@@ -43,6 +45,7 @@ from audit_ledger.core.canonical import strict_loads
 from audit_ledger.errors import (
     AuditLedgerError,
     AuthenticationError,
+    ConflictError,
     DatabaseUnavailableError,
     FormatError,
     NotFoundError,
@@ -50,9 +53,12 @@ from audit_ledger.errors import (
     ValidationError,
 )
 from audit_ledger.ledger.append import Receipt
+from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.principals import Principal
 from audit_ledger.ledger.service import SYSTEM_WRITER, Ledger, Page
 from audit_ledger.ledger.service import Query as LedgerQuery
+from audit_ledger.observability import metrics
+from audit_ledger.observability.logging import configure_logging, get_logger
 from audit_ledger.roles import (
     ADMIN,
     AUDITOR,
@@ -65,6 +71,10 @@ from audit_ledger.scheduler import start_background
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.repository import StoredHold
 
+#: Set by ``audit-ledger serve --workers N`` (N > 1): each worker writes its own log files.
+PER_PROCESS_LOGS_ENV = "AUDIT_LEDGER_LOG_PER_PROCESS"
+security_log = get_logger("security")
+app_log = get_logger("application")
 READER_ROLES = frozenset({COMPLIANCE_OFFICER, PRIVACY_OFFICER, SECURITY_TEAM, AUDITOR})
 JSON_TYPES = ("application/json", "application/problem+json")
 T = TypeVar("T")
@@ -82,23 +92,46 @@ async def _run(func: Callable[..., T], *args: Any) -> T:
 # --- authentication and roles -------------------------------------------------------------------
 
 
-async def current_principal(request: Request) -> Principal:
+def _bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise AuthenticationError("missing")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("malformed")
-    principal = await _run(_ledger(request).authenticate, token.strip())
+    return token.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    try:
+        principal = await _run(_ledger(request).authenticate, _bearer_token(request))
+    except AuthenticationError as exc:
+        reason = str(exc)
+        metrics.AUTH_FAILURES.labels(reason).inc()
+        security_log.warning("authentication_failed", reason=reason, route=_route(request))
+        raise
     request.state.principal = principal.name
     return principal
 
 
-def require(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def require(*roles: str) -> Callable[[Request, Principal], Awaitable[Principal]]:
     allowed = frozenset(roles)
 
-    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
         if not principal.has_any(allowed):
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            security_log.warning(
+                "permission_denied",
+                principal=principal.name,
+                route=f"{request.method} {_route(request)}",
+            )
             raise PermissionDeniedError("your roles do not allow this endpoint")
         return principal
 
@@ -166,6 +199,55 @@ def _object(body: Any, allowed: Iterable[str], what: str) -> Mapping[str, Any]:
     return body
 
 
+async def _submit(
+    request: Request, events: list[PreparedEvent], principal: Principal
+) -> list[Receipt]:
+    """Append through the group committer; count and log the outcome (never payload data)."""
+    metrics.APPEND_BATCH_SIZE.observe(len(events))
+    committer: GroupCommitter = request.app.state.committer
+    try:
+        receipts = await committer.submit(events, principal.name)
+    except ConflictError:
+        metrics.CONFLICTS.inc()
+        for event in events:
+            metrics.APPENDS.labels(event.category, "conflict").inc()
+        raise
+    except Exception:
+        for event in events:
+            metrics.APPENDS.labels(event.category, "error").inc()
+        raise
+    replays = 0
+    for event, receipt in zip(events, receipts, strict=True):
+        metrics.APPENDS.labels(event.category, "replayed" if receipt.replayed else "appended").inc()
+        replays += receipt.replayed
+    metrics.REPLAYS.inc(replays)
+    if len(events) == 1:
+        app_log.info(
+            "event_appended",
+            seq=receipts[0].seq,
+            category=events[0].category,
+            event_type=events[0].event_type,
+            event_correlation_id=events[0].correlation_id,
+            replayed=receipts[0].replayed,
+            writer=principal.name,
+        )
+    else:
+        kinds: dict[str, int] = {}
+        for event in events:
+            key = f"{event.category}/{event.event_type}"
+            kinds[key] = kinds.get(key, 0) + 1
+        app_log.info(
+            "events_appended",
+            count=len(events),
+            replayed=replays,
+            first_seq=min(r.seq for r in receipts),
+            last_seq=max(r.seq for r in receipts),
+            types=kinds,
+            writer=principal.name,
+        )
+    return receipts
+
+
 def _receipts_response(receipts: list[Receipt], single: bool) -> JSONResponse:
     status = 200 if all(r.replayed for r in receipts) else 201
     if single:
@@ -185,7 +267,11 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         owned = ledger is None
         led = ledger or Ledger.open(settings or load_settings())
         if owned:
+            configure_logging(
+                led.settings.log_dir, per_process=os.environ.get(PER_PROCESS_LOGS_ENV) == "1"
+            )
             led.check_schema()
+        metrics.instrument_engine(led.store.engine)
         app.state.ledger = led
         app.state.committer = GroupCommitter(led)
         app.state.committer.start()
@@ -205,6 +291,7 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         summary="Append-only, hash-chained, Merkle-tree compliance audit ledger",
         lifespan=lifespan,
     )
+    app.add_middleware(ObservabilityMiddleware)
     app.add_exception_handler(AuditLedgerError, domain_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
@@ -279,8 +366,12 @@ def _routes(app: FastAPI) -> None:
     async def append_event(request: Request, principal: Writer) -> JSONResponse:
         ledger = _ledger(request)
         body = await read_json(request, ledger.settings.max_body_bytes)
-        event = ledger.prepare(body)
-        receipts = await request.app.state.committer.submit([event], principal.name)
+        try:
+            event = ledger.prepare(body)
+        except ValidationError:
+            metrics.APPENDS.labels("unknown", "invalid").inc()
+            raise
+        receipts = await _submit(request, [event], principal)
         return _receipts_response(receipts, single=True)
 
     @app.post(
@@ -305,8 +396,12 @@ def _routes(app: FastAPI) -> None:
             raise PayloadTooLargeError(
                 f"a batch holds at most {ledger.settings.max_batch_events} events"
             )
-        prepared = ledger.prepare_batch(events)
-        receipts = await request.app.state.committer.submit(prepared, principal.name)
+        try:
+            prepared = ledger.prepare_batch(events)
+        except ValidationError:
+            metrics.APPENDS.labels("unknown", "invalid").inc(len(events))
+            raise
+        receipts = await _submit(request, prepared, principal)
         return _receipts_response(receipts, single=False)
 
     async def run_query(
@@ -561,8 +656,10 @@ def _routes(app: FastAPI) -> None:
         )
 
     @app.get("/metrics", tags=["health"])
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_endpoint(request: Request) -> Response:
+        collector = metrics.LedgerStateCollector(_ledger(request))
+        body = await _run(metrics.render, collector)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _readiness(ledger: Ledger) -> dict[str, str]:

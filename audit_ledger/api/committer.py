@@ -18,6 +18,7 @@ from audit_ledger.errors import ConflictError
 from audit_ledger.ledger.append import Receipt
 from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.service import Ledger
+from audit_ledger.observability.metrics import COMMIT_GROUP_SIZE
 
 
 @dataclass
@@ -83,6 +84,7 @@ class GroupCommitter:
                 self._fail(group, exc)
                 return
             self.last_group_size = len(events)
+            COMMIT_GROUP_SIZE.observe(len(events))
             pos = 0
             for request in group:
                 n = len(request.events)

@@ -102,14 +102,23 @@ async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse
     return from_error(exc)
 
 
+#: FastAPI's first ``loc`` element says where a parameter came from; the ledger's own errors
+#: name the bare field (``limit``, not ``query.limit``), and so must these.
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def _field(loc: Any) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
 async def request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own parameter validation, reshaped; the offending input is dropped."""
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
     errors = [
-        {
-            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body",
-            "problem": str(err.get("msg", "invalid")),
-        }
+        {"field": _field(err.get("loc", ())), "problem": str(err.get("msg", "invalid"))}
         for err in exc.errors()
     ]
     return problem(

@@ -7,12 +7,15 @@ database or missing keys, with one clear line — production keys are made delib
 
 from __future__ import annotations
 
+import os
 import sys
 
 import uvicorn
 
+from audit_ledger.api.app import PER_PROCESS_LOGS_ENV
 from audit_ledger.crypto.keys import init_keys, keys_exist
 from audit_ledger.ledger.service import Ledger
+from audit_ledger.observability.metrics import prepare_multiprocess
 from audit_ledger.settings import Settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
@@ -54,6 +57,10 @@ def prepare(settings: Settings) -> None:
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     prepare(settings)
+    if workers > 1:
+        # Workers inherit these: shared metric files, one set of log files per worker.
+        prepare_multiprocess(workers)
+        os.environ[PER_PROCESS_LOGS_ENV] = "1"
     uvicorn.run(
         "audit_ledger.api.app:create_app",
         factory=True,
@@ -63,4 +70,5 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        access_log=False,  # uvicorn's access lines carry query strings; ours do not
     )

@@ -59,9 +59,47 @@ def _check_string(text: str, path: str) -> None:
         raise FormatError(f"{path}: string is not valid Unicode (lone surrogate)") from None
 
 
+def _needs_utf16_order(value: Any, path: str) -> bool:
+    """Validate ``value`` without copying it; True if some member name could sort differently
+    in UTF-16 order than in code-point order (a character at or above U+E000)."""
+    if value is None or isinstance(value, bool | str):
+        return False
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise FormatError(f"{path}: integer outside ±(2^53-1)")
+        return False
+    if isinstance(value, float):
+        raise FormatError(f"{path}: floats are not allowed (use an integer or a decimal string)")
+    if isinstance(value, Mapping):
+        special = False
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise FormatError(f"{path}: object member names must be strings")
+            if name and max(name) >= "\ue000":
+                special = True
+            special = _needs_utf16_order(item, f"{path}.{name}") or special
+        return special
+    if isinstance(value, list | tuple):
+        special = False
+        for i, item in enumerate(value):
+            special = _needs_utf16_order(item, f"{path}[{i}]") or special
+        return special
+    raise FormatError(f"{path}: unsupported JSON type {type(value).__name__}")
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of ``value`` (floats refused)."""
-    return _encoder.encode(_normalise(value, "$")).encode("utf-8")
+    if _needs_utf16_order(value, "$"):
+        text = _encoder.encode(_normalise(value, "$"))
+    else:
+        # Code-point order equals UTF-16 order here, so the C encoder's sort_keys is exact.
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("$: string is not valid Unicode (lone surrogate)") from None
 
 
 def canonical_json_ascii_keys(value: Mapping[str, Any]) -> bytes:

@@ -7,12 +7,13 @@ else, so a re-encoding check is built into parsing.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit_ledger.core.canonical import MAX_SAFE_INTEGER, canonical_json_ascii_keys, strict_loads
+from audit_ledger.core.canonical import MAX_SAFE_INTEGER, canonical_json_ascii_keys
 from audit_ledger.core.timestamps import is_canonical_timestamp
 from audit_ledger.errors import FormatError
 
@@ -25,10 +26,21 @@ _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _REF_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _MEMBERS = frozenset(
     {
-        "v", "seq", "event_id", "category", "event_type", "occurred_at", "recorded_at",
-        "writer", "correlation_id", "refs", "key_id", "payload_sha256", "prev",
+        "v",
+        "seq",
+        "event_id",
+        "category",
+        "event_type",
+        "occurred_at",
+        "recorded_at",
+        "writer",
+        "correlation_id",
+        "refs",
+        "key_id",
+        "payload_sha256",
+        "prev",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +159,13 @@ def parse_leaf(leaf: bytes) -> LeafHeader:
         text = leaf.decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError("leaf is not UTF-8") from None
-    header = header_from_dict(strict_loads(text))
+    # Plain (C-speed) parsing is enough here: duplicate members, floats and any other
+    # non-canonical form cannot survive the re-encoding comparison and the type checks below.
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise FormatError("leaf is not valid JSON") from None
+    header = header_from_dict(obj)
     if header.encode() != leaf:
         raise FormatError("leaf bytes are not the canonical encoding of their header")
     return header

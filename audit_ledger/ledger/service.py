@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import inspect
 
 from audit_ledger.core import merkle
+from audit_ledger.core.canonical import MAX_SAFE_INTEGER
 from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
 from audit_ledger.crypto.keys import KeyRing, load_keys
 from audit_ledger.errors import (
@@ -53,6 +54,7 @@ from audit_ledger.ledger.retention import plan_category
 from audit_ledger.ledger.verify import VerifyReport, verify_ledger
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy, load_policy
 from audit_ledger.settings import Settings
+from audit_ledger.storage import jobs
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.migrations import current_revision, head_revision
 from audit_ledger.storage.repository import (
@@ -426,7 +428,9 @@ class Ledger:
 
     def entry(self, roles: Iterable[str], seq: int) -> EntryView:
         roles = frozenset(roles)
-        stored = self.store.entry(seq) if seq >= 0 else None
+        # Seqs are header integers (< 2^53): larger ones cannot exist and would overflow the
+        # database parameter (a 500) rather than be "not found".
+        stored = self.store.entry(seq) if 0 <= seq <= MAX_SAFE_INTEGER else None
         if stored is None:
             raise NotFoundError(f"no entry with seq {seq}")
         categories_for(self.policy, roles, stored.category)
@@ -461,7 +465,18 @@ class Ledger:
     # -- checkpoints and verification ----------------------------------------------------------
 
     def checkpoint(self) -> StoredCheckpoint | None:
-        return create_checkpoint(self.store, self.keys.signer)
+        """Sign a checkpoint of the current log (None for an empty log) and note when."""
+        before = self.store.latest_checkpoint()
+        made = create_checkpoint(self.store, self.keys.signer)
+        if made is not None and (before is None or made.tree_size > before.tree_size):
+            jobs.record_run(
+                self.store,
+                "checkpoint_signed",
+                made.tree_size,
+                format_timestamp(self.clock()),
+                "signed",
+            )
+        return made
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         return self.store.latest_checkpoint()

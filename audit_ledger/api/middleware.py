@@ -1,0 +1,73 @@
+"""ASGI middleware: correlation ids, request metrics and the access log.
+
+Metrics and log lines are labelled by the matched *route template* (``/v1/events/{seq}``),
+never the raw path, and carry no query string, body or token. The correlation id comes from
+``X-Correlation-ID`` when it is a plain token (else a fresh one), is bound to every log line of
+the request and is echoed in the response.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from audit_ledger.observability import metrics
+from audit_ledger.observability.logging import correlation_id_from, get_logger
+
+HEADER = b"x-correlation-id"
+perf_log = get_logger("performance")
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = None
+        for name, value in scope.get("headers", ()):
+            if name == HEADER:
+                supplied = value.decode("latin-1")
+                break
+        correlation_id = correlation_id_from(supplied)
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((HEADER, correlation_id.encode("ascii")))
+                message["headers"] = headers
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            labels = (scope["method"], route, metrics.status_class(status))
+            metrics.HTTP_REQUESTS.labels(*labels).inc()
+            metrics.HTTP_DURATION.labels(*labels).observe(elapsed)
+            perf_log.info(
+                "http_request",
+                method=scope["method"],
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+                principal=scope.get("state", {}).get("principal"),
+            )
+            structlog.contextvars.unbind_contextvars("correlation_id")
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

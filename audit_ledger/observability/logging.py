@@ -1,0 +1,136 @@
+"""Structured JSON logs (structlog) to stdout and to rotating files per operational tier.
+
+Tiers and how long their rotated files are kept (the QuickCart plan): application 30 d,
+security 90 d, performance 7 d, error 60 d; the audit tier is the ledger itself. Files rotate at
+midnight UTC; :func:`cleanup_rotated` (a scheduled job) deletes rotated files past their tier's
+retention.
+
+What is logged is chosen field by field — seq, category, event type, correlation id, route
+template, status — never payload fields, tokens, keys, raw refs, query strings or bodies. Every
+line is one JSON object, so a newline or control character in a client-supplied string is
+escaped and cannot forge a line.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+TIER_RETENTION_DAYS = {"application": 30, "security": 90, "performance": 7, "error": 60}
+LOGGER_PREFIX = "audit_ledger"
+_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+_configured = False
+
+
+def get_logger(tier: str) -> Any:
+    """A structlog logger writing to ``tier`` (application, security, performance)."""
+    return structlog.get_logger(f"{LOGGER_PREFIX}.{tier}")
+
+
+def correlation_id_from(header: str | None) -> str:
+    """The client's ``X-Correlation-ID`` if it is a plain token, else a fresh one."""
+    if header is not None and _CORRELATION.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class _TierFilter(logging.Filter):
+    def __init__(self, tier: str) -> None:
+        super().__init__()
+        self.prefix = f"{LOGGER_PREFIX}.{tier}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == self.prefix or record.name.startswith(self.prefix + ".")
+
+
+def _file_name(tier: str, per_process: bool) -> str:
+    # Several uvicorn workers must not rotate one file (the second rename would delete the
+    # first's rotated file), so each worker writes its own.
+    return f"{tier}.{os.getpid()}.log" if per_process else f"{tier}.log"
+
+
+def configure_logging(
+    log_dir: Path | None, *, per_process: bool = False, level: int = logging.INFO
+) -> None:
+    """Route structlog and stdlib logging to stdout and the tier files (idempotent)."""
+    global _configured  # noqa: PLW0603 - logging is process-global by nature
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_audit_ledger", False):
+            root.removeHandler(handler)
+            handler.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for tier in TIER_RETENTION_DAYS:
+            handler = logging.handlers.TimedRotatingFileHandler(
+                log_dir / _file_name(tier, per_process),
+                when="midnight",
+                utc=True,
+                backupCount=0,
+                encoding="utf-8",
+                delay=True,
+            )
+            if tier == "error":
+                handler.setLevel(logging.ERROR)
+            else:
+                handler.addFilter(_TierFilter(tier))
+            handlers.append(handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._audit_ledger = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    # uvicorn's access log prints raw paths with query strings: ours replaces it.
+    logging.getLogger("uvicorn.access").disabled = True
+    _configured = True
+
+
+def cleanup_rotated(log_dir: Path, now: float | None = None) -> list[Path]:
+    """Delete rotated log files older than their tier's retention; return what was deleted."""
+    moment = time.time() if now is None else now
+    deleted: list[Path] = []
+    if not log_dir.is_dir():
+        return deleted
+    for path in log_dir.iterdir():
+        tier = path.name.split(".", 1)[0]
+        days = TIER_RETENTION_DAYS.get(tier)
+        # Only rotated files ("<tier>.log.<date>" / "<tier>.<pid>.log.<date>"), never live ones.
+        if days is None or path.name.endswith(".log") or ".log." not in path.name:
+            continue
+        if moment - path.stat().st_mtime > days * 86_400:
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    return deleted
+
+
+def safe_fields(fields: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
+    """Keep only allow-listed fields (a guard against logging a payload by accident)."""
+    keep = set(allowed)
+    return {k: v for k, v in fields.items() if k in keep}

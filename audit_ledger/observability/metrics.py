@@ -1,0 +1,197 @@
+"""Prometheus metrics, named by Prometheus conventions (base units, ``_total`` counters).
+
+Process-local counters and histograms live in prometheus-client's default registry; with several
+uvicorn workers ``audit-ledger serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` so that every worker
+writes them to shared files and any worker's ``/metrics`` reports the totals. Facts about the
+ledger itself (log size, checkpoint lag, last verification, last retention run) are read from the
+database at scrape time, so every replica reports the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, event
+
+from audit_ledger.errors import AuditLedgerError
+from audit_ledger.storage import jobs
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests served.", ["method", "route", "status_class"]
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route template (never the raw path).",
+    ["method", "route", "status_class"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+)
+DB_DURATION = Histogram(
+    "database_query_duration_seconds",
+    "Database statement latency by statement kind.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+APPENDS = Counter(
+    "ledger_appends_total",
+    "Events submitted for append, by category and outcome.",
+    ["category", "outcome"],
+)
+APPEND_BATCH_SIZE = Histogram(
+    "ledger_append_batch_size",
+    "Events per append request.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000),
+)
+COMMIT_GROUP_SIZE = Histogram(
+    "ledger_commit_group_events",
+    "Events per committed transaction (group commit).",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000),
+)
+REPLAYS = Counter("ledger_idempotent_replays_total", "Appends answered with an earlier receipt.")
+CONFLICTS = Counter("ledger_conflicts_total", "Appends refused: event_id reused, other content.")
+AUTH_FAILURES = Counter(
+    "ledger_auth_failures_total", "Rejected credentials or roles, by reason.", ["reason"]
+)
+RETENTION_RUNS = Counter("ledger_retention_runs_total", "Retention runs completed.")
+RETENTION_PURGED = Counter(
+    "ledger_retention_payloads_purged_total", "Payloads deleted by retention.", ["category"]
+)
+RETENTION_KEYS = Counter(
+    "ledger_retention_keys_destroyed_total", "Data keys destroyed by retention.", ["category"]
+)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def _operation(statement: str) -> str:
+    word = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "OTHER"
+    return word if word in {"SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "BEGIN"} else "OTHER"
+
+
+def instrument_engine(engine: Engine) -> None:
+    """Time every statement (labels: statement kind only — never SQL text or values)."""
+    if getattr(engine, "_audit_ledger_instrumented", False):
+        return
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("audit_ledger_t0", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info.get("audit_ledger_t0")
+        if started:
+            DB_DURATION.labels(_operation(statement)).observe(time.perf_counter() - started.pop())
+
+    engine._audit_ledger_instrumented = True  # type: ignore[attr-defined]
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class LedgerStateCollector(Collector):
+    """Gauges read from the database at scrape time."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("ledger_database_up", "1 if the database answered this scrape.")
+        try:
+            size = self.ledger.size()
+            latest = self.ledger.latest_checkpoint()
+            runs = jobs.runs(self.ledger.store)
+        except AuditLedgerError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield GaugeMetricFamily("ledger_log_size", "Entries in the log.", value=size)
+        cp_size = latest.tree_size if latest else 0
+        yield GaugeMetricFamily(
+            "ledger_checkpoint_size", "Tree size of the latest checkpoint.", value=cp_size
+        )
+        yield GaugeMetricFamily(
+            "ledger_checkpoint_lag_entries",
+            "Entries not yet covered by a checkpoint.",
+            value=size - cp_size,
+        )
+        now = time.time()
+        signed = runs.get("checkpoint_signed")
+        if signed and (ts := _epoch(signed[1])) is not None:
+            yield GaugeMetricFamily(
+                "ledger_seconds_since_last_checkpoint",
+                "Seconds since a checkpoint was signed.",
+                value=max(0.0, now - ts),
+            )
+        verify = runs.get("verify")
+        if verify and (ts := _epoch(verify[1])) is not None:
+            yield GaugeMetricFamily(
+                "ledger_last_verification_timestamp_seconds",
+                "When verification last ran.",
+                value=ts,
+            )
+            yield GaugeMetricFamily(
+                "ledger_last_verification_success",
+                "1 if the last full verification passed.",
+                value=1 if verify[2] == "ok" else 0,
+            )
+        job_ts = GaugeMetricFamily(
+            "ledger_job_last_run_timestamp_seconds",
+            "When each scheduled job last ran.",
+            labels=["job"],
+        )
+        for name, (_, when, _) in sorted(runs.items()):
+            if (ts := _epoch(when)) is not None:
+                job_ts.add_metric([name], ts)
+        yield job_ts
+
+
+def prepare_multiprocess(workers: int) -> None:
+    """Before forking workers: give them a fresh shared directory for metric files."""
+    if workers <= 1:
+        return
+    directory = Path(os.environ.get(MULTIPROC_ENV) or Path.cwd() / ".prometheus-multiproc")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+
+
+def mark_process_dead(pid: int) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def render(state: Collector) -> bytes:
+    """The ``/metrics`` body: process metrics (all workers in multiprocess mode) + ledger state."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped
+    else:
+        registry = REGISTRY
+    state_registry = CollectorRegistry()
+    state_registry.register(state)
+    return generate_latest(registry) + generate_latest(state_registry)
