@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from audit_ledger.core.canonical import strict_loads
+from audit_ledger.core.canonical import MAX_SAFE_INTEGER, strict_loads
 from audit_ledger.core.header import parse_leaf
 from audit_ledger.crypto.envelope import payload_aad
 from audit_ledger.errors import CryptoError, FormatError, PermissionDeniedError, ValidationError
@@ -59,7 +59,9 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         version, seq = text.split(":")
-        if version != "v1" or not seq.isdigit():
+        # A seq is a header integer (< 2^53); a larger one would overflow the database's
+        # BIGINT (or SQLite's INTEGER) parameter and surface as a 500, not as a bad cursor.
+        if version != "v1" or not seq.isdigit() or int(seq) > MAX_SAFE_INTEGER:
             raise ValueError(cursor)  # noqa: TRY301 - folded into the one error below
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
