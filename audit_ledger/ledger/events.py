@@ -9,7 +9,7 @@ data or secrets). Normalisation happens before hashing and before idempotency co
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,6 +29,11 @@ _EVENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}\Z")
 _CORRELATION = re.compile(r"[\x21-\x7e]{1,128}\Z")
 _MONEY = re.compile(r"-?(0|[1-9][0-9]{0,29})(\.[0-9]{1,18})?\Z")
 SUBJECT_REF = "subject"
+#: Deepest nesting of objects/arrays accepted in ``data`` (``data`` itself is level 1). Audit
+#: events are flat records; deeper values only exhaust recursion further down — past ~255
+#: levels the API's response serialiser fails, so such an event could never be read back and
+#: would break every page that contains it.
+MAX_DATA_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,8 @@ def prepare_event(
     if data is not None:
         if not isinstance(data, Mapping):
             _problem(fields, f"{location}data", "must be an object")
+        elif _deeper_than(data, MAX_DATA_DEPTH):
+            _problem(fields, f"{location}data", f"nested deeper than {MAX_DATA_DEPTH} levels")
         else:
             try:
                 data_bytes = canonical_json(data)
@@ -154,6 +161,23 @@ def prepare_event(
         refs=refs,
         subject=subject,
     )
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether objects/arrays in ``value`` nest more than ``limit`` levels (iteratively)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _check_data(
