@@ -7,6 +7,7 @@ operation opens its own transaction).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ from audit_ledger.storage.repository import (
 
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
+#: How long a successful token look-up is reused (revocation takes effect within this).
+AUTH_CACHE_SECONDS = 2.0
 #: Size bound of the service's own records (a retention run lists seq ranges and key ids).
 SYSTEM_MAX_DATA_BYTES = 8 * 1024 * 1024
 
@@ -138,6 +141,7 @@ class Ledger:
         self.keyring = DataKeyRing(keys.provider)
         self.appender = Appender(store, policy, self.keyring, clock)
         self.reader = EntryReader(store, policy, self.keyring)
+        self._auth_cache: dict[bytes, tuple[Principal, float]] = {}
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
@@ -240,20 +244,35 @@ class Ledger:
             if not tx.revoke_principal(name, format_timestamp(self.clock())):
                 raise NotFoundError(f"no active principal named {name!r}")
             self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+        self._auth_cache.clear()
 
     def principals(self) -> list[StoredPrincipal]:
         return self.store.principals()
 
     def authenticate(self, token: str) -> Principal:
-        """The principal holding ``token``; :class:`AuthenticationError` with a reason code."""
+        """The principal holding ``token``; :class:`AuthenticationError` with a reason code.
+
+        Successful look-ups are cached for :data:`AUTH_CACHE_SECONDS` (by token hash), which
+        saves a database round trip per request; a revocation therefore takes effect within
+        that many seconds. Failures are never cached.
+        """
         if not token_shape_ok(token):
             raise AuthenticationError("malformed")
-        stored = self.store.principal_by_token_hash(token_hash(token))
+        digest = token_hash(token)
+        now = time.monotonic()
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        stored = self.store.principal_by_token_hash(digest)
         if stored is None:
             raise AuthenticationError("unknown")
         if stored.revoked_at is not None:
             raise AuthenticationError("revoked")
-        return Principal(stored.name, frozenset(stored.roles))
+        principal = Principal(stored.name, frozenset(stored.roles))
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (principal, now + AUTH_CACHE_SECONDS)
+        return principal
 
     # -- retention, erasure, legal holds -------------------------------------------------------
 
