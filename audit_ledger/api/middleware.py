@@ -17,6 +17,10 @@ from audit_ledger.observability import metrics
 from audit_ledger.observability.logging import correlation_id_from, get_logger
 
 HEADER = b"x-correlation-id"
+#: Methods kept by name in labels and log lines. The method is client-supplied text (h11 accepts
+#: any token): anything else becomes "OTHER", so a client can neither put personal data into a
+#: metric label or an access line nor create unbounded label values.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 perf_log = get_logger("performance")
 
 
@@ -53,12 +57,13 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
-            labels = (scope["method"], route, metrics.status_class(status))
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+            labels = (method, route, metrics.status_class(status))
             metrics.HTTP_REQUESTS.labels(*labels).inc()
             metrics.HTTP_DURATION.labels(*labels).observe(elapsed)
             perf_log.info(
                 "http_request",
-                method=scope["method"],
+                method=method,
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 3),
