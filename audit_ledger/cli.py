@@ -249,17 +249,16 @@ def cmd_retention_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erasure_request(args: argparse.Namespace, settings: Settings) -> int:
-    user_id: str | int = int(args.user_id) if args.user_id.isdigit() else args.user_id
+    # Passed on verbatim: the blind index of "123" equals that of 123, while int("007") would
+    # erase subject "7" instead (and int() of other Unicode digits would crash or do the same).
     with _ledger(settings) as ledger:
-        report = ledger.erase_subject(user_id, categories=args.category or None)
+        report = ledger.erase_subject(args.user_id, categories=args.category or None)
     print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     return EXIT_OK
 
 
 def cmd_holds_create(args: argparse.Namespace, settings: Settings) -> int:
-    value: str | int | None = args.user_id or args.order_id or args.category
-    if isinstance(value, str) and value.isdigit() and args.scope in ("subject", "order"):
-        value = int(value)
+    value: str | None = args.user_id or args.order_id or args.category  # verbatim, as above
     with _ledger(settings) as ledger:
         hold = ledger.create_hold(
             args.scope, value=value, since=args.since, until=args.until, reason=args.reason
