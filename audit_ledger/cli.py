@@ -258,7 +258,13 @@ def cmd_erasure_request(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_holds_create(args: argparse.Namespace, settings: Settings) -> int:
-    value: str | None = args.user_id or args.order_id or args.category  # verbatim, as above
+    # The scope picks the option (as the API does): "--scope order --user-id 1 --order-id X"
+    # holds order X, not an order named "1". Values are verbatim, as above.
+    value: str | None = {
+        "subject": args.user_id,
+        "order": args.order_id,
+        "category": args.category,
+    }.get(args.scope)
     with _ledger(settings) as ledger:
         hold = ledger.create_hold(
             args.scope, value=value, since=args.since, until=args.until, reason=args.reason
