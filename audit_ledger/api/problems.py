@@ -99,6 +99,8 @@ def from_error(exc: Exception) -> JSONResponse:
 
 
 async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The error class (never its message) for the middleware's error line on a 5xx.
+    request.state.error = exc.__class__.__name__
     return from_error(exc)
 
 
