@@ -10,7 +10,6 @@ database at scrape time, so every replica reports the same truth.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -170,13 +169,23 @@ class LedgerStateCollector(Collector):
         yield job_ts
 
 
+#: prometheus-client names its multiprocess files ``<type>[_<mode>]_<pid>.db``.
+_METRIC_FILE_PREFIXES = ("counter_", "gauge_", "histogram_", "summary_")
+
+
 def prepare_multiprocess(workers: int) -> None:
-    """Before forking workers: give them a fresh shared directory for metric files."""
+    """Before forking workers: give them a shared directory without earlier runs' metric files.
+
+    Only those files are removed: a ``PROMETHEUS_MULTIPROC_DIR`` chosen by the operator may hold
+    anything (``.`` would hold the SQLite ledger and its keys), so it is never deleted wholesale.
+    """
     if workers <= 1:
         return
     directory = Path(os.environ.get(MULTIPROC_ENV) or Path.cwd() / ".prometheus-multiproc")
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        if stale.name.startswith(_METRIC_FILE_PREFIXES):
+            stale.unlink(missing_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
 
 
