@@ -7,7 +7,9 @@ where the design requires it — each of those also fenced by a guard trigger:
   needs UPDATE privilege in PostgreSQL);
 * ``data_keys``: UPDATE of ``uses`` and of the destruction columns (a destroyed key stays so);
 * ``payloads``: DELETE (only of payloads whose purge is recorded);
-* ``principals``: UPDATE of ``revoked_at``.
+* ``legal_holds``: UPDATE of the release columns (a released hold stays so);
+* ``principals``: UPDATE of ``revoked_at``;
+* ``job_runs``: INSERT and UPDATE (scheduler bookkeeping, not ledger data).
 
 A superuser can still rewrite anything — that is what signed checkpoints kept outside the
 database are for.
@@ -38,6 +40,9 @@ def grant_statements(role: str) -> list[str]:
         f"GRANT SELECT, INSERT, DELETE ON payloads TO {role}",
         f"GRANT SELECT, INSERT ON data_keys TO {role}",
         f"GRANT UPDATE (uses, wrapped, destroyed_at, destroyed_by_seq) ON data_keys TO {role}",
+        f"GRANT SELECT, INSERT ON legal_holds TO {role}",
+        f"GRANT UPDATE (released_by, released_seq) ON legal_holds TO {role}",
         f"GRANT SELECT, INSERT ON principals TO {role}",
         f"GRANT UPDATE (revoked_at) ON principals TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE ON job_runs TO {role}",
     ]
