@@ -30,9 +30,11 @@ from audit_ledger.errors import (
     StorageError,
 )
 from audit_ledger.policy import LEDGER_OPERATIONS
-from audit_ledger.storage.repository import Store, StoredCheckpoint, StoredEntry
+from audit_ledger.storage.repository import Head, Store, StoredCheckpoint, StoredEntry
 
 PURGE_REASONS = frozenset({"retention", "erasure"})
+#: How often verification follows entries appended while it ran before it settles on a size.
+CATCH_UP_ROUNDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +144,12 @@ class _Run:
         self.report = VerifyReport()
         self.checkpoints = _checkpoints(store)
         self.next_checkpoint = next(self.checkpoints, None)
+        self.progress: Callable[[int], None] | None = None
 
     def entries(self, progress: Callable[[int], None] | None) -> None:
-        for batch in self.store.iter_entries(self.chunk):
+        """Verify the entries after those already verified, up to the current end of the log."""
+        self.progress = progress
+        for batch in self.store.iter_entries(self.chunk, after=self.chain.size - 1):
             lo, hi = batch[0].seq, batch[-1].seq + 1
             refs = self.store.refs_between(lo, hi)
             # Loaded even when the batch has a gap: the entries before the gap still need their
@@ -223,6 +228,18 @@ class _Run:
         self.report.checkpoints += 1
 
     def finish(self, keys: KeyProvider | None) -> None:
+        head = self.head()
+        for _ in range(CATCH_UP_ROUNDS):
+            # Entries appended while we read move the head in the same transaction: verify them
+            # too, rather than take the head for one whose tail was removed. A real removal
+            # shows as no progress.
+            if head.size <= self.chain.size:
+                break
+            before = self.chain.size
+            self.entries(self.progress)
+            if self.chain.size == before:
+                break
+            head = self.head()
         size = self.chain.size
         if self.next_checkpoint is not None:
             raise _fail(
@@ -230,12 +247,6 @@ class _Run:
                 f"{size}: entries were removed from the tail",
                 checkpoint=self.next_checkpoint.tree_size,
             )
-        try:
-            head = self.store.head()
-        except DatabaseUnavailableError:
-            raise
-        except (StorageError, ProofError) as exc:  # row missing, or its size and edge disagree
-            raise _fail(f"ledger head row is unusable ({exc})", seq=size) from None
         if head.size != size:
             raise _fail(f"ledger head says {head.size} entries, the log has {size}", seq=size)
         expected_last = bytes.fromhex(self.chain.last_leaf_hex) if size else None
@@ -245,10 +256,12 @@ class _Run:
             or head.last_recorded_at != self.chain.last_recorded_at
         ):
             raise _fail("ledger head differs from the replayed log", seq=max(size - 1, 0))
-        counts = self.store.count_rows()
+        # Only the rows of the entries verified: appends may land meanwhile, and retention may
+        # purge a payload already counted as present (so fewer rows is not a problem).
+        counts = self.store.count_rows(below=size)
         if counts["tree_nodes"] != size - size.bit_count():
             raise _fail("extra or missing stored subtree hashes")
-        if counts["payloads"] != self.report.payloads_present:
+        if counts["payloads"] > self.report.payloads_present:
             raise _fail("payload rows that belong to no entry")
         orphans = {name: n for name, n in self.store.orphans().items() if n}
         if orphans:
@@ -256,6 +269,14 @@ class _Run:
         self.report.size = size
         self.report.root = self.chain.root().hex()
         self.keys(keys)
+
+    def head(self) -> Head:
+        try:
+            return self.store.head()
+        except DatabaseUnavailableError:
+            raise
+        except (StorageError, ProofError) as exc:  # row missing, or its size and edge disagree
+            raise _fail(f"ledger head row is unusable ({exc})", seq=self.chain.size) from None
 
     def keys(self, provider: KeyProvider | None) -> None:
         destroyed_by: dict[int, str] = {}

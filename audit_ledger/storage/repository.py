@@ -21,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    exists,
     func,
     insert,
     or_,
@@ -222,6 +223,12 @@ def _entry(row: Any, with_payload: bool = False) -> StoredEntry:
         purge_op_seq=row.op_seq if with_payload else None,
         purge_reason=row.reason if with_payload else None,
     )
+
+
+def _completed_by(table: Any) -> ColumnElement[int]:
+    """1 + the seq of the leaf that completes each stored subtree: ``(idx + 1) << level``."""
+    shifted: ColumnElement[int] = (table.c.idx + 1).self_group().op("<<")(table.c.level)
+    return shifted.self_group()
 
 
 def nodes_completed_between(lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -730,10 +737,9 @@ class Store:
 
     # -- streaming for verification ------------------------------------------------------------
 
-    def iter_entries(self, chunk: int = 5000) -> Iterator[list[StoredEntry]]:
-        """All entries with payload state, in seq order, ``chunk`` at a time (keyset pages, so
-        memory stays flat and no transaction stays open for the whole log)."""
-        after = -1
+    def iter_entries(self, chunk: int = 5000, after: int = -1) -> Iterator[list[StoredEntry]]:
+        """All entries after seq ``after`` with payload state, in seq order, ``chunk`` at a time
+        (keyset pages, so memory stays flat and no transaction stays open for the whole log)."""
         while True:
             with self.reader() as conn:
                 rows = conn.execute(
@@ -786,13 +792,19 @@ class Store:
                 for r in conn.execute(select(tree_nodes).where(cond))
             }
 
-    def count_rows(self) -> dict[str, int]:
-        """Row counts of the tables whose size verification cross-checks."""
+    def count_rows(self, below: int | None = None) -> dict[str, int]:
+        """Row counts of the tables whose size verification cross-checks; with ``below``, only
+        the rows of entries ``0..below-1`` (rows of entries appended meanwhile are not counted)."""
         with self.reader() as conn:
-            return {
-                t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
-                for t in (entries, tree_nodes, payloads, payload_purges, entry_refs)
-            }
+            out = {}
+            for t in (entries, tree_nodes, payloads, payload_purges, entry_refs):
+                stmt = select(func.count()).select_from(t)
+                if below is not None:
+                    stmt = stmt.where(
+                        _completed_by(t) <= below if t is tree_nodes else t.c.seq < below
+                    )
+                out[t.name] = int(conn.execute(stmt).scalar_one())
+            return out
 
     def orphans(self) -> dict[str, int]:
         """Rows that point at no entry (possible only if a superuser bypassed the guards)."""
@@ -806,4 +818,12 @@ class Store:
                         .where(~t.c.seq.in_(select(entries.c.seq)))
                     ).scalar_one()
                 )
+            # A subtree hash belongs to the leaf that completes it.
+            out[tree_nodes.name] = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(tree_nodes)
+                    .where(~exists().where(entries.c.seq == _completed_by(tree_nodes) - 1))
+                ).scalar_one()
+            )
             return out
