@@ -121,13 +121,29 @@ def cleanup_rotated(log_dir: Path, now: float | None = None) -> list[Path]:
     for path in log_dir.iterdir():
         tier = path.name.split(".", 1)[0]
         days = TIER_RETENTION_DAYS.get(tier)
-        # Only rotated files ("<tier>.log.<date>" / "<tier>.<pid>.log.<date>"), never live ones.
-        if days is None or path.name.endswith(".log") or ".log." not in path.name:
+        # Rotated files ("<tier>.log.<date>" / "<tier>.<pid>.log.<date>"), and the live file of
+        # a worker that is gone: only its own process would ever rotate it.
+        rotated = ".log." in path.name and not path.name.endswith(".log")
+        if days is None or not (rotated or _orphaned(path.name)):
             continue
         if moment - path.stat().st_mtime > days * 86_400:
             path.unlink(missing_ok=True)
             deleted.append(path)
     return deleted
+
+
+def _orphaned(name: str) -> bool:
+    """``<tier>.<pid>.log`` whose process no longer exists (on this host)."""
+    parts = name.split(".")
+    if len(parts) != 3 or parts[2] != "log" or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False  # a process of another user holds that pid; an absurd pid is not ours
+    return False
 
 
 def safe_fields(fields: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
