@@ -17,7 +17,6 @@ from typing import IO, Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit_ledger.api.server import serve
 from audit_ledger.core.canonical import strict_loads
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.errors import (
@@ -31,7 +30,6 @@ from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.logging import configure_logging
 from audit_ledger.roles import ROLES
-from audit_ledger.scheduler import run_scheduler_forever
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
@@ -210,6 +208,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: FastAPI and uvicorn cost a second of start-up every other command skips.
+    from audit_ledger.api.server import serve  # noqa: PLC0415
+
     serve(settings, args.host, args.port, args.workers)
     return EXIT_OK
 
@@ -292,6 +293,8 @@ def cmd_holds_release(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.scheduler import run_scheduler_forever  # noqa: PLC0415 - see cmd_serve
+
     configure_logging(settings.log_dir)
     with _ledger(settings) as ledger:
         run_scheduler_forever(ledger)

@@ -87,6 +87,8 @@ class FileKeyProvider:
         if kek_id != self._kek_id:
             raise CryptoError(f"data key {key_id} is wrapped by another key-encryption key")
         aad = _WRAP_CONTEXT + key_id.encode("utf-8")
+        if len(wrapped) < NONCE_SIZE + 16:  # nonce + tag at least; AESGCM would raise ValueError
+            raise CryptoError(f"wrapped data key {key_id} is truncated")
         try:
             raw = self._aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
         except InvalidTag:

@@ -18,6 +18,7 @@ destroyed key through those records.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,8 @@ class CategoryOutcome:
 
     purge: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    #: True when the run stopped at its size bound with more expired payloads left.
+    more: bool = False
     held: list[int] = field(default_factory=list)
     holds: set[str] = field(default_factory=set)
 
@@ -58,6 +61,7 @@ class CategoryOutcome:
             "held_skipped": len(self.held),
             "held_seq_ranges": seq_ranges(self.held),
             "holds": sorted(self.holds),
+            "more_pending": self.more,
         }
 
 
@@ -80,44 +84,69 @@ def query_bound(category: CategoryPolicy, now: datetime) -> str:
     return format_timestamp(now - span + timedelta(microseconds=1))
 
 
+#: Most payloads one run purges per category; a larger backlog takes several recorded runs,
+#: so no single transaction (or its ledger_operations record) grows without bound.
+MAX_PURGE_PER_RUN = 50_000
+_PAGE = 5_000
+
+
 def plan_category(
-    tx: WriteTx, category: CategoryPolicy, now: datetime, matcher: HoldMatcher
+    tx: WriteTx,
+    category: CategoryPolicy,
+    now: datetime,
+    matcher: HoldMatcher,
+    max_purge: int | None = None,
 ) -> CategoryOutcome:
-    """What retention destroys in ``category`` at ``now`` (reads only)."""
+    """What retention destroys in ``category`` at ``now`` (reads only).
+
+    Entries are scanned in seq order; ``recorded_at`` never decreases along the log, so the
+    scan stops at the first entry that has not expired. A key is destroyed only when this run
+    purges every payload it still encrypts (and, for a period key, its whole month expired).
+    """
     out = CategoryOutcome()
     if category.retention.permanent or category.system:
         return out
+    max_purge = MAX_PURGE_PER_RUN if max_purge is None else max_purge
     held_keys: set[str] = set()
-    candidates = tx.payload_entries(
-        category=category.name, recorded_before=query_bound(category, now)
-    )
-    for entry in candidates:
-        if not expired(category, entry.recorded_at, now):
+    purged_per_key: Counter[str] = Counter()
+    bound = query_bound(category, now)
+    after: int | None = None
+    scanning = True
+    while scanning:
+        page = tx.payload_entries(
+            category=category.name, recorded_before=bound, after_seq=after, limit=_PAGE
+        )
+        if not page:
+            break
+        for entry in page:
+            if not expired(category, entry.recorded_at, now):
+                scanning = False
+                break
+            if len(out.purge) >= max_purge:
+                out.more = True
+                scanning = False
+                break
+            holds = matcher.holding(entry)
+            if holds:
+                out.held.append(entry.seq)
+                out.holds.update(holds)
+                if entry.key_id:
+                    held_keys.add(entry.key_id)
+            else:
+                out.purge.append(entry.seq)
+                if entry.key_id:
+                    purged_per_key[entry.key_id] += 1
+        after = page[-1].seq
+    stored = tx.payload_counts(category.name)
+    for key in tx.keys_of(category=category.name, scope_kind=category.key_scope):
+        emptied = stored.get(key.key_id, 0) == purged_per_key[key.key_id]
+        if not emptied or key.key_id in held_keys:
             continue
-        holds = matcher.holding(entry)
-        if holds:
-            out.held.append(entry.seq)
-            out.holds.update(holds)
-            if entry.key_id:
-                held_keys.add(entry.key_id)
-        else:
-            out.purge.append(entry.seq)
-    keys = tx.keys_of(category=category.name, scope_kind=category.key_scope)
-    if category.key_scope == "period":
-        out.keys = [
-            k.key_id
-            for k in keys
-            if k.key_id not in held_keys
-            and category.retention.is_expired(period_last_instant(k.scope_value), now)
-        ]
-    else:
-        purging = set(out.purge)
-        remaining = {
-            e.key_id
-            for e in tx.payload_entries(key_ids=[k.key_id for k in keys])
-            if e.seq not in purging
-        }
-        out.keys = [k.key_id for k in keys if k.key_id not in remaining]
+        if category.key_scope == "period" and not category.retention.is_expired(
+            period_last_instant(key.scope_value), now
+        ):
+            continue
+        out.keys.append(key.key_id)
     return out
 
 

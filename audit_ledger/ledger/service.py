@@ -100,13 +100,32 @@ class RetentionReport:
     categories: dict[str, dict[str, object]]
     dry_run: bool
     op_seq: int | None = None
+    op_seqs: list[int] = field(default_factory=list)
     kept_by_policy: list[str] = field(default_factory=list)
+
+    @property
+    def more_pending(self) -> bool:
+        return any(bool(c.get("more_pending")) for c in self.categories.values())
+
+    def absorb(self, later: RetentionReport) -> None:
+        """Fold a follow-up run (same call, larger backlog) into this report."""
+        self.op_seqs.extend(later.op_seqs)
+        for name, outcome in later.categories.items():
+            mine = self.categories.setdefault(name, {})
+            for key, value in outcome.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    mine[key] = int(mine.get(key, 0)) + value  # type: ignore[call-overload]
+                elif isinstance(value, list):
+                    mine[key] = [*mine.get(key, []), *value]  # type: ignore[misc]
+                else:
+                    mine[key] = value
 
     def to_dict(self) -> dict[str, object]:
         return {
             "run_at": self.run_at,
             "dry_run": self.dry_run,
             "recorded_as_seq": self.op_seq,
+            "recorded_as_seqs": self.op_seqs,
             "categories": self.categories,
             "kept_by_policy": self.kept_by_policy,
         }
@@ -277,7 +296,16 @@ class Ledger:
     # -- retention, erasure, legal holds -------------------------------------------------------
 
     def run_retention(self, *, dry_run: bool = False) -> RetentionReport:
-        """Purge expired payloads and destroy expired keys; one recorded run (DESIGN §2)."""
+        """Purge expired payloads and destroy expired keys (DESIGN §2); each transaction is one
+        recorded run. A backlog larger than one run's bound is worked off in further runs
+        straight away; the report covers them all, with ``op_seqs`` naming each record."""
+        report = self._retention_once(dry_run)
+        while not dry_run and report.more_pending:
+            more = self._retention_once(False)
+            report.absorb(more)
+        return report
+
+    def _retention_once(self, dry_run: bool) -> RetentionReport:
         now = self.clock()
         when = format_timestamp(now)
         with self.store.writer() as tx:
@@ -295,6 +323,7 @@ class Ledger:
                 "retention_run", {"run_at": when, "categories": report.categories}
             )
             report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            report.op_seqs = [report.op_seq]
             retention.apply(tx, plan, report.op_seq, retention.RETENTION, when)
         for outcome in plan.values():
             for key_id in outcome.keys:

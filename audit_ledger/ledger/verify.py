@@ -32,7 +32,9 @@ from audit_ledger.errors import (
 from audit_ledger.policy import LEDGER_OPERATIONS
 from audit_ledger.storage.repository import Head, Store, StoredCheckpoint, StoredEntry
 
-PURGE_REASONS = frozenset({"retention", "erasure"})
+#: Purge reason -> event_type of the ledger_operations entry that must record it.
+PURGE_OPERATION = {"retention": "retention_run", "erasure": "erasure"}
+PURGE_REASONS = frozenset(PURGE_OPERATION)
 #: How often verification follows entries appended while it ran before it settles on a size.
 CATCH_UP_ROUNDS = 10
 
@@ -155,7 +157,7 @@ class _Run:
             # Loaded even when the batch has a gap: the entries before the gap still need their
             # subtree hashes, and the gap itself is reported by the chain at the missing seq.
             nodes = self.store.nodes_completed_between(lo, hi)
-            ops = self.store.categories_of([e.purge_op_seq for e in batch if e.purge_op_seq])
+            ops = self.store.kinds_of([e.purge_op_seq for e in batch if e.purge_op_seq])
             for entry in batch:
                 self.entry(entry, refs.pop(entry.seq, {}), nodes, ops)
             if refs:
@@ -171,7 +173,7 @@ class _Run:
         entry: StoredEntry,
         refs: dict[str, str],
         nodes: dict[tuple[int, int], bytes],
-        ops: dict[int, str],
+        ops: dict[int, tuple[str, str]],
     ) -> None:
         try:
             verified = self.chain.add(entry.seq, entry.leaf)
@@ -193,7 +195,9 @@ class _Run:
             self.checkpoint(self.next_checkpoint)
             self.next_checkpoint = next(self.checkpoints, None)
 
-    def payload(self, entry: StoredEntry, header: LeafHeader, ops: dict[int, str]) -> None:
+    def payload(
+        self, entry: StoredEntry, header: LeafHeader, ops: dict[int, tuple[str, str]]
+    ) -> None:
         if header.payload_sha256 is None:
             if entry.payload is not None or entry.purge_op_seq is not None:
                 raise _fail("payload stored for an entry that commits to none", seq=entry.seq)
@@ -209,7 +213,10 @@ class _Run:
             raise _fail("payload missing with no retention or erasure record", seq=entry.seq)
         if entry.purge_reason not in PURGE_REASONS:
             raise _fail("purge record has an unknown reason", seq=entry.seq)
-        if entry.purge_op_seq <= entry.seq or ops.get(entry.purge_op_seq) != LEDGER_OPERATIONS:
+        # The record must name a later ledger_operations entry of the matching kind (a
+        # retention run for "retention", an erasure for "erasure").
+        expected = (LEDGER_OPERATIONS, PURGE_OPERATION[entry.purge_reason])
+        if entry.purge_op_seq <= entry.seq or ops.get(entry.purge_op_seq) != expected:
             raise _fail("purge record does not name a later ledger_operations entry", seq=entry.seq)
         self.report.payloads_purged += 1
 
@@ -291,10 +298,13 @@ class _Run:
                 except CryptoError as exc:
                     raise _fail(str(exc), key_id=stored.key_id) from None
             self.report.keys_checked += 1
-        categories = self.store.categories_of(sorted(destroyed_by))
+        kinds = self.store.kinds_of(sorted(destroyed_by))
         for seq, key_id in destroyed_by.items():
-            if categories.get(seq) != LEDGER_OPERATIONS:
-                raise _fail("destruction record is not a ledger_operations entry", key_id=key_id)
+            category, event_type = kinds.get(seq, ("", ""))
+            if category != LEDGER_OPERATIONS or event_type not in PURGE_OPERATION.values():
+                raise _fail(
+                    "destruction record is not a retention run or erasure entry", key_id=key_id
+                )
 
 
 def verify_ledger(

@@ -499,15 +499,23 @@ class WriteTx:
         category: str | None = None,
         recorded_before: str | None = None,
         key_ids: Sequence[str] | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
     ) -> list[StoredEntry]:
-        """Entries whose payload is still stored, by category/age or by data key."""
+        """Entries whose payload is still stored, in seq order, by category/age (a page after
+        ``after_seq``) or by data key."""
         stmt = select(*_ENTRY_COLUMNS).join(payloads, payloads.c.seq == entries.c.seq)
         if category is not None:
             stmt = stmt.where(entries.c.category == category)
         if recorded_before is not None:
             stmt = stmt.where(entries.c.recorded_at < recorded_before)
+        if after_seq is not None:
+            stmt = stmt.where(entries.c.seq > after_seq)
         if key_ids is None:
-            return [_entry(r) for r in self.conn.execute(stmt.order_by(entries.c.seq))]
+            stmt = stmt.order_by(entries.c.seq)
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            return [_entry(r) for r in self.conn.execute(stmt)]
         out: list[StoredEntry] = []
         for part in _chunks(sorted(set(key_ids))):
             out.extend(_entry(r) for r in self.conn.execute(stmt.where(entries.c.key_id.in_(part))))
@@ -525,6 +533,16 @@ class WriteTx:
         if scope_value is not None:
             stmt = stmt.where(data_keys.c.scope_value == scope_value)
         return [_key(r) for r in self.conn.execute(stmt.order_by(data_keys.c.key_id))]
+
+    def payload_counts(self, category: str) -> dict[str, int]:
+        """Stored payloads per data key of ``category`` (keys with none are absent)."""
+        rows = self.conn.execute(
+            select(entries.c.key_id, func.count())
+            .join(payloads, payloads.c.seq == entries.c.seq)
+            .where(entries.c.category == category, entries.c.key_id.is_not(None))
+            .group_by(entries.c.key_id)
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def keys_with_payloads(self, key_ids: Sequence[str]) -> set[str]:
         """Which of ``key_ids`` still encrypt at least one stored payload."""
@@ -754,17 +772,17 @@ class Store:
             after = batch[-1].seq
             yield batch
 
-    def categories_of(self, seqs: Sequence[int]) -> dict[int, str]:
-        """Category of each given seq that exists."""
+    def kinds_of(self, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """``(category, event_type)`` of each given seq that exists."""
         if not seqs:
             return {}
         with self.reader() as conn:
             rows = conn.execute(
-                select(entries.c.seq, entries.c.category).where(
+                select(entries.c.seq, entries.c.category, entries.c.event_type).where(
                     entries.c.seq.in_(sorted(set(seqs)))
                 )
             )
-            return {r.seq: r.category for r in rows}
+            return {r.seq: (r.category, r.event_type) for r in rows}
 
     def refs_between(self, lo: int, hi: int) -> dict[int, dict[str, str]]:
         with self.reader() as conn:

@@ -554,11 +554,6 @@ def test_wrapped_data_key_flip(case: Case) -> None:
     _restored(case)
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    reason="FileKeyProvider.unwrap (crypto/keys.py) lets AESGCM's ValueError out for a wrapped "
-    "key shorter than a nonce, so verify crashes instead of naming the key",
-)
 def test_wrapped_data_key_truncated(case: Case) -> None:
     key_id = _financial_key(case)
     problem = _problem_after_change(
