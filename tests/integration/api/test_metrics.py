@@ -1,0 +1,442 @@
+"""``/metrics`` of a real ``audit-ledger serve``: every required metric, counts that match the
+traffic sent exactly, route templates (never raw paths) as labels, and with two workers the same
+totals whichever worker answers the scrape (multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from audit_ledger.api.app import create_app
+from audit_ledger.ledger.service import Ledger
+from audit_ledger.observability import metrics
+from audit_ledger.scheduler import RAN, default_jobs, run_job
+from audit_ledger.settings import Settings
+from tests.conftest import drop_pg_database
+from tests.factories import event
+from tests.integration.api.conftest import LiveServer, cli_env, make_server
+
+# Traffic sent by ``_drive``; the assertions below are written in these terms.
+SINGLES = 5  # financial_transactions, one per POST /v1/events
+BATCHES = 2  # POST /v1/events/batch, each of BATCH_EVENTS data_privacy_events
+BATCH_EVENTS = 3
+REPLAYS = 3  # singles sent again unchanged
+CONFLICTS = 1  # a single's event_id again with other data
+INVALID = 1  # one event with an unknown category (422)
+AUTH_401 = {"missing": 2, "malformed": 2, "unknown": 1, "revoked": 1}
+FORBIDDEN = 3  # an auditor trying to append
+READ_SEQS = (0, 1, 2)  # GET /v1/events/{seq}
+LISTS = 2  # GET /v1/events?category=...
+SEARCHES = 1  # POST /v1/events/search
+UNMATCHED = 2  # GET on a path no route matches
+
+#: The app's route templates: the only route label values besides "unmatched".
+ROUTE_TEMPLATES = frozenset(str(getattr(r, "path", "")) for r in create_app().routes)
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@dataclass
+class ObservedServer(LiveServer):
+    """A :class:`LiveServer` run in its own working directory, with extra environment."""
+
+    cwd: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        assert self.log is not None
+        env = {**cli_env(self.settings), **self.extra_env}
+        if "PROMETHEUS_MULTIPROC_DIR" not in self.extra_env:
+            # One inherited from the test runner would be shared with other servers.
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "audit_ledger.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                env=env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready within 60 s")
+
+
+def observed_server(
+    settings: Settings, tmp_path: Path, workers: int = 1, **extra_env: str
+) -> ObservedServer:
+    """Principals as :func:`make_server` makes them; cwd and log dir inside ``tmp_path``."""
+    base = make_server(settings, tmp_path, workers=workers)
+    workdir = tmp_path / "workdir"
+    workdir.mkdir(exist_ok=True)
+    env = {"AUDIT_LEDGER_LOG_DIR": str(tmp_path / "logs"), **extra_env}
+    return ObservedServer(
+        base.settings,
+        base.port,
+        tokens=base.tokens,
+        log=base.log,
+        workers=workers,
+        cwd=workdir,
+        extra_env=env,
+    )
+
+
+@pytest.fixture
+def server_factory(settings: Settings, tmp_path: Path) -> Iterator[Any]:
+    started: list[ObservedServer] = []
+
+    def start(workers: int = 1) -> ObservedServer:
+        server = observed_server(settings, tmp_path, workers=workers)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+# --- scraping -----------------------------------------------------------------------------------
+
+
+def scrape(server: LiveServer) -> tuple[str, Samples, dict[str, str]]:
+    """The raw text, ``(sample name, labels) -> value`` and ``family -> type`` of one scrape."""
+    # A fresh connection per scrape, so that with several workers scrapes land on different ones.
+    r = httpx.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(r.text):
+        types[family.name] = family.type
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"duplicate sample {key}"
+            samples[key] = s.value
+    return r.text, samples, types
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent: counters start at zero)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum over every sample of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def label_values(samples: Samples, name: str, label: str) -> set[str]:
+    return {dict(ls)[label] for (n, ls), _ in samples.items() if n == name and label in dict(ls)}
+
+
+# --- traffic ------------------------------------------------------------------------------------
+
+
+def _drive(server: LiveServer) -> None:
+    url, writer = server.url, server.headers("writer")
+    with httpx.Client(base_url=url, timeout=30) as c:
+        singles = [event() for _ in range(SINGLES)]
+        for raw in singles:
+            assert c.post("/v1/events", json=raw, headers=writer).status_code == 201
+        for _ in range(BATCHES):
+            batch = {"events": [event("data_privacy_events") for _ in range(BATCH_EVENTS)]}
+            assert c.post("/v1/events/batch", json=batch, headers=writer).status_code == 201
+        for raw in singles[:REPLAYS]:
+            assert c.post("/v1/events", json=raw, headers=writer).status_code == 200
+        for _ in range(CONFLICTS):
+            clash = {**singles[-1], "data": {**singles[-1]["data"], "amount": "1.00"}}
+            assert c.post("/v1/events", json=clash, headers=writer).status_code == 409
+        for _ in range(INVALID):
+            bad = {**event(), "category": "no_such_category"}
+            assert c.post("/v1/events", json=bad, headers=writer).status_code == 422
+        bad_auth = {
+            "missing": {},
+            "malformed": {"Authorization": "Bearer not-a-token"},
+            "unknown": {"Authorization": "Bearer alt_" + "A" * 43},
+            "revoked": server.headers("revoked"),
+        }
+        for reason, count in AUTH_401.items():
+            for _ in range(count):
+                r = c.post("/v1/events", json=event(), headers=bad_auth[reason])
+                assert r.status_code == 401, (reason, r.text)
+        for _ in range(FORBIDDEN):
+            r = c.post("/v1/events", json=event(), headers=server.headers("auditor"))
+            assert r.status_code == 403
+        officer = server.headers("compliance_officer")
+        for seq in READ_SEQS:
+            assert c.get(f"/v1/events/{seq}", headers=server.headers("auditor")).status_code == 200
+        for _ in range(LISTS):
+            r = c.get("/v1/events", params={"category": "financial_transactions"}, headers=officer)
+            assert r.status_code == 200
+        for _ in range(SEARCHES):
+            r = c.post("/v1/events/search", json={"order_id": "ORD-2026-0001"}, headers=officer)
+            assert r.status_code == 200
+        for _ in range(UNMATCHED):
+            assert c.get(f"/v1/no-such-thing/{uuid.uuid4().hex}").status_code == 404
+
+
+def _assert_traffic(samples: Samples, types: dict[str, str]) -> None:
+    # Types of the families the QuickCart plan requires.
+    assert types["http_request_duration_seconds"] == "histogram"
+    assert types["http_requests"] == "counter"
+    assert types["database_query_duration_seconds"] == "histogram"
+    assert types["ledger_appends"] == "counter"
+    assert types["ledger_append_batch_size"] == "histogram"
+    assert types["ledger_idempotent_replays"] == "counter"
+    assert types["ledger_conflicts"] == "counter"
+    assert types["ledger_auth_failures"] == "counter"
+    assert types["ledger_log_size"] == "gauge"
+    assert types["ledger_database_up"] == "gauge"
+
+    fin, priv = "financial_transactions", "data_privacy_events"
+    appends = "ledger_appends_total"
+    assert value(samples, appends, category=fin, outcome="appended") == SINGLES
+    assert value(samples, appends, category=priv, outcome="appended") == BATCHES * BATCH_EVENTS
+    assert value(samples, appends, category=fin, outcome="replayed") == REPLAYS
+    assert value(samples, appends, category=fin, outcome="conflict") == CONFLICTS
+    assert value(samples, appends, category="unknown", outcome="invalid") == INVALID
+    assert total(samples, appends, outcome="error") == 0
+    assert total(samples, appends) == (
+        SINGLES + BATCHES * BATCH_EVENTS + REPLAYS + CONFLICTS + INVALID
+    )
+    assert value(samples, "ledger_idempotent_replays_total") == REPLAYS
+    assert value(samples, "ledger_conflicts_total") == CONFLICTS
+
+    # One observation per append request that reached the committer.
+    requests = SINGLES + BATCHES + REPLAYS + CONFLICTS
+    assert value(samples, "ledger_append_batch_size_count") == requests
+    assert value(samples, "ledger_append_batch_size_sum") == (
+        SINGLES + BATCHES * BATCH_EVENTS + REPLAYS + CONFLICTS
+    )
+    assert value(samples, "ledger_append_batch_size_bucket", le="1.0") == (
+        SINGLES + REPLAYS + CONFLICTS
+    )
+
+    failures = "ledger_auth_failures_total"
+    for reason, count in AUTH_401.items():
+        assert value(samples, failures, reason=reason) == count, reason
+    assert value(samples, failures, reason="forbidden") == FORBIDDEN
+    assert total(samples, failures) == sum(AUTH_401.values()) + FORBIDDEN
+
+    # HTTP metrics: labelled by route template and status class, never by a raw path.
+    reqs = "http_requests_total"
+    post = {"method": "POST", "route": "/v1/events"}
+    assert value(samples, reqs, **post, status_class="2xx") == SINGLES + REPLAYS
+    assert value(samples, reqs, **post, status_class="4xx") == (
+        CONFLICTS + INVALID + sum(AUTH_401.values()) + FORBIDDEN
+    )
+    assert value(samples, reqs, method="POST", route="/v1/events/batch", status_class="2xx") == (
+        BATCHES
+    )
+    by_seq = {"method": "GET", "route": "/v1/events/{seq}", "status_class": "2xx"}
+    assert value(samples, reqs, **by_seq) == len(READ_SEQS)
+    assert value(samples, reqs, method="GET", route="/v1/events", status_class="2xx") == LISTS
+    search = {"method": "POST", "route": "/v1/events/search", "status_class": "2xx"}
+    assert value(samples, reqs, **search) == SEARCHES
+    assert value(samples, reqs, method="GET", route="unmatched", status_class="4xx") == UNMATCHED
+    duration = "http_request_duration_seconds_count"
+    assert value(samples, duration, **by_seq) == len(READ_SEQS)
+    assert value(samples, duration, **post, status_class="2xx") == SINGLES + REPLAYS
+    assert value(samples, "http_request_duration_seconds_bucket", **by_seq, le="+Inf") == 3
+    assert value(samples, "http_request_duration_seconds_sum", **by_seq) > 0
+    for name in (reqs, "http_request_duration_seconds_count"):
+        routes = label_values(samples, name, "route")
+        assert routes, name
+        assert routes <= ROUTE_TEMPLATES | {"unmatched"}, f"raw paths as labels: {routes}"
+        assert label_values(samples, name, "status_class") <= {"2xx", "3xx", "4xx", "5xx"}
+
+    # Database statements are timed by kind (never by SQL text).
+    ops = label_values(samples, "database_query_duration_seconds_count", "operation")
+    assert {"SELECT", "INSERT"} <= ops
+    assert ops <= {"SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "BEGIN", "OTHER"}
+    assert total(samples, "database_query_duration_seconds_count", operation="INSERT") > 0
+
+
+def _assert_ledger_state(samples: Samples, ledger: Ledger) -> None:
+    assert value(samples, "ledger_database_up") == 1
+    assert value(samples, "ledger_log_size") == ledger.size()
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def _check_jobs(server: LiveServer, settings: Settings) -> None:
+    """Checkpoint, verification and retention gauges appear once those things happened."""
+    _, before, _ = scrape(server)
+    for name in (
+        "ledger_seconds_since_last_checkpoint",
+        "ledger_last_verification_success",
+        "ledger_last_verification_timestamp_seconds",
+    ):
+        assert (name, frozenset()) not in before, name
+    assert value(before, "ledger_checkpoint_size") == 0
+    assert value(before, "ledger_checkpoint_lag_entries") == value(before, "ledger_log_size") > 0
+
+    ledger = Ledger.open(settings)
+    try:
+        made = ledger.checkpoint()
+        assert made is not None
+        jobs = {job.name: job for job in default_jobs(ledger)}
+        runs_here = REGISTRY.get_sample_value("ledger_retention_runs_total") or 0.0
+        started = time.time()
+        assert run_job(ledger, jobs["verify"]) == RAN
+        assert run_job(ledger, jobs["retention"]) == RAN  # appends a ledger_operations entry
+        _, after, _ = scrape(server)
+        _assert_ledger_state(after, ledger)
+        size = ledger.size()
+    finally:
+        ledger.close()
+    assert value(after, "ledger_checkpoint_size") == made.tree_size
+    assert value(after, "ledger_checkpoint_lag_entries") == size - made.tree_size == 1
+    assert 0 <= value(after, "ledger_seconds_since_last_checkpoint") < 60
+    assert value(after, "ledger_last_verification_success") == 1
+    assert abs(value(after, "ledger_last_verification_timestamp_seconds") - started) < 60
+    for job in ("verify", "retention"):
+        ts = value(after, "ledger_job_last_run_timestamp_seconds", job=job)
+        assert abs(ts - started) < 60, job
+    # Retention counters belong to the process that ran the job (this one), not the server.
+    assert total(after, "ledger_retention_runs_total") == 0
+    assert REGISTRY.get_sample_value("ledger_retention_runs_total") == runs_here + 1
+
+
+@pytest.mark.timeout(120)
+def test_metrics_single_worker(server_factory: Any, settings: Settings) -> None:
+    server: ObservedServer = server_factory(workers=1)
+    _drive(server)
+    text, samples, types = scrape(server)
+    _assert_traffic(samples, types)
+    ledger = Ledger.open(settings)
+    try:
+        _assert_ledger_state(samples, ledger)
+    finally:
+        ledger.close()
+    # A scrape sees the scrapes before it: /metrics is served and counted like any route.
+    _, again, _ = scrape(server)
+    scrapes = {"method": "GET", "route": "/metrics", "status_class": "2xx"}
+    assert value(again, "http_requests_total", **scrapes) == (
+        value(samples, "http_requests_total", **scrapes) + 1
+    )
+    # No label value is a raw path of a request that was sent.
+    assert "/v1/events/0" not in text
+    assert "/v1/events/1" not in text
+    _check_jobs(server, settings)
+
+
+@pytest.mark.timeout(120)
+def test_metrics_two_workers_report_totals(
+    server_factory: Any, settings: Settings, tmp_path: Path
+) -> None:
+    server: ObservedServer = server_factory(workers=2)
+    multiproc = tmp_path / "workdir" / ".prometheus-multiproc"
+    assert multiproc.is_dir(), "serve --workers 2 makes its multiproc dir in its working dir"
+    _drive(server)
+
+    def scraped_by() -> set[str]:
+        """Workers that answered a scrape (each writes its own performance.<pid>.log)."""
+        return {
+            path.name
+            for path in (tmp_path / "logs").glob("performance.*.log")
+            if '"route": "/metrics"' in path.read_text(encoding="utf-8")
+        }
+
+    # Every scrape, whichever worker answers it, reports the totals of both; keep scraping
+    # (fresh connections) until both workers have answered at least one.
+    scrapes = 0
+    while scrapes < 6 or (len(scraped_by()) < 2 and scrapes < 100):
+        _, samples, types = scrape(server)
+        _assert_traffic(samples, types)
+        scrapes += 1
+    assert len(scraped_by()) == 2, f"one worker answered all {scrapes} scrapes"
+    assert list(multiproc.glob("*.db")), "workers write their metric files there"
+    _check_jobs(server, settings)
+
+
+def test_multiproc_dir_is_emptied_of_metric_files_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's PROMETHEUS_MULTIPROC_DIR may hold other files (even the SQLite ledger):
+    only stale metric files of earlier runs are removed before the workers start."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    precious = [shared / "audit-ledger.sqlite3", shared / "notes.db", shared / "keys" / "kek.key"]
+    precious[-1].parent.mkdir()
+    for path in precious:
+        path.write_text("keep me", encoding="utf-8")
+    stale = [shared / n for n in ("counter_11.db", "histogram_11.db", "gauge_livesum_11.db")]
+    for path in stale:
+        path.write_bytes(b"\0" * 8)
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(shared))
+    metrics.prepare_multiprocess(2)
+    assert all(path.read_text(encoding="utf-8") == "keep me" for path in precious)
+    assert not any(path.exists() for path in stale)
+
+    # Without the variable: ./.prometheus-multiproc in the working directory, made fresh.
+    monkeypatch.delenv(metrics.MULTIPROC_ENV)
+    monkeypatch.chdir(tmp_path)
+    default = tmp_path / ".prometheus-multiproc"
+    default.mkdir()
+    (default / "counter_12.db").write_bytes(b"\0" * 8)
+    metrics.prepare_multiprocess(2)
+    assert os.environ[metrics.MULTIPROC_ENV] == str(default)
+    assert list(default.iterdir()) == []
+    # One worker: nothing to share, nothing touched.
+    monkeypatch.delenv(metrics.MULTIPROC_ENV)
+    metrics.prepare_multiprocess(1)
+    assert metrics.MULTIPROC_ENV not in os.environ
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+@pytest.mark.timeout(120)
+def test_unreachable_database_is_a_gauge_not_a_failed_scrape(
+    server_factory: Any, settings: Settings
+) -> None:
+    """What AuditLedgerDatabaseUnreachable watches: the scrape still answers, up = 0."""
+    server: ObservedServer = server_factory(workers=1)
+    _, samples, _ = scrape(server)
+    assert value(samples, "ledger_database_up") == 1
+    drop_pg_database(settings.database_url.rsplit("/", 1)[-1])
+    _, samples, types = scrape(server)
+    assert types["ledger_database_up"] == "gauge"
+    assert value(samples, "ledger_database_up") == 0
+    assert ("ledger_log_size", frozenset()) not in samples
+    assert value(samples, "http_requests_total", method="GET", route="/metrics", status_class="2xx")
+    r = httpx.get(server.url + "/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "unreachable"
