@@ -109,6 +109,8 @@ def configure_logging(
     root.setLevel(level)
     # uvicorn's access log prints raw paths with query strings: ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic announces its dialect at INFO on every schema check (each /readyz probe).
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _configured = True
 
 

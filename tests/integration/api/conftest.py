@@ -49,6 +49,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         # Background jobs append ledger_operations entries at start-up (retention catch-up);
         # HTTP tests count entries, so only the scheduler's own tests turn them on.
         AUDIT_LEDGER_SCHEDULER_ENABLED="false",
+        AUDIT_LEDGER_LOG_DIR=str(Path(settings.keys_dir).parent / "logs"),
     )
     return env
 
