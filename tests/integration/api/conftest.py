@@ -76,6 +76,10 @@ class LiveServer:
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     workers: int = 1
+    #: Working directory of the server process (metric files, default SQLite paths).
+    cwd: Path | None = None
+    #: Extra environment on top of :func:`cli_env`.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -98,7 +102,8 @@ class LiveServer:
                     "--workers",
                     str(self.workers),
                 ],
-                env=cli_env(self.settings),
+                env=self._env(),
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -114,6 +119,13 @@ class LiveServer:
                 pass
             time.sleep(0.1)
         raise RuntimeError("server did not become ready within 60 s")
+
+    def _env(self) -> dict[str, str]:
+        env = {**cli_env(self.settings), **self.extra_env}
+        if "PROMETHEUS_MULTIPROC_DIR" not in self.extra_env:
+            # One inherited from the test runner would be shared with other servers.
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return env
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:

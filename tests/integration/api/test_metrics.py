@@ -6,12 +6,9 @@ totals whichever worker answers the scrape (multiprocess mode).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ from audit_ledger.scheduler import RAN, default_jobs, run_job
 from audit_ledger.settings import Settings
 from tests.conftest import drop_pg_database
 from tests.factories import event
-from tests.integration.api.conftest import LiveServer, cli_env, make_server
+from tests.integration.api.conftest import LiveServer, make_server
 
 # Traffic sent by ``_drive``; the assertions below are written in these terms.
 SINGLES = 5  # financial_transactions, one per POST /v1/events
@@ -49,67 +46,19 @@ ROUTE_TEMPLATES = frozenset(str(getattr(r, "path", "")) for r in create_app().ro
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@dataclass
-class ObservedServer(LiveServer):
-    """A :class:`LiveServer` run in its own working directory, with extra environment."""
-
-    cwd: Path | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    def start(self) -> None:
-        assert self.log is not None
-        env = {**cli_env(self.settings), **self.extra_env}
-        if "PROMETHEUS_MULTIPROC_DIR" not in self.extra_env:
-            # One inherited from the test runner would be shared with other servers.
-            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "audit_ledger.cli",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                ],
-                env=env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become ready within 60 s")
+#: Kept as a name for the tests that type their servers with it.
+ObservedServer = LiveServer
 
 
 def observed_server(
     settings: Settings, tmp_path: Path, workers: int = 1, **extra_env: str
 ) -> ObservedServer:
     """Principals as :func:`make_server` makes them; cwd and log dir inside ``tmp_path``."""
-    base = make_server(settings, tmp_path, workers=workers)
-    workdir = tmp_path / "workdir"
-    workdir.mkdir(exist_ok=True)
-    env = {"AUDIT_LEDGER_LOG_DIR": str(tmp_path / "logs"), **extra_env}
-    return ObservedServer(
-        base.settings,
-        base.port,
-        tokens=base.tokens,
-        log=base.log,
-        workers=workers,
-        cwd=workdir,
-        extra_env=env,
-    )
+    server = make_server(settings, tmp_path, workers=workers)
+    server.cwd = tmp_path / "workdir"
+    server.cwd.mkdir(exist_ok=True)
+    server.extra_env = {"AUDIT_LEDGER_LOG_DIR": str(tmp_path / "logs"), **extra_env}
+    return server
 
 
 @pytest.fixture
