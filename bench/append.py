@@ -108,13 +108,14 @@ def bench_raw_read(url: str) -> tuple[float, int]:
 
 
 VERIFY_CHILD = """
-import json, resource, sys, time
+import json, time
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import load_settings
 led = Ledger.open(load_settings())
 t = time.perf_counter(); report = led.verify(); dt = time.perf_counter() - t
-print(json.dumps({"ok": report.ok, "size": report.size, "seconds": dt,
-                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and would report the parent's peak.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"ok": report.ok, "size": report.size, "seconds": dt, "maxrss_mib": hwm / 1024}))
 """
 
 
