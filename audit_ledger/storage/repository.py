@@ -283,6 +283,10 @@ _ENTRY_PAGE = (
 )
 
 
+#: Up to this many rows per append, PostgreSQL inserts go out as one pipeline; above it, COPY.
+_PIPELINE_MAX_ROWS = 400
+
+
 def _page_entry(row: tuple[Any, ...]) -> StoredEntry:
     """A :data:`_ENTRY_PAGE` row as a :class:`StoredEntry`."""
     (seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id, leaf_hash,
@@ -291,6 +295,22 @@ def _page_entry(row: tuple[Any, ...]) -> StoredEntry:
         seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id,
         bytes(leaf_hash), bytes(leaf), bytes(blob) if blob is not None else None, op_seq, reason,
     )  # fmt: skip
+
+
+def _raw_exec(conn: Connection, query: str, params: Sequence[Any]) -> None:
+    """Execute a fixed statement straight on the driver (``?`` placeholders)."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # pragma: no cover - the pool always hands out a live connection
+        raise StorageError("no driver connection")
+    if conn.dialect.name == "postgresql":
+        with driver.cursor() as cursor:
+            cursor.execute(query.replace("?", "%s"), params)
+        return
+    cursor = driver.cursor()
+    try:
+        cursor.execute(query, params)
+    finally:
+        cursor.close()
 
 
 def _raw_rows(conn: Connection, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -349,31 +369,40 @@ class WriteTx:
         self.conn = conn
         self.dialect = dialect
 
+    # The statements of the append path go straight to the driver: each runs once per
+    # transaction, and SQLAlchemy's per-statement overhead was most of their cost.
+
     def head(self) -> Head:
-        stmt = select(ledger_head).where(ledger_head.c.id == 1)
-        if self.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).one_or_none()
-        if row is None:
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        rows = _raw_rows(
+            self.conn,
+            "SELECT size, last_leaf_hash, last_recorded_at, frontier FROM ledger_head"  # noqa: S608 - fixed text
+            f" WHERE id = 1{lock}",
+            (),
+        )
+        if not rows:
             raise StorageError("ledger_head row is missing: run 'audit-ledger db upgrade'")
+        size, last_leaf_hash, last_recorded_at, frontier = rows[0]
         return Head(
-            size=row.size,
-            last_leaf_hash=bytes(row.last_leaf_hash) if row.last_leaf_hash is not None else None,
-            last_recorded_at=row.last_recorded_at,
-            frontier=CompactRange.from_bytes(row.size, bytes(row.frontier)),
+            size=size,
+            last_leaf_hash=bytes(last_leaf_hash) if last_leaf_hash is not None else None,
+            last_recorded_at=last_recorded_at,
+            frontier=CompactRange.from_bytes(size, bytes(frontier)),
         )
 
     def entries_by_event_id(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
         if not event_ids:
             return {}
         # Replays are rare: an index-only existence probe first, full rows only for hits.
-        found = (
-            self.conn.execute(
-                select(entries.c.event_id).where(entries.c.event_id.in_(list(event_ids)))
+        marks = ", ".join("?" for _ in event_ids)
+        found = [
+            row[0]
+            for row in _raw_rows(
+                self.conn,
+                f"SELECT event_id FROM entries WHERE event_id IN ({marks})",  # noqa: S608 - marks only
+                list(event_ids),
             )
-            .scalars()
-            .all()
-        )
+        ]
         if not found:
             return {}
         event_ids = list(found)
@@ -394,17 +423,19 @@ class WriteTx:
         self, category: str, scope_kind: str, scope_values: Sequence[str]
     ) -> list[StoredKey]:
         """Undestroyed keys of the given scopes, newest first (the caller checks use counts)."""
-        stmt = (
-            select(data_keys)
-            .where(
-                data_keys.c.category == category,
-                data_keys.c.scope_kind == scope_kind,
-                data_keys.c.scope_value.in_(list(scope_values)),
-                data_keys.c.wrapped.is_not(None),
-            )
-            .order_by(data_keys.c.created_at.desc(), data_keys.c.key_id)
+        marks = ", ".join("?" for _ in scope_values)
+        rows = _raw_rows(
+            self.conn,
+            "SELECT key_id, category, scope_kind, scope_value, kek_id, wrapped, uses, created_at"  # noqa: S608 - placeholders only
+            " FROM data_keys WHERE category = ? AND scope_kind = ?"
+            f" AND scope_value IN ({marks}) AND wrapped IS NOT NULL"
+            " ORDER BY created_at DESC, key_id",
+            [category, scope_kind, *scope_values],
         )
-        return [_key(r) for r in self.conn.execute(stmt)]
+        return [
+            StoredKey(key_id, cat, kind, value, kek_id, bytes(wrapped), uses, created_at)
+            for key_id, cat, kind, value, kek_id, wrapped, uses, created_at in rows
+        ]
 
     def insert_key(self, key: StoredKey) -> None:
         self.conn.execute(
@@ -422,10 +453,8 @@ class WriteTx:
 
     def add_key_uses(self, uses: Mapping[str, int]) -> None:
         for key_id, count in uses.items():
-            self.conn.execute(
-                update(data_keys)
-                .where(data_keys.c.key_id == key_id)
-                .values(uses=data_keys.c.uses + count)
+            _raw_exec(
+                self.conn, "UPDATE data_keys SET uses = uses + ? WHERE key_id = ?", (count, key_id)
             )
 
     def insert_entries(
@@ -473,6 +502,18 @@ class WriteTx:
         driver = self.conn.connection.driver_connection
         if driver is None:  # pragma: no cover - the pool always hands out a live connection
             raise StorageError("no driver connection")
+        if sum(len(rows) for _, _, rows in tables) <= _PIPELINE_MAX_ROWS:
+            # A small group (concurrent single appends): one pipelined round trip for all the
+            # INSERTs beats a COPY handshake per table.
+            with driver.pipeline(), driver.cursor() as cursor:
+                for name, columns, rows in tables:
+                    if rows:
+                        marks = ", ".join("%s" for _ in columns)
+                        cursor.executemany(
+                            f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608 - fixed identifiers
+                            rows,
+                        )
+            return
         with driver.cursor() as cursor:
             for name, columns, rows in tables:
                 if not rows:
@@ -484,15 +525,11 @@ class WriteTx:
     def set_head(
         self, size: int, last_leaf_hash: bytes, last_recorded_at: str, frontier: CompactRange
     ) -> None:
-        self.conn.execute(
-            update(ledger_head)
-            .where(ledger_head.c.id == 1)
-            .values(
-                size=size,
-                last_leaf_hash=last_leaf_hash,
-                last_recorded_at=last_recorded_at,
-                frontier=frontier.to_bytes(),
-            )
+        _raw_exec(
+            self.conn,
+            "UPDATE ledger_head SET size = ?, last_leaf_hash = ?, last_recorded_at = ?,"
+            " frontier = ? WHERE id = 1",
+            (size, last_leaf_hash, last_recorded_at, frontier.to_bytes()),
         )
 
     def read_hashes(self, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
