@@ -53,6 +53,17 @@ class _TierFilter(logging.Filter):
         return record.name == self.prefix or record.name.startswith(self.prefix + ".")
 
 
+class _RenderOnce(structlog.stdlib.ProcessorFormatter):
+    """Render a record once, however many handlers (stdout, its tier file, error) emit it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = getattr(record, "_audit_ledger_line", None)
+        if line is None:
+            line = super().format(record)
+            record._audit_ledger_line = line
+        return str(line)
+
+
 def _file_name(tier: str, per_process: bool) -> str:
     # Several uvicorn workers must not rotate one file (the second rename would delete the
     # first's rotated file), so each worker writes its own.
@@ -77,9 +88,7 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared
-    )
+    formatter = _RenderOnce(processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_audit_ledger", False):
