@@ -35,6 +35,11 @@ class CryptoError(AuditLedgerError):
     """Base of the ``crypto`` layer's errors (authentication failures, bad keys)."""
 
 
+class ExternalKeyMissingError(CryptoError):
+    """A data key kept in the key store is gone (erased), though a database row still names it
+    (e.g. a database backup restored after the erasure)."""
+
+
 class StorageError(AuditLedgerError):
     """Base of the ``storage`` layer's errors."""
 

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,16 +41,24 @@ from audit_ledger.core.checkpoint import (
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.envelope import KEY_SIZE, NONCE_SIZE, DataKey
 from audit_ledger.crypto.secret import Secret
-from audit_ledger.errors import CheckpointError, ConfigError, CryptoError
+from audit_ledger.errors import CheckpointError, ConfigError, CryptoError, ExternalKeyMissingError
 
 KEK_FILE = "kek.key"
 INDEX_FILE = "index.key"
 CHECKPOINT_FILE = "checkpoint.key"
+EXTERNAL_KEYS_DIR = "subject-keys"
+_KEY_ID = re.compile(r"dk_[0-9a-f]{24}\Z")
 _WRAP_CONTEXT = b"audit-ledger/dek-wrap/v1\x00"
 
 
+#: Stored in ``data_keys.wrapped`` for a key whose material lives in the key store, not the
+#: database (subject keys): erasing it then reaches database backups too.
+EXTERNAL_KEY = b"external-key-store:v1"
+
+
 class KeyProvider(Protocol):
-    """Wraps and unwraps data keys with a key-encryption key held outside the database."""
+    """Wraps and unwraps data keys with a key-encryption key held outside the database, and
+    keeps erasable (subject) keys outside the database altogether."""
 
     @property
     def kek_id(self) -> str:
@@ -60,13 +69,32 @@ class KeyProvider(Protocol):
 
     def unwrap(self, key_id: str, wrapped: bytes, kek_id: str) -> DataKey: ...
 
+    def store_external(self, key: DataKey) -> bytes:
+        """Keep ``key`` in the key store; return what the database row holds instead."""
+        ...
+
+    def destroy_external(self, key_id: str) -> bool:
+        """Destroy a key kept in the key store (True if it existed)."""
+        ...
+
+    def external_key_ids(self) -> list[str]:
+        """Ids of the keys the key store holds."""
+        ...
+
 
 class FileKeyProvider:
-    """KEK read from ``keys/kek.key``."""
+    """KEK read from ``keys/kek.key``; erasable keys kept as files in ``keys/subject-keys/``.
 
-    def __init__(self, kek: Secret) -> None:
+    A subject key's material never enters the database (its row holds :data:`EXTERNAL_KEY`), so
+    deleting its file makes that subject's payloads unreadable in every database backup too.
+    The directory must be shared by all replicas (as the rest of ``keys/`` is) and backed up,
+    if at all, with a retention no longer than erasure allows.
+    """
+
+    def __init__(self, kek: Secret, external_dir: Path | None = None) -> None:
         if len(kek) != KEY_SIZE:
             raise ConfigError("kek.key must hold 32 bytes")
+        self._external_dir = external_dir
         self._aead = AESGCM(kek.reveal())
         digest = hashlib.sha256(b"audit-ledger/kek-id\x00" + kek.reveal()).hexdigest()
         self._kek_id = "kek-" + digest[:16]
@@ -83,9 +111,47 @@ class FileKeyProvider:
         aad = _WRAP_CONTEXT + key.key_id.encode("utf-8")
         return nonce + self._aead.encrypt(nonce, key.secret.reveal(), aad)
 
+    def _external_path(self, key_id: str) -> Path:
+        if self._external_dir is None:
+            raise CryptoError("this key provider has no external key store")
+        if not _KEY_ID.match(key_id):
+            raise CryptoError("malformed data key id")
+        return self._external_dir / f"{key_id}.key"
+
+    def store_external(self, key: DataKey) -> bytes:
+        path = self._external_path(key.key_id)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        blob = base64.b64encode(self.wrap(key)).decode("ascii")
+        _write_private(path, blob, durable=True)
+        return EXTERNAL_KEY
+
+    def destroy_external(self, key_id: str) -> bool:
+        path = self._external_path(key_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+
+    def external_key_ids(self) -> list[str]:
+        if self._external_dir is None or not self._external_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self._external_dir.glob("*.key"))
+
     def unwrap(self, key_id: str, wrapped: bytes, kek_id: str) -> DataKey:
         if kek_id != self._kek_id:
             raise CryptoError(f"data key {key_id} is wrapped by another key-encryption key")
+        if wrapped == EXTERNAL_KEY:
+            try:
+                text = self._external_path(key_id).read_text(encoding="ascii")
+                wrapped = base64.b64decode(text.strip(), validate=True)
+            except FileNotFoundError:
+                raise ExternalKeyMissingError(
+                    f"data key {key_id} is not in the key store (erased)"
+                ) from None
+            except (OSError, UnicodeDecodeError, binascii.Error):
+                raise CryptoError(f"data key {key_id} in the key store is unreadable") from None
         aad = _WRAP_CONTEXT + key_id.encode("utf-8")
         if len(wrapped) < NONCE_SIZE + 16:  # nonce + tag at least; AESGCM would raise ValueError
             raise CryptoError(f"wrapped data key {key_id} is truncated")
@@ -191,7 +257,9 @@ def load_keys(keys_dir: Path, origin: str) -> KeyRing:
             f"{signer_path} signs as {signer.name!r} but the checkpoint origin is {origin!r}"
         )
     return KeyRing(
-        provider=FileKeyProvider(_read_secret_file(keys_dir / KEK_FILE)),
+        provider=FileKeyProvider(
+            _read_secret_file(keys_dir / KEK_FILE), keys_dir / EXTERNAL_KEYS_DIR
+        ),
         indexer=BlindIndexer(_read_secret_file(keys_dir / INDEX_FILE)),
         signer=signer,
     )
@@ -202,11 +270,24 @@ def keys_exist(keys_dir: Path) -> bool:
     return any((keys_dir / name).exists() for name in (KEK_FILE, INDEX_FILE, CHECKPOINT_FILE))
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, text: str, *, durable: bool = False) -> None:
     # O_EXCL: never overwrite; mode 0600 from creation, so the secret is never world-readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text + "\n")
+        if durable:  # the key must survive a crash once the row that names it commits
+            handle.flush()
+            os.fsync(handle.fileno())
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def init_keys(keys_dir: Path, origin: str) -> Verifier:

@@ -20,7 +20,7 @@ from audit_ledger.core.header import ZERO_HASH_HEX, LeafHeader, parse_leaf
 from audit_ledger.core.merkle import leaf_hash
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.crypto.envelope import DataKey, blob_sha256, payload_aad
-from audit_ledger.errors import ConflictError, CryptoError
+from audit_ledger.errors import ConflictError, CryptoError, ExternalKeyMissingError
 from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.policy import Policy
@@ -233,6 +233,8 @@ class Appender:
                     key = self.keyring.unwrap(stored_key)
                     aad = payload_aad(header.category, header.event_id, key.key_id)
                     same = key.open(entry.payload, aad) == event.data_bytes
+                except ExternalKeyMissingError:
+                    pass  # erased: as after a destruction, only the header can be compared
                 except CryptoError:
                     same = False
             if not same:

@@ -68,6 +68,13 @@ class DataKeyRing:
             row_or_none = chosen.get(value)
             if row_or_none is None:
                 key = DataKey.generate(new_key_id())
+                # Subject keys are the erasable ones: their material stays out of the database
+                # (and so out of its backups); period keys are stored wrapped by the KEK.
+                wrapped = (
+                    self.provider.store_external(key)
+                    if scope_kind == "subject"
+                    else self.provider.wrap(key)
+                )
                 tx.insert_key(
                     StoredKey(
                         key_id=key.key_id,
@@ -75,7 +82,7 @@ class DataKeyRing:
                         scope_kind=scope_kind,
                         scope_value=value,
                         kek_id=self.provider.kek_id,
-                        wrapped=self.provider.wrap(key),
+                        wrapped=wrapped,
                         uses=0,
                         created_at=now,
                     )

@@ -16,7 +16,13 @@ from typing import Any
 from audit_ledger.core.canonical import MAX_SAFE_INTEGER, strict_loads
 from audit_ledger.core.header import parse_leaf
 from audit_ledger.crypto.envelope import payload_aad
-from audit_ledger.errors import CryptoError, FormatError, PermissionDeniedError, ValidationError
+from audit_ledger.errors import (
+    CryptoError,
+    ExternalKeyMissingError,
+    FormatError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.policy import Policy
 from audit_ledger.storage.repository import Store, StoredEntry, StoredKey
@@ -126,7 +132,10 @@ class EntryReader:
                     state = ERASED
                     state_seq = stored_key.destroyed_by_seq if stored_key else None
                 else:
-                    data = self._open(entry, entry.payload, header.category, stored_key)
+                    try:
+                        data = self._open(entry, entry.payload, header.category, stored_key)
+                    except ExternalKeyMissingError:
+                        state = ERASED  # a restored backup after an erasure: key store wins
             out.append(
                 EntryView(
                     entry.seq, entry.leaf_hash.hex(), header.to_dict(), state, data, state_seq
@@ -137,8 +146,8 @@ class EntryReader:
     def _open(
         self, entry: StoredEntry, payload: bytes, category: str, stored_key: StoredKey
     ) -> dict[str, Any]:
+        key = self.keyring.unwrap(stored_key)  # ExternalKeyMissingError: caller says "erased"
         try:
-            key = self.keyring.unwrap(stored_key)
             plain = key.open(payload, payload_aad(category, entry.event_id, key.key_id))
             data = strict_loads(plain)
         except (CryptoError, FormatError) as exc:

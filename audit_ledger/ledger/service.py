@@ -64,6 +64,7 @@ from audit_ledger.storage.repository import (
     StoredCheckpoint,
     StoredHold,
     StoredPrincipal,
+    WriteTx,
 )
 
 #: Writer name of the entries the service records about itself.
@@ -325,10 +326,24 @@ class Ledger:
             report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
             report.op_seqs = [report.op_seq]
             retention.apply(tx, plan, report.op_seq, retention.RETENTION, when)
-        for outcome in plan.values():
-            for key_id in outcome.keys:
-                self.keyring.forget(key_id)
+            # Under the head lock no append is half-way, so a key-store file without a live row
+            # is left over from a rolled-back append or an interrupted destruction: remove it.
+            stray = self._stray_external_keys(tx)
+        self._destroy_external([k for o in plan.values() for k in o.keys] + stray)
         return report
+
+    def _stray_external_keys(self, tx: WriteTx) -> list[str]:
+        stored = self.keys.provider.external_key_ids()
+        if not stored:
+            return []
+        rows = tx.keys_by_id(stored)
+        return [k for k in stored if k not in rows or rows[k].wrapped is None]
+
+    def _destroy_external(self, key_ids: Sequence[str]) -> None:
+        """After the destruction committed: forget the keys and delete their key-store files."""
+        for key_id in key_ids:
+            self.keyring.forget(key_id)
+            self.keys.provider.destroy_external(key_id)
 
     def erase_subject(
         self, user_id: str | int, *, categories: Sequence[str] | None = None, actor: str = "cli"
@@ -375,9 +390,7 @@ class Ledger:
             )
             report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
             retention.apply(tx, plan, report.op_seq, retention.ERASURE, when)
-        for outcome in plan.values():
-            for key_id in outcome.keys:
-                self.keyring.forget(key_id)
+        self._destroy_external([k for o in plan.values() for k in o.keys])
         report.kept_by_policy = kept
         return report
 

@@ -247,10 +247,11 @@ def nodes_completed_between(lo: int, hi: int) -> list[tuple[int, int, int]]:
 
 
 def _keys_by_id(conn: Connection, key_ids: Sequence[str]) -> dict[str, StoredKey]:
-    if not key_ids:
-        return {}
-    rows = conn.execute(select(data_keys).where(data_keys.c.key_id.in_(sorted(set(key_ids)))))
-    return {r.key_id: _key(r) for r in rows}
+    out: dict[str, StoredKey] = {}
+    for part in _chunks(sorted(set(key_ids))):
+        for r in conn.execute(select(data_keys).where(data_keys.c.key_id.in_(part))):
+            out[r.key_id] = _key(r)
+    return out
 
 
 def _read_hashes(conn: Connection, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
