@@ -151,18 +151,18 @@ class Appender:
             prev = lh.hex()
             new_entries.append(
                 NewEntry(
-                    seq,
-                    event.event_id,
-                    event.category,
-                    event.event_type,
-                    event.occurred_at,
-                    recorded_at,
-                    event_writer,
-                    key.key_id,
-                    lh,
-                    leaf,
-                    event.refs,
-                    blob,
+                    seq=seq,
+                    event_id=event.event_id,
+                    category=event.category,
+                    event_type=event.event_type,
+                    occurred_at=event.occurred_at,
+                    recorded_at=recorded_at,
+                    writer=event_writer,
+                    key_id=key.key_id,
+                    leaf_hash=lh,
+                    leaf=leaf,
+                    payload=blob,
+                    refs=event.refs,
                 )
             )
             made[event.event_id] = Receipt(seq, event.event_id, prev, recorded_at)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -79,21 +79,10 @@ class StoredEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class NewEntry:
-    """An entry about to be inserted."""
+class NewEntry(StoredEntry):
+    """An entry about to be inserted, with the blind-index refs that go into ``entry_refs``."""
 
-    seq: int
-    event_id: str
-    category: str
-    event_type: str
-    occurred_at: str
-    recorded_at: str
-    writer: str
-    key_id: str | None
-    leaf_hash: bytes
-    leaf: bytes
-    refs: Mapping[str, str]
-    payload: bytes | None
+    refs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
