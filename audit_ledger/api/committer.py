@@ -36,8 +36,6 @@ class GroupCommitter:
         self.max_events = max_events
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        #: Sizes of the groups committed so far (exported as a metric by the API).
-        self.last_group_size = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-committer")
@@ -83,7 +81,6 @@ class GroupCommitter:
             except Exception as exc:  # noqa: BLE001 - every waiter must hear about the failure
                 self._fail(group, exc)
                 return
-            self.last_group_size = len(events)
             COMMIT_GROUP_SIZE.observe(len(events))
             pos = 0
             for request in group:

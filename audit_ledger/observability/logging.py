@@ -20,7 +20,6 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +154,3 @@ def _orphaned(name: str) -> bool:
     except (PermissionError, OverflowError):
         return False  # a process of another user holds that pid; an absurd pid is not ours
     return False
-
-
-def safe_fields(fields: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
-    """Keep only allow-listed fields (a guard against logging a payload by accident)."""
-    keep = set(allowed)
-    return {k: v for k, v in fields.items() if k in keep}

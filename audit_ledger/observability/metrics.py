@@ -189,11 +189,6 @@ def prepare_multiprocess(workers: int) -> None:
     os.environ[MULTIPROC_ENV] = str(directory)
 
 
-def mark_process_dead(pid: int) -> None:
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped upstream
-
-
 def render(state: Collector) -> bytes:
     """The ``/metrics`` body: process metrics (all workers in multiprocess mode) + ledger state."""
     if os.environ.get(MULTIPROC_ENV):

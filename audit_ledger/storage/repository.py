@@ -610,19 +610,6 @@ class WriteTx:
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def keys_with_payloads(self, key_ids: Sequence[str]) -> set[str]:
-        """Which of ``key_ids`` still encrypt at least one stored payload."""
-        found: set[str] = set()
-        for part in _chunks(sorted(set(key_ids))):
-            rows = self.conn.execute(
-                select(entries.c.key_id)
-                .join(payloads, payloads.c.seq == entries.c.seq)
-                .where(entries.c.key_id.in_(part))
-                .distinct()
-            )
-            found.update(r.key_id for r in rows)
-        return found
-
     def purge_payloads(self, seqs: Sequence[int], op_seq: int, reason: str) -> None:
         """Record why each payload goes, then delete it (the guard trigger checks the record)."""
         for part in _chunks(sorted(seqs)):
