@@ -85,7 +85,11 @@ def run_appender(cfg: dict[str, Any]) -> None:
             if acked and draw < 0.10:
                 # Resubmission of events already acknowledged to this worker: same receipts back.
                 # One event, or a batch of 2..10 when enough have been acknowledged.
-                k = 1 if len(acked) < 2 or rng.random() < 0.5 else rng.randint(2, min(10, len(acked)))
+                k = (
+                    1
+                    if len(acked) < 2 or rng.random() < 0.5
+                    else rng.randint(2, min(10, len(acked)))
+                )
                 raws = rng.sample(acked, k)
                 submissions.append(_submit(ledger, writer, "replay", raws, ["again"] * k))
                 continue
