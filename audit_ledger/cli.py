@@ -27,6 +27,7 @@ from audit_ledger.errors import (
     ValidationError,
 )
 from audit_ledger.ledger.events import PreparedEvent
+from audit_ledger.ledger.principals import check_name
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.logging import configure_logging
 from audit_ledger.roles import ROLES
@@ -127,6 +128,10 @@ def cmd_append(args: argparse.Namespace, settings: Settings) -> int:
     """Append JSON lines in batches; a bad line stops the import after committing the lines
     before it. Rerunning the corrected file is safe: appends are idempotent by event_id."""
     committed = replayed = 0
+    try:
+        check_name(args.writer)
+    except ValidationError:
+        raise CliError("--writer: must be 1-64 characters: letters, digits, _ . @ -") from None
     with _ledger(settings) as ledger:
         batch: list[PreparedEvent] = []
         lines: list[int] = []

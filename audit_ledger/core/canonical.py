@@ -4,7 +4,10 @@ The ledger only ever canonicalises strings, integers with |n| < 2**53, booleans,
 objects: floats are refused outright (money is never a float, DESIGN §2), which removes the only
 hard part of JCS (ECMAScript number formatting). For that subset, JCS output is exactly
 ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` with object members ordered by the
-UTF-16 code units of their names (RFC 8785 §3.2.3). The property tests compare against the
+UTF-16 code units of their names (RFC 8785 §3.2.3). ``orjson`` with ``OPT_SORT_KEYS`` writes the
+same bytes ten times faster (same escapes: ``\\b \\t \\n \\f \\r``, other controls as
+``\\u00xx``, everything else verbatim UTF-8) and orders members by code point, which equals UTF-16
+order unless a name holds a character at or above U+E000. The property tests compare against the
 ``rfc8785`` package rather than trusting this argument.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from audit_ledger.errors import FormatError
 
@@ -91,15 +96,29 @@ def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of ``value`` (floats refused)."""
     if _needs_utf16_order(value, "$"):
         text = _encoder.encode(_normalise(value, "$"))
-    else:
-        # Code-point order equals UTF-16 order here, so the C encoder's sort_keys is exact.
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormatError("$: string is not valid Unicode (lone surrogate)") from None
+    # Code-point order equals UTF-16 order here, so sorting by code point is exact.
+    return _sorted_compact(value)
+
+
+def _sorted_compact(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            raise FormatError("$: string is not valid Unicode (lone surrogate)") from None
+        # A Mapping or sequence type orjson does not know (already validated): the stdlib
+        # encoder writes the same bytes for it.
         text = json.dumps(
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FormatError("$: string is not valid Unicode (lone surrogate)") from None
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormatError("$: string is not valid Unicode (lone surrogate)") from None
 
 
 def canonical_json_ascii_keys(value: Mapping[str, Any]) -> bytes:
@@ -108,9 +127,7 @@ def canonical_json_ascii_keys(value: Mapping[str, Any]) -> bytes:
     With ASCII names, code-point order equals UTF-16 order, so ``sort_keys`` is exact. Callers
     (the leaf header) validate their members themselves.
     """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _sorted_compact(value)
 
 
 def _reject_float(text: str) -> Any:

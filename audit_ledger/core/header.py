@@ -7,11 +7,12 @@ else, so a re-encoding check is built into parsing.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from audit_ledger.core.canonical import MAX_SAFE_INTEGER, canonical_json_ascii_keys
 from audit_ledger.core.timestamps import is_canonical_timestamp
@@ -66,25 +67,57 @@ class LeafHeader:
 
     def to_dict(self) -> dict[str, Any]:
         """The header as a plain JSON object (member order irrelevant; encode() sorts)."""
-        return {
-            "v": self.v,
-            "seq": self.seq,
-            "event_id": self.event_id,
-            "category": self.category,
-            "event_type": self.event_type,
-            "occurred_at": self.occurred_at,
-            "recorded_at": self.recorded_at,
-            "writer": self.writer,
-            "correlation_id": self.correlation_id,
-            "refs": dict(self.refs),
-            "key_id": self.key_id,
-            "payload_sha256": self.payload_sha256,
-            "prev": self.prev,
-        }
+        return header_dict(
+            seq=self.seq,
+            event_id=self.event_id,
+            category=self.category,
+            event_type=self.event_type,
+            occurred_at=self.occurred_at,
+            recorded_at=self.recorded_at,
+            writer=self.writer,
+            correlation_id=self.correlation_id,
+            refs=self.refs,
+            key_id=self.key_id,
+            payload_sha256=self.payload_sha256,
+            prev=self.prev,
+        )
 
     def encode(self) -> bytes:
         """Canonical leaf bytes (RFC 8785 JCS of :meth:`to_dict`)."""
         return canonical_json_ascii_keys(self.to_dict())
+
+
+def header_dict(
+    *,
+    seq: int,
+    event_id: str,
+    category: str,
+    event_type: str,
+    occurred_at: str,
+    recorded_at: str,
+    writer: str,
+    correlation_id: str | None,
+    refs: Mapping[str, str],
+    key_id: str | None,
+    payload_sha256: str | None,
+    prev: str,
+) -> dict[str, Any]:
+    """The v1 header members as a JSON object — the one place that lists them."""
+    return {
+        "v": FORMAT_VERSION,
+        "seq": seq,
+        "event_id": event_id,
+        "category": category,
+        "event_type": event_type,
+        "occurred_at": occurred_at,
+        "recorded_at": recorded_at,
+        "writer": writer,
+        "correlation_id": correlation_id,
+        "refs": dict(refs),
+        "key_id": key_id,
+        "payload_sha256": payload_sha256,
+        "prev": prev,
+    }
 
 
 def _is_int(value: object) -> bool:
@@ -155,16 +188,13 @@ def parse_leaf(leaf: bytes) -> LeafHeader:
     if not isinstance(leaf, bytes | bytearray | memoryview):
         raise FormatError("leaf must be bytes")
     leaf = bytes(leaf)
-    try:
-        text = leaf.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FormatError("leaf is not UTF-8") from None
     # Plain (C-speed) parsing is enough here: duplicate members, floats and any other
     # non-canonical form cannot survive the re-encoding comparison and the type checks below.
+    # orjson rejects invalid UTF-8 (and lone surrogates) itself.
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
-        raise FormatError("leaf is not valid JSON") from None
+        obj = orjson.loads(leaf)
+    except orjson.JSONDecodeError:
+        raise FormatError("leaf is not valid UTF-8 JSON") from None
     header = header_from_dict(obj)
     if header.encode() != leaf:
         raise FormatError("leaf bytes are not the canonical encoding of their header")

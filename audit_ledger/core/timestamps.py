@@ -28,8 +28,8 @@ def format_timestamp(moment: datetime) -> str:
         utc = moment.astimezone(UTC)
     except OverflowError:
         raise FormatError("timestamp is outside years 1..9999 in UTC") from None
-    # Not strftime: glibc's %Y does not zero-pad years below 1000.
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # Not strftime: glibc's %Y does not zero-pad years below 1000. isoformat ends in "+00:00".
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -44,12 +44,11 @@ def parse_timestamp(text: str) -> datetime:
     if match is None:
         raise FormatError("timestamp is not RFC 3339 with a time zone")
     frac = (match["frac"] or ".0")[1:]
-    micro = int((frac + "000000")[:6])
     tz = match["tz"].upper()
-    iso = f"{match['date']}T{match['time']}{'+00:00' if tz == 'Z' else tz}"
+    iso = f"{match['date']}T{match['time']}.{(frac + '000000')[:6]}{'+00:00' if tz == 'Z' else tz}"
     try:
         # OverflowError: the instant in UTC falls outside years 1..9999.
-        moment = datetime.fromisoformat(iso).replace(microsecond=micro).astimezone(UTC)
+        moment = datetime.fromisoformat(iso).astimezone(UTC)
     except (ValueError, OverflowError):
         raise FormatError("timestamp has an out-of-range field") from None
     return moment
@@ -57,6 +56,8 @@ def parse_timestamp(text: str) -> datetime:
 
 def normalise_timestamp(text: str) -> str:
     """Return the canonical form of any RFC 3339 timestamp."""
+    if is_canonical_timestamp(text):
+        return text  # the common case for clients that already send UTC: no round trip
     return format_timestamp(parse_timestamp(text))
 
 

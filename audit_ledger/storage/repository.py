@@ -59,7 +59,9 @@ class Head:
     frontier: CompactRange
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: append and verify build one per entry, and a frozen dataclass's __init__ costs
+# six times as much (object.__setattr__ per field). Nothing mutates them.
+@dataclass(slots=True)
 class StoredEntry:
     """One entry as stored, plus its payload state."""
 
@@ -78,7 +80,7 @@ class StoredEntry:
     purge_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewEntry(StoredEntry):
     """An entry about to be inserted, with the blind-index refs that go into ``entry_refs``."""
 
