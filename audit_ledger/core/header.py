@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -129,43 +130,57 @@ def _check_text(name: str, value: object, *, nullable: bool = False) -> None:
         return
     if not isinstance(value, str):
         raise FormatError(f"header.{name} must be a string{' or null' if nullable else ''}")
+    if value.isascii():
+        return  # the common case, and ASCII is always valid Unicode
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise FormatError(f"header.{name} is not valid Unicode") from None
 
 
+# Verification validates every header of the log, and a batch shares one recorded_at: the
+# cache turns the second and later checks of a timestamp into a dictionary hit.
+_canonical_timestamp = lru_cache(maxsize=4096)(is_canonical_timestamp)
+
+
 def _validate(h: LeafHeader) -> None:
-    if not _is_int(h.v) or h.v != FORMAT_VERSION:
+    # Runs for every entry appended by hand and every entry verified, so the checks read
+    # fields once and take the cheap test first.
+    v, seq, prev = h.v, h.seq, h.prev
+    if not _is_int(v) or v != FORMAT_VERSION:
         raise FormatError(f"header.v must be {FORMAT_VERSION}")
-    if not _is_int(h.seq) or not 0 <= h.seq <= MAX_SAFE_INTEGER:
+    if not _is_int(seq) or not 0 <= seq <= MAX_SAFE_INTEGER:
         raise FormatError("header.seq must be a non-negative integer below 2^53")
     if not isinstance(h.event_id, str) or not _UUID.match(h.event_id):
         raise FormatError("header.event_id must be a lower-case hyphenated UUID")
-    for name in ("category", "event_type", "writer"):
-        _check_text(name, getattr(h, name))
-        if not getattr(h, name):
+    for name, text in (
+        ("category", h.category),
+        ("event_type", h.event_type),
+        ("writer", h.writer),
+    ):
+        _check_text(name, text)
+        if not text:
             raise FormatError(f"header.{name} must not be empty")
     _check_text("correlation_id", h.correlation_id, nullable=True)
     _check_text("key_id", h.key_id, nullable=True)
-    for name in ("occurred_at", "recorded_at"):
-        if not is_canonical_timestamp(getattr(h, name)):
+    for name, moment in (("occurred_at", h.occurred_at), ("recorded_at", h.recorded_at)):
+        if not isinstance(moment, str) or not _canonical_timestamp(moment):
             raise FormatError(f"header.{name} must be RFC 3339 UTC with 6 fractional digits")
-    if not isinstance(h.refs, Mapping):
+    refs = h.refs
+    if not isinstance(refs, Mapping):
         raise FormatError("header.refs must be an object")
-    for ref_name, ref_value in h.refs.items():
+    for ref_name, ref_value in refs.items():
         if not isinstance(ref_name, str) or not _REF_NAME.match(ref_name):
             raise FormatError("header.refs names must match [a-z][a-z0-9_]{0,31}")
         if not isinstance(ref_value, str):
             raise FormatError("header.refs values must be strings")
         _check_text("refs", ref_value)
-    if h.payload_sha256 is not None and (
-        not isinstance(h.payload_sha256, str) or not _HEX64.match(h.payload_sha256)
-    ):
+    digest = h.payload_sha256
+    if digest is not None and (not isinstance(digest, str) or not _HEX64.match(digest)):
         raise FormatError("header.payload_sha256 must be 64 lower-case hex digits or null")
-    if not isinstance(h.prev, str) or not _HEX64.match(h.prev):
+    if not isinstance(prev, str) or not _HEX64.match(prev):
         raise FormatError("header.prev must be 64 lower-case hex digits")
-    if h.seq == 0 and h.prev != ZERO_HASH_HEX:
+    if seq == 0 and prev != ZERO_HASH_HEX:
         raise FormatError("header.prev of seq 0 must be 64 zeros")
 
 
