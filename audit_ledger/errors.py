@@ -69,6 +69,19 @@ class ConflictError(LedgerError):
         self.index = index
 
 
+class ImportStoppedError(LedgerError):
+    """A bulk import stopped at a bad line or a conflict; the lines before it are committed."""
+
+    def __init__(self, line: int, detail: str, appended: int, already_present: int) -> None:
+        super().__init__(
+            f"line {line}: {detail} (committed before it: {appended}, "
+            f"already present: {already_present})"
+        )
+        self.line = line
+        self.appended = appended
+        self.already_present = already_present
+
+
 class RefusedError(LedgerError):
     """The policy forbids the request (e.g. erasing records kept by law)."""
 

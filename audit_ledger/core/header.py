@@ -64,7 +64,23 @@ class LeafHeader:
     v: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        _validate(self)
+        _validate(
+            {
+                "v": self.v,
+                "seq": self.seq,
+                "event_id": self.event_id,
+                "category": self.category,
+                "event_type": self.event_type,
+                "occurred_at": self.occurred_at,
+                "recorded_at": self.recorded_at,
+                "writer": self.writer,
+                "correlation_id": self.correlation_id,
+                "refs": self.refs,
+                "key_id": self.key_id,
+                "payload_sha256": self.payload_sha256,
+                "prev": self.prev,
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The header as a plain JSON object (member order irrelevant; encode() sorts)."""
@@ -143,30 +159,29 @@ def _check_text(name: str, value: object, *, nullable: bool = False) -> None:
 _canonical_timestamp = lru_cache(maxsize=4096)(is_canonical_timestamp)
 
 
-def _validate(h: LeafHeader) -> None:
-    # Runs for every entry appended by hand and every entry verified, so the checks read
-    # fields once and take the cheap test first.
-    v, seq, prev = h.v, h.seq, h.prev
+def _validate(h: Mapping[str, Any]) -> None:
+    """Check the members' types and forms (``h`` holds exactly the v1 members)."""
+    # Runs for every entry verified, so each member is read once and the cheap test goes first.
+    v, seq, prev = h["v"], h["seq"], h["prev"]
     if not _is_int(v) or v != FORMAT_VERSION:
         raise FormatError(f"header.v must be {FORMAT_VERSION}")
     if not _is_int(seq) or not 0 <= seq <= MAX_SAFE_INTEGER:
         raise FormatError("header.seq must be a non-negative integer below 2^53")
-    if not isinstance(h.event_id, str) or not _UUID.match(h.event_id):
+    event_id = h["event_id"]
+    if not isinstance(event_id, str) or not _UUID.match(event_id):
         raise FormatError("header.event_id must be a lower-case hyphenated UUID")
-    for name, text in (
-        ("category", h.category),
-        ("event_type", h.event_type),
-        ("writer", h.writer),
-    ):
+    for name in ("category", "event_type", "writer"):
+        text = h[name]
         _check_text(name, text)
         if not text:
             raise FormatError(f"header.{name} must not be empty")
-    _check_text("correlation_id", h.correlation_id, nullable=True)
-    _check_text("key_id", h.key_id, nullable=True)
-    for name, moment in (("occurred_at", h.occurred_at), ("recorded_at", h.recorded_at)):
+    _check_text("correlation_id", h["correlation_id"], nullable=True)
+    _check_text("key_id", h["key_id"], nullable=True)
+    for name in ("occurred_at", "recorded_at"):
+        moment = h[name]
         if not isinstance(moment, str) or not _canonical_timestamp(moment):
             raise FormatError(f"header.{name} must be RFC 3339 UTC with 6 fractional digits")
-    refs = h.refs
+    refs = h["refs"]
     if not isinstance(refs, Mapping):
         raise FormatError("header.refs must be an object")
     for ref_name, ref_value in refs.items():
@@ -175,7 +190,7 @@ def _validate(h: LeafHeader) -> None:
         if not isinstance(ref_value, str):
             raise FormatError("header.refs values must be strings")
         _check_text("refs", ref_value)
-    digest = h.payload_sha256
+    digest = h["payload_sha256"]
     if digest is not None and (not isinstance(digest, str) or not _HEX64.match(digest)):
         raise FormatError("header.payload_sha256 must be 64 lower-case hex digits or null")
     if not isinstance(prev, str) or not _HEX64.match(prev):
@@ -184,33 +199,42 @@ def _validate(h: LeafHeader) -> None:
         raise FormatError("header.prev of seq 0 must be 64 zeros")
 
 
-def header_from_dict(obj: object) -> LeafHeader:
-    """Build a header from a parsed JSON object, rejecting unknown or missing members."""
+def _check_members(obj: object) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise FormatError("leaf is not a JSON object")
-    keys = set(obj)
-    if keys != _MEMBERS:
-        missing, extra = sorted(_MEMBERS - keys), sorted(keys - _MEMBERS)
+    if obj.keys() != _MEMBERS:
+        keys = set(obj)
+        missing, extra = sorted(_MEMBERS - keys), sorted(keys - _MEMBERS, key=str)
         raise FormatError(f"header members wrong: missing {missing}, unknown {extra}")
+    return obj
+
+
+def header_from_dict(obj: object) -> LeafHeader:
+    """Build a header from a parsed JSON object, rejecting unknown or missing members."""
+    return LeafHeader(**_check_members(obj))
+
+
+def check_leaf(leaf: bytes) -> dict[str, Any]:
+    """Parse and check leaf bytes; return the header members as a plain dict.
+
+    The same checks as :func:`parse_leaf` without building a :class:`LeafHeader`: verification
+    runs this for every entry of the log, where the dataclass would cost as much as the rest.
+    """
+    if not isinstance(leaf, bytes | bytearray | memoryview):
+        raise FormatError("leaf must be bytes")
+    # Plain (C-speed) parsing is enough here: duplicate members, floats and any other
+    # non-canonical form cannot survive the type checks and the re-encoding comparison below.
+    # orjson rejects invalid UTF-8 (and lone surrogates) itself.
     try:
-        return LeafHeader(**obj)
-    except TypeError:
-        raise FormatError("header members have the wrong types") from None
+        obj = _check_members(orjson.loads(leaf))
+    except orjson.JSONDecodeError:
+        raise FormatError("leaf is not valid UTF-8 JSON") from None
+    _validate(obj)
+    if canonical_json_ascii_keys(obj) != leaf:
+        raise FormatError("leaf bytes are not the canonical encoding of their header")
+    return obj
 
 
 def parse_leaf(leaf: bytes) -> LeafHeader:
     """Parse leaf bytes; they must be exactly the canonical encoding of a valid v1 header."""
-    if not isinstance(leaf, bytes | bytearray | memoryview):
-        raise FormatError("leaf must be bytes")
-    leaf = bytes(leaf)
-    # Plain (C-speed) parsing is enough here: duplicate members, floats and any other
-    # non-canonical form cannot survive the re-encoding comparison and the type checks below.
-    # orjson rejects invalid UTF-8 (and lone surrogates) itself.
-    try:
-        obj = orjson.loads(leaf)
-    except orjson.JSONDecodeError:
-        raise FormatError("leaf is not valid UTF-8 JSON") from None
-    header = header_from_dict(obj)
-    if header.encode() != leaf:
-        raise FormatError("leaf bytes are not the canonical encoding of their header")
-    return header
+    return LeafHeader(**check_leaf(leaf))

@@ -9,11 +9,11 @@ data or secrets). Normalisation happens before hashing and before idempotency co
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from audit_ledger.core.canonical import canonical_json
+from audit_ledger.core.canonical import canonical_json, strict_loads
 from audit_ledger.core.timestamps import normalise_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
@@ -45,7 +45,6 @@ class PreparedEvent:
     event_type: str
     occurred_at: str
     correlation_id: str | None
-    data: Mapping[str, Any]
     #: RFC 8785 bytes of ``data`` — the plaintext that gets sealed.
     data_bytes: bytes
     #: Header refs: ref name -> blind index.
@@ -156,11 +155,52 @@ def prepare_event(
         event_type=event_type,
         occurred_at=cast(str, occurred_at),
         correlation_id=correlation_id,
-        data=data,
         data_bytes=data_bytes,
         refs=refs,
         subject=subject,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedLines:
+    """Numbered JSON lines validated in order, up to the first bad one."""
+
+    events: list[PreparedEvent]
+    #: line number of each event
+    numbers: list[int]
+    #: the first bad line and what is wrong with it (never its content), if any
+    bad_line: int | None = None
+    problem: str | None = None
+
+
+def describe(exc: FormatError | ValidationError) -> str:
+    """One line naming the failing fields and rules (never the submitted values)."""
+    if isinstance(exc, ValidationError) and exc.fields:
+        return "; ".join(f"{f['field']}: {f['problem']}" for f in exc.fields)
+    return str(exc)
+
+
+def prepare_lines(
+    lines: Sequence[tuple[int, str]],
+    policy: Policy,
+    indexer: BlindIndexer,
+    *,
+    max_data_bytes: int,
+) -> PreparedLines:
+    """Parse (strict JSON: no floats, no duplicate members) and validate numbered lines, each
+    the body of ``POST /v1/events``; stop at the first bad one. The bulk-import unit of work,
+    run in worker processes for large imports."""
+    events: list[PreparedEvent] = []
+    numbers: list[int] = []
+    for number, line in lines:
+        try:
+            events.append(
+                prepare_event(strict_loads(line), policy, indexer, max_data_bytes=max_data_bytes)
+            )
+        except (FormatError, ValidationError) as exc:
+            return PreparedLines(events, numbers, number, describe(exc))
+        numbers.append(number)
+    return PreparedLines(events, numbers)
 
 
 def _deeper_than(value: object, limit: int) -> bool:

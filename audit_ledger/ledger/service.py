@@ -7,14 +7,16 @@ operation opens its own transaction).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, make_url
 
 from audit_ledger.core import merkle
 from audit_ledger.core.canonical import MAX_SAFE_INTEGER
@@ -25,6 +27,7 @@ from audit_ledger.errors import (
     ConfigError,
     ConflictError,
     FormatError,
+    ImportStoppedError,
     NotFoundError,
     RefusedError,
     ValidationError,
@@ -32,7 +35,13 @@ from audit_ledger.errors import (
 from audit_ledger.ledger import retention
 from audit_ledger.ledger.append import Appender, Receipt
 from audit_ledger.ledger.checkpoints import create_checkpoint
-from audit_ledger.ledger.events import SUBJECT_REF, PreparedEvent, prepare_event
+from audit_ledger.ledger.events import (
+    SUBJECT_REF,
+    PreparedEvent,
+    PreparedLines,
+    prepare_event,
+    prepare_lines,
+)
 from audit_ledger.ledger.holds import REF_OF_SCOPE, HoldMatcher, new_hold_id
 from audit_ledger.ledger.holds import SCOPES as HOLD_SCOPES
 from audit_ledger.ledger.keyring import DataKeyRing
@@ -53,6 +62,7 @@ from audit_ledger.ledger.reads import (
 )
 from audit_ledger.ledger.retention import plan_category
 from audit_ledger.ledger.verify import VerifyReport, verify_ledger
+from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy, load_policy
 from audit_ledger.settings import Settings
 from audit_ledger.storage import jobs
@@ -67,8 +77,31 @@ from audit_ledger.storage.repository import (
     WriteTx,
 )
 
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """Counts of a bulk import."""
+
+    appended: int
+    already_present: int
+
+
+def _chunks(lines: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
+#: Below this size a verify runs in one process: starting workers would cost more than it saves.
+PARALLEL_VERIFY_MIN_SIZE = 100_000
+MAX_VERIFY_JOBS = 8
 #: How long a successful token look-up is reused (revocation takes effect within this).
 AUTH_CACHE_SECONDS = 2.0
 #: Size bound of the service's own records (a retention run lists seq ranges and key ids).
@@ -214,6 +247,56 @@ class Ledger:
 
     def append(self, events: Sequence[PreparedEvent], writer: str | Sequence[str]) -> list[Receipt]:
         return self.appender.append(events, writer)
+
+    def import_lines(
+        self,
+        lines: Iterable[tuple[int, str]],
+        writer: str,
+        *,
+        batch_size: int = 1000,
+        jobs: int = 1,
+    ) -> ImportResult:
+        """Bulk import: numbered JSON lines (bodies of ``POST /v1/events``), one transaction
+        per ``batch_size`` lines.
+
+        With ``jobs`` > 1, that many worker processes parse and validate upcoming batches
+        while this process seals and commits the current one. A bad line stops the import
+        after committing every line before it (:class:`ImportStoppedError` says where and how
+        many); rerunning the corrected input is safe, appends being idempotent.
+        """
+        check_name(writer)
+        chunks = _chunks(lines, batch_size)
+        setup = {
+            "policy_file": self.settings.policy_file,
+            "keys_dir": self.settings.keys_dir,
+            "origin": self.settings.checkpoint_origin,
+            "max_data_bytes": self.settings.max_event_bytes,
+        }
+        appended = present = 0
+        with contextlib.ExitStack() as stack:
+            if jobs > 1:
+                pool = stack.enter_context(WorkerPool("prepare", setup, jobs))
+                results: Iterable[PreparedLines] = pool.map(chunks)
+            else:
+                limit = self.settings.max_event_bytes
+                results = (
+                    prepare_lines(c, self.policy, self.keys.indexer, max_data_bytes=limit)
+                    for c in chunks
+                )
+            for result in results:
+                if result.events:
+                    try:
+                        receipts = self.append(result.events, writer)
+                    except ConflictError as exc:
+                        line = result.numbers[exc.index or 0]
+                        raise ImportStoppedError(line, str(exc), appended, present) from None
+                    replays = sum(r.replayed for r in receipts)
+                    appended, present = appended + len(receipts) - replays, present + replays
+                if result.bad_line is not None:
+                    raise ImportStoppedError(
+                        result.bad_line, result.problem or "invalid", appended, present
+                    )
+        return ImportResult(appended, present)
 
     def record_operation(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
         """Append a ``ledger_operations`` entry written by the service itself."""
@@ -545,7 +628,24 @@ class Ledger:
     def verifier_key(self) -> str:
         return self.keys.signer.verifier.encode()
 
-    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(
+        self, progress: Callable[[int], None] | None = None, *, jobs: int | None = None
+    ) -> VerifyReport:
+        """Verify the whole ledger; ``jobs`` processes check entries (None: one per core for
+        a log large enough to repay starting them, else this process alone)."""
+        url = self.settings.database_url
+        if jobs is None:
+            # From the entries, not the head row: verification must work when that is damaged.
+            big = (self.store.last_seq() or 0) + 1 >= PARALLEL_VERIFY_MIN_SIZE
+            jobs = min(os.cpu_count() or 1, MAX_VERIFY_JOBS) if big else 1
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            jobs = 1  # an in-memory database cannot be opened by another process
         return verify_ledger(
-            self.store, self.keys.signer.verifier, keys=self.keys.provider, progress=progress
+            self.store,
+            self.keys.signer.verifier,
+            keys=self.keys.provider,
+            progress=progress,
+            jobs=jobs,
+            database_url=url,
         )

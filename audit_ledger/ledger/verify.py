@@ -13,12 +13,14 @@ The first problem found is reported with the seq (or checkpoint size, or key id)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from audit_ledger.core.checkpoint import Verifier, verify_checkpoint
-from audit_ledger.core.header import LeafHeader
-from audit_ledger.core.verify import ChainVerifier
+from audit_ledger.core.merkle import HASH_SIZE
+from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
 from audit_ledger.crypto.envelope import blob_sha256
 from audit_ledger.crypto.keys import KeyProvider
 from audit_ledger.errors import (
@@ -31,6 +33,9 @@ from audit_ledger.errors import (
 )
 from audit_ledger.policy import LEDGER_OPERATIONS
 from audit_ledger.storage.repository import Head, Store, StoredCheckpoint, StoredEntry
+
+if TYPE_CHECKING:
+    from audit_ledger.ledger.workers import WorkerPool
 
 #: Purge reason -> event_type of the ledger_operations entry that must record it.
 PURGE_OPERATION = {"retention": "retention_run", "erasure": "erasure"}
@@ -121,27 +126,123 @@ def _checkpoints(store: Store) -> Iterator[StoredCheckpoint]:
         after = page[-1].tree_size
 
 
-def _check_columns(entry: StoredEntry, header: LeafHeader, leaf_hash: bytes) -> None:
+_COLUMNS = ("event_id", "category", "event_type", "occurred_at", "recorded_at", "writer", "key_id")
+
+
+def _check_columns(entry: StoredEntry, header: Mapping[str, Any], leaf_hash: bytes) -> None:
     if entry.leaf_hash != leaf_hash:
         raise _fail("stored leaf hash differs from the hash of the leaf", seq=entry.seq)
-    for name in (
-        "event_id",
-        "category",
-        "event_type",
-        "occurred_at",
-        "recorded_at",
-        "writer",
-        "key_id",
-    ):
-        if getattr(entry, name) != getattr(header, name):
-            raise _fail(f"stored column {name} differs from the leaf", seq=entry.seq)
+    if (
+        entry.event_id != header["event_id"]
+        or entry.category != header["category"]
+        or entry.event_type != header["event_type"]
+        or entry.occurred_at != header["occurred_at"]
+        or entry.recorded_at != header["recorded_at"]
+        or entry.writer != header["writer"]
+        or entry.key_id != header["key_id"]
+    ):  # one expression for the common case; then find which column to name
+        for name in _COLUMNS:
+            if getattr(entry, name) != header[name]:
+                raise _fail(f"stored column {name} differs from the leaf", seq=entry.seq)
+
+
+@dataclass(slots=True)
+class RangeOutcome:
+    """What checking the entries with seq in ``[lo, hi)`` on their own found (picklable: it
+    comes back from a worker process). The tree, the seams and the checkpoints are left to the
+    one process that replays the log in order."""
+
+    lo: int
+    hi: int
+    #: seq of the first entry found in the range (None: the range is empty)
+    first_seq: int | None = None
+    first_prev: str | None = None
+    first_recorded_at: str | None = None
+    last_recorded_at: str | None = None
+    #: leaf hashes (32 bytes each, concatenated) of the entries checked before any problem
+    leaf_hashes: bytes = b""
+    #: stored subtree hashes completed by leaves of the range
+    nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    payloads_present: int = 0
+    payloads_purged: int = 0
+    problem: Problem | None = None
+
+
+def check_range(store: Store, lo: int, hi: int) -> RangeOutcome:
+    """Check every entry with seq in ``[lo, hi)`` as far as it can be checked without the
+    entries before ``lo``: leaf format and hash, links inside the range, stored columns, refs
+    rows and payloads. Stops at the first problem, keeping what was checked before it."""
+    batch = store.entries_between(lo, hi)
+    out = RangeOutcome(lo, hi, batch[0].seq if batch else None)
+    # The other rows are read up to the last entry read, not to ``hi``: entries appended since
+    # (with their refs and subtree hashes) belong to a later read.
+    end = batch[-1].seq + 1 if batch else lo
+    refs = store.refs_between(lo, end)
+    # Loaded even when the range has a gap: the entries before the gap still need their subtree
+    # hashes, and the gap itself is reported at the missing seq.
+    out.nodes = store.nodes_completed_between(lo, end)
+    ops = store.kinds_of([e.purge_op_seq for e in batch if e.purge_op_seq])
+    segment = SegmentVerifier(lo)
+    try:
+        for entry in batch:
+            try:
+                header, leaf_hash = segment.add(entry.seq, entry.leaf)
+            except ChainBrokenError as exc:
+                raise _fail(exc.reason, seq=exc.seq) from None
+            _check_columns(entry, header, leaf_hash)
+            if refs.pop(entry.seq, {}) != header["refs"]:
+                raise _fail("refs rows differ from the header refs", seq=entry.seq)
+            if _check_payload(entry, header, ops):
+                out.payloads_present += 1
+            else:
+                out.payloads_purged += header["payload_sha256"] is not None
+        if refs:
+            raise _fail("refs rows without a matching header ref", seq=min(refs))
+    except _FoundProblemError as failed:
+        out.problem = failed.problem
+    hashes = segment.leaf_hashes
+    if out.problem is not None and out.problem.seq is not None:
+        # The entry at fault is not part of the verified prefix, whatever was found about it.
+        hashes = hashes[: max(out.problem.seq - lo, 0)]
+    out.leaf_hashes = b"".join(hashes)
+    out.first_prev, out.first_recorded_at = segment.first_prev, segment.first_recorded_at
+    out.last_recorded_at = segment.last_recorded_at
+    return out
+
+
+def _check_payload(
+    entry: StoredEntry, header: Mapping[str, Any], ops: dict[int, tuple[str, str]]
+) -> bool:
+    """Check the entry's payload state; True if its payload is present."""
+    digest = header["payload_sha256"]
+    if digest is None:
+        if entry.payload is not None or entry.purge_op_seq is not None:
+            raise _fail("payload stored for an entry that commits to none", seq=entry.seq)
+        return False
+    if entry.payload is not None:
+        if entry.purge_op_seq is not None:
+            raise _fail("payload both present and recorded as purged", seq=entry.seq)
+        if blob_sha256(entry.payload) != digest:
+            raise _fail("payload differs from payload_sha256", seq=entry.seq)
+        return True
+    if entry.purge_op_seq is None:
+        raise _fail("payload missing with no retention or erasure record", seq=entry.seq)
+    if entry.purge_reason not in PURGE_REASONS:
+        raise _fail("purge record has an unknown reason", seq=entry.seq)
+    # The record must name a later ledger_operations entry of the matching kind (a retention
+    # run for "retention", an erasure for "erasure").
+    expected = (LEDGER_OPERATIONS, PURGE_OPERATION[entry.purge_reason])
+    if entry.purge_op_seq <= entry.seq or ops.get(entry.purge_op_seq) != expected:
+        raise _fail("purge record does not name a later ledger_operations entry", seq=entry.seq)
+    return False
 
 
 class _Run:
-    def __init__(self, store: Store, verifier: Verifier, chunk: int) -> None:
+    def __init__(self, store: Store, verifier: Verifier, chunk: int, ranges: RangeChecker) -> None:
         self.store = store
         self.verifier = verifier
         self.chunk = chunk
+        self.ranges = ranges
         self.chain = ChainVerifier()
         self.report = VerifyReport()
         self.checkpoints = _checkpoints(store)
@@ -151,74 +252,53 @@ class _Run:
     def entries(self, progress: Callable[[int], None] | None) -> None:
         """Verify the entries after those already verified, up to the current end of the log."""
         self.progress = progress
-        for batch in self.store.iter_entries(self.chunk, after=self.chain.size - 1):
-            lo, hi = batch[0].seq, batch[-1].seq + 1
-            refs = self.store.refs_between(lo, hi)
-            # Loaded even when the batch has a gap: the entries before the gap still need their
-            # subtree hashes, and the gap itself is reported by the chain at the missing seq.
-            nodes = self.store.nodes_completed_between(lo, hi)
-            ops = self.store.kinds_of([e.purge_op_seq for e in batch if e.purge_op_seq])
-            for entry in batch:
-                self.entry(entry, refs.pop(entry.seq, {}), nodes, ops)
-            if refs:
-                raise _fail("refs rows without a matching header ref", seq=min(refs))
-            if nodes:
-                level, idx = min(nodes)
-                raise _fail(f"unexpected stored subtree hash ({level}, {idx})", seq=lo)
+        while self._read_on(progress):
+            pass
+
+    def _read_on(self, progress: Callable[[int], None] | None) -> bool:
+        """Join ranges from the current size; True if entries appended meanwhile need
+        another pass."""
+        for outcome in self.ranges(self.chain.size, self.chunk):
+            if outcome.first_seq is None or outcome.lo != self.chain.size:
+                # The log ended (this range is empty, or the one before ended early) — unless
+                # entries were appended since those ranges were read, or some are missing.
+                following = self.store.first_seq_from(self.chain.size)
+                if following is None:
+                    return False
+                if following != self.chain.size:
+                    raise _fail(f"missing entry (gap): got {following}", seq=self.chain.size)
+                return True
+            self.join(outcome)
             if progress is not None:
                 progress(self.chain.size)
+        return False  # pragma: no cover - the ranges always end with an empty one
 
-    def entry(
-        self,
-        entry: StoredEntry,
-        refs: dict[str, str],
-        nodes: dict[tuple[int, int], bytes],
-        ops: dict[int, tuple[str, str]],
-    ) -> None:
+    def join(self, outcome: RangeOutcome) -> None:
+        """Replay a checked range: its seam, the tree over its leaves, the checkpoints."""
+        chain, nodes = self.chain, outcome.nodes
         try:
-            verified = self.chain.add(entry.seq, entry.leaf)
+            chain.check_seam(outcome.first_prev, outcome.first_recorded_at)
         except ChainBrokenError as exc:
             raise _fail(exc.reason, seq=exc.seq) from None
-        header = verified.header
-        _check_columns(entry, header, verified.leaf_hash)
-        if refs != dict(header.refs):
-            raise _fail("refs rows differ from the header refs", seq=entry.seq)
-        for level, idx, expected in verified.subtrees[1:]:
-            if nodes.pop((level, idx), None) != expected:
-                raise _fail(
-                    f"stored subtree hash ({level}, {idx}) is wrong or missing", seq=entry.seq
-                )
-        self.payload(entry, header, ops)
-        while (
-            self.next_checkpoint is not None and self.next_checkpoint.tree_size == self.chain.size
-        ):
-            self.checkpoint(self.next_checkpoint)
-            self.next_checkpoint = next(self.checkpoints, None)
-
-    def payload(
-        self, entry: StoredEntry, header: LeafHeader, ops: dict[int, tuple[str, str]]
-    ) -> None:
-        if header.payload_sha256 is None:
-            if entry.payload is not None or entry.purge_op_seq is not None:
-                raise _fail("payload stored for an entry that commits to none", seq=entry.seq)
-            return
-        if entry.payload is not None:
-            if entry.purge_op_seq is not None:
-                raise _fail("payload both present and recorded as purged", seq=entry.seq)
-            if blob_sha256(entry.payload) != header.payload_sha256:
-                raise _fail("payload differs from payload_sha256", seq=entry.seq)
-            self.report.payloads_present += 1
-            return
-        if entry.purge_op_seq is None:
-            raise _fail("payload missing with no retention or erasure record", seq=entry.seq)
-        if entry.purge_reason not in PURGE_REASONS:
-            raise _fail("purge record has an unknown reason", seq=entry.seq)
-        # The record must name a later ledger_operations entry of the matching kind (a
-        # retention run for "retention", an erasure for "erasure").
-        expected = (LEDGER_OPERATIONS, PURGE_OPERATION[entry.purge_reason])
-        if entry.purge_op_seq <= entry.seq or ops.get(entry.purge_op_seq) != expected:
-            raise _fail("purge record does not name a later ledger_operations entry", seq=entry.seq)
-        self.report.payloads_purged += 1
+        hashes = outcome.leaf_hashes
+        for offset in range(0, len(hashes), HASH_SIZE):
+            seq = chain.size
+            for level, idx, expected in chain.append(hashes[offset : offset + HASH_SIZE])[1:]:
+                if nodes.pop((level, idx), None) != expected:
+                    raise _fail(
+                        f"stored subtree hash ({level}, {idx}) is wrong or missing", seq=seq
+                    )
+            while self.next_checkpoint is not None and self.next_checkpoint.tree_size == seq + 1:
+                self.checkpoint(self.next_checkpoint)
+                self.next_checkpoint = next(self.checkpoints, None)
+        chain.end_segment(outcome.last_recorded_at)
+        self.report.payloads_present += outcome.payloads_present
+        self.report.payloads_purged += outcome.payloads_purged
+        if outcome.problem is not None:
+            raise _FoundProblemError(outcome.problem)
+        if nodes:
+            level, idx = min(nodes)
+            raise _fail(f"unexpected stored subtree hash ({level}, {idx})", seq=outcome.lo)
 
     def checkpoint(self, stored: StoredCheckpoint) -> None:
         try:
@@ -307,6 +387,33 @@ class _Run:
                 )
 
 
+#: ``ranges(start, chunk)``: outcomes of ``check_range`` for ``[start, start + chunk)``, the
+#: next chunk and so on, in order, up to and including the first empty one.
+RangeChecker = Callable[[int, int], Iterator[RangeOutcome]]
+
+
+def _ranges_in_process(store: Store) -> RangeChecker:
+    def ranges(start: int, chunk: int) -> Iterator[RangeOutcome]:
+        for lo in itertools.count(start, chunk):
+            outcome = check_range(store, lo, lo + chunk)
+            yield outcome
+            if outcome.first_seq is None:
+                return
+
+    return ranges
+
+
+def _ranges_in_workers(pool: WorkerPool) -> RangeChecker:
+    def ranges(start: int, chunk: int) -> Iterator[RangeOutcome]:
+        tasks = ((lo, lo + chunk) for lo in itertools.count(start, chunk))
+        for outcome in pool.map(tasks):
+            yield outcome
+            if outcome.first_seq is None:
+                return
+
+    return ranges
+
+
 def verify_ledger(
     store: Store,
     verifier: Verifier,
@@ -314,17 +421,32 @@ def verify_ledger(
     keys: KeyProvider | None = None,
     progress: Callable[[int], None] | None = None,
     chunk: int = 5000,
+    jobs: int = 1,
+    database_url: str | None = None,
 ) -> VerifyReport:
     """Verify everything stored; the report's ``problem`` names the first inconsistency.
 
     ``keys`` (optional) also checks that every live wrapped data key still unwraps; an auditor
-    without the KEK verifies everything else.
+    without the KEK verifies everything else. With ``jobs`` > 1 (and the ``database_url`` the
+    worker processes connect to), ranges of entries are checked in that many processes while
+    this one replays the chain, the tree and the checkpoints in order: same checks, same first
+    problem, several cores.
     """
-    run = _Run(store, verifier, chunk)
+    pool = None
+    ranges = _ranges_in_process(store)
+    if jobs > 1 and database_url is not None:
+        from audit_ledger.ledger.workers import WorkerPool  # noqa: PLC0415 - it imports us
+
+        pool = WorkerPool("verify", {"database_url": database_url}, jobs)
+        ranges = _ranges_in_workers(pool)
+    run = _Run(store, verifier, chunk, ranges)
     try:
         run.entries(progress)
         run.finish(keys)
     except _FoundProblemError as failed:
         run.report.problem = failed.problem
         run.report.size = run.chain.size
+    finally:
+        if pool is not None:
+            pool.close()
     return run.report

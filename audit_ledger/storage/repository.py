@@ -275,6 +275,15 @@ _ENTRY_PAGE = (
 )
 
 
+_ENTRY_RANGE = (
+    "SELECT e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.recorded_at, e.writer,"
+    " e.key_id, e.leaf_hash, e.leaf, p.blob, pp.op_seq, pp.reason FROM entries e"
+    " LEFT JOIN payloads p ON p.seq = e.seq AND p.seq >= ? AND p.seq < ?"
+    " LEFT JOIN payload_purges pp ON pp.seq = e.seq AND pp.seq >= ? AND pp.seq < ?"
+    " WHERE e.seq >= ? AND e.seq < ? ORDER BY e.seq"
+)
+
+
 #: Up to this many rows per append, PostgreSQL inserts go out as one pipeline; above it, COPY.
 _PIPELINE_MAX_ROWS = 400
 
@@ -285,8 +294,13 @@ def _page_entry(row: tuple[Any, ...]) -> StoredEntry:
      leaf, blob, op_seq, reason) = row  # fmt: skip
     return StoredEntry(
         seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id,
-        bytes(leaf_hash), bytes(leaf), bytes(blob) if blob is not None else None, op_seq, reason,
+        _bytes(leaf_hash), _bytes(leaf), _bytes(blob) if blob is not None else None, op_seq, reason,
     )  # fmt: skip
+
+
+def _bytes(value: bytes | memoryview) -> bytes:
+    # psycopg's binary protocol and sqlite3 already give bytes: no copy then.
+    return value if type(value) is bytes else bytes(value)
 
 
 def _raw_exec(conn: Connection, query: str, params: Sequence[Any]) -> None:
@@ -829,6 +843,24 @@ class Store:
                 return
             after = batch[-1].seq
             yield batch
+
+    def entries_between(self, lo: int, hi: int) -> list[StoredEntry]:
+        """Entries with ``lo <= seq < hi`` and their payload state, in seq order."""
+        with self.reader() as conn:
+            rows = _raw_rows(conn, _ENTRY_RANGE, (lo, hi) * 3)
+        return [_page_entry(row) for row in rows]
+
+    def last_seq(self) -> int | None:
+        """The largest stored seq (from the entries themselves, not the head row)."""
+        with self.reader() as conn:
+            return conn.execute(select(func.max(entries.c.seq))).scalar_one_or_none()
+
+    def first_seq_from(self, seq: int) -> int | None:
+        """The smallest stored seq at or after ``seq``, if any."""
+        with self.reader() as conn:
+            return conn.execute(
+                select(func.min(entries.c.seq)).where(entries.c.seq >= seq)
+            ).scalar_one_or_none()
 
     def kinds_of(self, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
         """``(category, event_type)`` of each given seq that exists."""

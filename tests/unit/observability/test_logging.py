@@ -312,3 +312,18 @@ def test_a_4xx_is_not_an_error_line(logs: Path) -> None:
     (access,) = _lines(logs / "performance.log")
     assert access["route"] == "unmatched"
     assert access["status"] == 404
+
+
+def test_an_invented_method_is_logged_as_other(logs: Path) -> None:
+    # The live server's HTTP parser (httptools) refuses invented methods before the app sees
+    # them; an ASGI server that passes them on must still not log a client-chosen string.
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=_failing_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request("SECRET-CANARY-METHOD", "/healthz")
+
+    assert asyncio.run(go()).status_code == 405
+    (access,) = _lines(logs / "performance.log")
+    assert access["method"] == "OTHER"
+    for path in logs.iterdir():
+        assert "SECRET-CANARY" not in path.read_text(encoding="utf-8"), path.name

@@ -1,0 +1,203 @@
+"""Worker processes for the CPU-bound halves of ``verify`` and bulk import.
+
+A :class:`WorkerPool` runs ``jobs`` copies of ``python -m audit_ledger.ledger.workers``. Each
+worker reads one set-up message (which job it does and what it needs: a database URL, key and
+policy locations — sent over its stdin, never on a command line other users can read), then
+answers tasks one by one; messages are length-prefixed pickles, exchanged only between this
+process and the workers it started. Plain subprocesses rather than ``multiprocessing``:
+spawning through multiprocessing re-imports the caller's ``__main__``, which breaks any script
+without a ``__main__`` guard, and forking would share the parent's database connections.
+
+Tasks go to the workers round-robin and each worker answers in order, so reading the answers
+round-robin gives them in task order; at most :data:`AHEAD` tasks per worker are in flight,
+which bounds memory however long the input is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import audit_ledger
+from audit_ledger.crypto.keys import load_keys
+from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
+from audit_ledger.ledger.events import prepare_lines
+from audit_ledger.ledger.verify import check_range
+from audit_ledger.policy import load_policy
+from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.repository import Store
+
+#: Tasks queued per worker ahead of the one being consumed.
+AHEAD = 2
+_LENGTH = struct.Struct(">Q")
+
+
+def _send(stream: IO[bytes], message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    head = stream.read(_LENGTH.size)
+    if len(head) != _LENGTH.size:
+        raise EOFError
+    return pickle.loads(stream.read(_LENGTH.unpack(head)[0]))  # noqa: S301 - our own worker
+
+
+class WorkerPool:
+    """``jobs`` worker processes doing ``job`` (a key of :data:`JOBS`) with ``setup``."""
+
+    def __init__(self, job: str, setup: dict[str, Any], jobs: int) -> None:
+        # The workers import this very package, wherever this process found it.
+        package_root = str(Path(audit_ledger.__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        self.workers = [
+            subprocess.Popen(  # noqa: S603 - our own module, with this interpreter
+                [sys.executable, "-m", __name__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONPATH=path),
+            )
+            for _ in range(jobs)
+        ]
+        try:
+            for worker in self.workers:
+                _send(_pipe(worker.stdin), (job, setup))
+        except OSError:
+            self.close()
+            raise StorageError("a worker process could not be started") from None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(OSError):  # already gone
+                _pipe(worker.stdin).close()
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            _pipe(worker.stdout).close()
+
+    def map(self, tasks: Iterable[Any]) -> Iterator[Any]:
+        """Results of ``tasks`` in order; tasks are drawn only as workers have room, so an
+        endless iterable is fine as long as the caller stops consuming."""
+        pending: deque[int] = deque()  # worker index of each task in flight, in task order
+        source = iter(tasks)
+        turn, exhausted = 0, False
+        try:
+            while True:
+                while not exhausted and len(pending) < AHEAD * len(self.workers):
+                    task = next(source, _END)
+                    if task is _END:
+                        exhausted = True
+                        break
+                    _send(_pipe(self.workers[turn].stdin), task)
+                    pending.append(turn)
+                    turn = (turn + 1) % len(self.workers)
+                if not pending:
+                    return
+                try:
+                    kind, payload = _receive(_pipe(self.workers[pending.popleft()].stdout))
+                except EOFError:
+                    raise StorageError("a worker process exited unexpectedly") from None
+                if kind == "unavailable":
+                    raise DatabaseUnavailableError(payload)
+                if kind == "error":
+                    raise StorageError(payload)
+                yield payload
+        except BrokenPipeError:
+            raise StorageError("a worker process exited unexpectedly") from None
+        finally:
+            # Read (and drop) the answers still in flight, so that the next map() reads its
+            # own answers. A dead worker simply has none.
+            for index in pending:
+                with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+                    _receive(_pipe(self.workers[index].stdout))
+
+
+_END = object()
+
+
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    if stream is None:  # pragma: no cover - every worker is started with pipes
+        raise StorageError("worker process has no pipe")
+    return stream
+
+
+# --- inside a worker ---------------------------------------------------------------------------
+
+
+def _verify_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
+    """Check ranges ``(lo, hi)`` of entries (see :func:`check_range`)."""
+    store = Store(create_engine_for_url(setup["database_url"]))
+    return (lambda task: check_range(store, *task)), store.dispose
+
+
+def _prepare_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
+    """Validate numbered JSON lines (see :func:`prepare_lines`)."""
+    policy = load_policy(setup["policy_file"])
+    indexer = load_keys(setup["keys_dir"], setup["origin"]).indexer
+    limit = setup["max_data_bytes"]
+    return (lambda task: prepare_lines(task, policy, indexer, max_data_bytes=limit)), _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+JOBS = {"verify": _verify_job, "prepare": _prepare_job}
+
+
+def main() -> None:
+    """Worker loop: read the set-up, then answer each task in order."""
+    source, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        job, setup = _receive(source)
+    except EOFError:
+        return
+    try:
+        handle, cleanup = JOBS[job](setup)
+    except AuditLedgerError as exc:  # e.g. a missing key file: every task gets the error
+        message = str(exc)
+
+        def refuse(task: Any) -> Any:
+            raise StorageError(message)
+
+        handle, cleanup = refuse, _nothing
+    try:
+        while True:
+            try:
+                task = _receive(source)
+            except EOFError:
+                return
+            try:
+                _send(out, ("ok", handle(task)))
+            except DatabaseUnavailableError as exc:
+                _send(out, ("unavailable", str(exc)))
+            except AuditLedgerError as exc:
+                _send(out, ("error", str(exc)))
+    except BrokenPipeError:
+        pass  # the parent stopped reading: it found a problem or was interrupted
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
