@@ -204,7 +204,7 @@ def main() -> None:
             )
             token = ledger.add_principal("bench-bot", ["writer"])
             print(f"# bench/http.py  workers={args.workers} cpus={os.cpu_count()} postgres={name}")
-            bulk = bench_append(ledger, args.bulk_events, 1000)
+            bulk = bench_append(ledger, args.bulk_events, 1000, min(os.cpu_count() or 1, 4))
             ledger.close()
             port = free_port()
             proc = start_server(url, keys, port, args.workers, tmp)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -209,17 +211,21 @@ async def _submit(
         receipts = await committer.submit(events, principal.name)
     except ConflictError:
         metrics.CONFLICTS.inc()
-        for event in events:
-            metrics.APPENDS.labels(event.category, "conflict").inc()
+        for category, count in Counter(e.category for e in events).items():
+            metrics.APPENDS.labels(category, "conflict").inc(count)
         raise
     except Exception:
-        for event in events:
-            metrics.APPENDS.labels(event.category, "error").inc()
+        for category, count in Counter(e.category for e in events).items():
+            metrics.APPENDS.labels(category, "error").inc(count)
         raise
-    replays = 0
-    for event, receipt in zip(events, receipts, strict=True):
-        metrics.APPENDS.labels(event.category, "replayed" if receipt.replayed else "appended").inc()
-        replays += receipt.replayed
+    # One increment per (category, outcome), not per event: a batch holds hundreds of events.
+    outcomes = Counter(
+        (event.category, "replayed" if receipt.replayed else "appended")
+        for event, receipt in zip(events, receipts, strict=True)
+    )
+    for (category, outcome), count in outcomes.items():
+        metrics.APPENDS.labels(category, outcome).inc(count)
+    replays = sum(count for (_, outcome), count in outcomes.items() if outcome == "replayed")
     metrics.REPLAYS.inc(replays)
     if len(events) == 1:
         app_log.info(
@@ -248,11 +254,11 @@ async def _submit(
     return receipts
 
 
-def _receipts_response(receipts: list[Receipt], single: bool) -> JSONResponse:
+def _receipts_response(receipts: list[Receipt], single: bool) -> Response:
     status = 200 if all(r.replayed for r in receipts) else 201
-    if single:
-        return JSONResponse(receipts[0].to_dict(), status_code=status)
-    return JSONResponse({"receipts": [r.to_dict() for r in receipts]}, status_code=status)
+    body = receipts[0].to_dict() if single else {"receipts": [r.to_dict() for r in receipts]}
+    # orjson: the receipts of a 1,000-event batch render in a fraction of the stdlib's time.
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 # --- the application ----------------------------------------------------------------------------
@@ -363,7 +369,7 @@ def _routes(app: FastAPI) -> None:
         openapi_extra=event_body,
         tags=["append"],
     )
-    async def append_event(request: Request, principal: Writer) -> JSONResponse:
+    async def append_event(request: Request, principal: Writer) -> Response:
         ledger = _ledger(request)
         body = await read_json(request, ledger.settings.max_body_bytes)
         try:
@@ -381,7 +387,7 @@ def _routes(app: FastAPI) -> None:
         openapi_extra=batch_body,
         tags=["append"],
     )
-    async def append_batch(request: Request, principal: Writer) -> JSONResponse:
+    async def append_batch(request: Request, principal: Writer) -> Response:
         ledger = _ledger(request)
         body = _object(
             await read_json(request, ledger.settings.max_body_bytes), {"events"}, "batch"

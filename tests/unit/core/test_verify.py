@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from audit_ledger.core.header import ZERO_HASH_HEX, LeafHeader, parse_leaf
 from audit_ledger.core.merkle import leaf_hash, reference_root, tree_root
-from audit_ledger.core.verify import ChainVerifier
+from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
 from audit_ledger.errors import ChainBrokenError, CoreError, FormatError
 
 _START = datetime(2026, 11, 28, 3, 55, 17, 123456, tzinfo=UTC)
@@ -296,3 +297,78 @@ def test_verifier_stops_at_the_first_break() -> None:
     assert verifier.size == 2
     assert verifier.root() == root
     assert verifier.last_leaf_hex == leaf_hash(leaves[1]).hex()
+
+
+# --- segments: the same verdicts when the log is checked in pieces and joined ------------------
+
+
+def run_segmented(entries: Sequence[tuple[int, bytes]], cuts: Sequence[int]) -> ChainVerifier:
+    """Check ``entries`` (by seq) in segments starting at 0 and at each cut, joining them in
+    order the way parallel verification does; raise the first problem in log order."""
+    chain = ChainVerifier()
+    bounds = [0, *sorted(set(cuts)), 1 << 60]
+    for lo, hi in itertools.pairwise(bounds):
+        if chain.size != lo:
+            # The previous segment ended early: the end of the log, or a gap (as _Run does).
+            following = [seq for seq, _ in entries if seq >= chain.size]
+            if following and min(following) != chain.size:
+                raise ChainBrokenError(chain.size, f"missing entry (gap): got {min(following)}")
+            return chain
+        segment = SegmentVerifier(lo)
+        failure: ChainBrokenError | None = None
+        try:
+            for seq, leaf in entries:
+                if lo <= seq < hi:
+                    segment.add(seq, leaf)
+        except ChainBrokenError as exc:
+            failure = exc
+        chain.check_seam(segment.first_prev, segment.first_recorded_at)
+        hashes = segment.leaf_hashes
+        if failure is not None and failure.seq is not None:
+            hashes = hashes[: failure.seq - lo]
+        for lh in hashes:
+            chain.append(lh)
+        chain.end_segment(segment.last_recorded_at)
+        if failure is not None:
+            raise failure
+    return chain
+
+
+def _verdict(run_it: Callable[[], ChainVerifier]) -> tuple[int | None, str] | bytes:
+    try:
+        return run_it().root()
+    except ChainBrokenError as exc:
+        return exc.seq, exc.reason
+
+
+@settings(max_examples=80, deadline=None)
+@example(n=10, cuts=[5], fault="drop", where=4)  # the last entry of a segment is missing
+@example(n=10, cuts=[5], fault="swap", where=4)  # entries swapped across a seam
+@example(n=10, cuts=[5], fault="prev", where=5)  # a broken link right at the seam
+@given(
+    n=st.integers(min_value=1, max_value=40),
+    cuts=st.lists(st.integers(min_value=1, max_value=45), max_size=6),
+    fault=st.sampled_from(["none", "prev", "recorded_at", "leaf", "drop", "swap"]),
+    where=st.integers(min_value=0, max_value=39),
+)
+def test_segments_joined_give_the_sequential_verdict(
+    n: int, cuts: list[int], fault: str, where: int
+) -> None:
+    where = where % n
+    overrides: dict[int, dict[str, object]] = {}
+    if fault == "prev" and where > 0:
+        overrides[where] = {"prev": "ab" * 32}
+    if fault == "recorded_at" and where > 0:
+        overrides[where] = {"recorded_at": "2000-01-01T00:00:00.000000Z"}
+    entries = _enumerated(make_chain(n, seed=n, overrides=overrides))
+    if fault == "leaf":
+        seq, leaf = entries[where]
+        entries[where] = (seq, leaf.replace(b'"v":1', b'"v":2'))
+    elif fault == "drop":
+        del entries[where]
+    elif fault == "swap" and where + 1 < n:
+        # Two rows' contents exchanged (storage returns rows in seq order).
+        (a, leaf_a), (b, leaf_b) = entries[where], entries[where + 1]
+        entries[where], entries[where + 1] = (a, leaf_b), (b, leaf_a)
+    expected = _verdict(lambda: run(entries))
+    assert _verdict(lambda: run_segmented(entries, cuts)) == expected
