@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -70,12 +72,17 @@ class WorkerPool:
             )
             for _ in range(jobs)
         ]
-        try:
-            for worker in self.workers:
-                _send(_pipe(worker.stdin), (job, setup))
-        except OSError:
-            self.close()
-            raise StorageError("a worker process could not be started") from None
+        # One feeder thread per worker writes its tasks: if this thread wrote them itself, it
+        # could block on a full stdin pipe while that worker blocks on a full stdout pipe that
+        # only this thread reads — a deadlock as soon as tasks and answers are large.
+        self.queues: list[queue.SimpleQueue[object]] = [queue.SimpleQueue() for _ in self.workers]
+        self.feeders = [
+            threading.Thread(target=_feed, args=(w, q), daemon=True, name="worker-feeder")
+            for w, q in zip(self.workers, self.queues, strict=True)
+        ]
+        for feeder, q in zip(self.feeders, self.queues, strict=True):
+            q.put((job, setup))
+            feeder.start()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -84,9 +91,10 @@ class WorkerPool:
         self.close()
 
     def close(self) -> None:
-        for worker in self.workers:
-            with contextlib.suppress(OSError):  # already gone
-                _pipe(worker.stdin).close()
+        for q in self.queues:
+            q.put(_END)  # the feeder closes the worker's stdin: it exits when idle
+        for feeder in self.feeders:
+            feeder.join(timeout=10)
         for worker in self.workers:
             try:
                 worker.wait(timeout=10)
@@ -108,7 +116,7 @@ class WorkerPool:
                     if task is _END:
                         exhausted = True
                         break
-                    _send(_pipe(self.workers[turn].stdin), task)
+                    self.queues[turn].put(task)
                     pending.append(turn)
                     turn = (turn + 1) % len(self.workers)
                 if not pending:
@@ -122,8 +130,6 @@ class WorkerPool:
                 if kind == "error":
                     raise StorageError(payload)
                 yield payload
-        except BrokenPipeError:
-            raise StorageError("a worker process exited unexpectedly") from None
         finally:
             # Read (and drop) the answers still in flight, so that the next map() reads its
             # own answers. A dead worker simply has none.
@@ -133,6 +139,19 @@ class WorkerPool:
 
 
 _END = object()
+
+
+def _feed(worker: subprocess.Popen[bytes], tasks: queue.SimpleQueue[object]) -> None:
+    """Write queued messages to the worker until :data:`_END`, then close its stdin."""
+    stream = _pipe(worker.stdin)
+    try:
+        while (message := tasks.get()) is not _END:
+            _send(stream, message)
+    except OSError:
+        pass  # the worker died: the reader sees its stdout end and reports it
+    finally:
+        with contextlib.suppress(OSError):
+            stream.close()
 
 
 def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
