@@ -64,7 +64,8 @@ Index("ix_entries_key_id", entries.c.key_id)
 entry_refs = Table(
     "entry_refs",
     metadata,
-    Column("seq", BigInteger, ForeignKey("entries.seq"), primary_key=True),
+    # No foreign keys on the per-event tables (see migration 0001): verify finds orphans.
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("name", String(32), primary_key=True),
     Column("value", String(64), nullable=False),  # blind index (hex HMAC), never plaintext
 )
@@ -82,7 +83,7 @@ tree_nodes = Table(
 payloads = Table(
     "payloads",
     metadata,
-    Column("seq", BigInteger, ForeignKey("entries.seq"), primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("blob", LargeBinary, nullable=False),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any
 
 import pytest
@@ -288,3 +289,10 @@ def test_canaries_never_appear_in_any_error(policy: Policy, indexer: BlindIndexe
         "events[0].data.amount",
         "events[0].data.order_id",
     }
+
+
+def test_prepared_event_pickles_to_an_equal_event(policy: Policy, indexer: BlindIndexer) -> None:
+    # Import workers send prepared events to the committing process as pickles.
+    for raw in (event(), event("data_privacy_events", user_id=123)):
+        prepared = prepare(raw, policy, indexer)
+        assert pickle.loads(pickle.dumps(prepared)) == prepared  # noqa: S301 - our own bytes
