@@ -284,18 +284,26 @@ class Ledger:
                     for c in chunks
                 )
             for result in results:
-                if result.events:
+                events, numbers = result.events, result.numbers
+                stop = (
+                    (result.bad_line, result.problem or "invalid")
+                    if result.bad_line is not None
+                    else None
+                )
+                while events:
                     try:
-                        receipts = self.append(result.events, writer)
+                        receipts = self.append(events, writer)
                     except ConflictError as exc:
-                        line = result.numbers[exc.index or 0]
-                        raise ImportStoppedError(line, str(exc), appended, present) from None
+                        # Commit the lines before the conflicting one, as for a bad line.
+                        index = exc.index or 0
+                        stop = (numbers[index], str(exc))
+                        events, numbers = events[:index], numbers[:index]
+                        continue
                     replays = sum(r.replayed for r in receipts)
                     appended, present = appended + len(receipts) - replays, present + replays
-                if result.bad_line is not None:
-                    raise ImportStoppedError(
-                        result.bad_line, result.problem or "invalid", appended, present
-                    )
+                    break
+                if stop is not None:
+                    raise ImportStoppedError(stop[0], stop[1], appended, present)
         return ImportResult(appended, present)
 
     def record_operation(self, event_type: str, data: Mapping[str, Any]) -> Receipt:

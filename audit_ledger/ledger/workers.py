@@ -83,6 +83,7 @@ class WorkerPool:
         for feeder, q in zip(self.feeders, self.queues, strict=True):
             q.put((job, setup))
             feeder.start()
+        self.closed = False
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -91,17 +92,23 @@ class WorkerPool:
         self.close()
 
     def close(self) -> None:
+        """Stop the workers promptly, even those blocked writing answers no one will read."""
+        if self.closed:
+            return
+        self.closed = True
         for q in self.queues:
-            q.put(_END)  # the feeder closes the worker's stdin: it exits when idle
-        for feeder in self.feeders:
-            feeder.join(timeout=10)
+            q.put(_END)  # the feeder closes the worker's stdin: an idle worker exits
+        for worker in self.workers:
+            # A worker blocked writing an unread answer gets EPIPE and exits.
+            _pipe(worker.stdout).close()
         for worker in self.workers:
             try:
                 worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck worker
                 worker.kill()
                 worker.wait()
-            _pipe(worker.stdout).close()
+        for feeder in self.feeders:
+            feeder.join(timeout=10)
 
     def map(self, tasks: Iterable[Any]) -> Iterator[Any]:
         """Results of ``tasks`` in order; tasks are drawn only as workers have room, so an
@@ -132,9 +139,9 @@ class WorkerPool:
                 yield payload
         finally:
             # Read (and drop) the answers still in flight, so that the next map() reads its
-            # own answers. A dead worker simply has none.
-            for index in pending:
-                with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+            # own answers. A dead worker simply has none; a closed pool needs none.
+            for index in pending if not self.closed else ():
+                with contextlib.suppress(EOFError, OSError, ValueError, pickle.UnpicklingError):
                     _receive(_pipe(self.workers[index].stdout))
 
 
