@@ -105,8 +105,12 @@ def _bearer_token(request: Request) -> str:
 
 
 async def current_principal(request: Request) -> Principal:
+    ledger = _ledger(request)
     try:
-        principal = await _run(_ledger(request).authenticate, _bearer_token(request))
+        token = _bearer_token(request)
+        # A cached token needs no database: answer it here, not through a worker thread.
+        cached = ledger.cached_principal(token)
+        principal = cached if cached is not None else await _run(ledger.authenticate, token)
     except AuthenticationError as exc:
         reason = str(exc)
         metrics.AUTH_FAILURES.labels(reason).inc()

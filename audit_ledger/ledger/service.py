@@ -360,6 +360,17 @@ class Ledger:
     def principals(self) -> list[StoredPrincipal]:
         return self.store.principals()
 
+    def cached_principal(self, token: str) -> Principal | None:
+        """The principal holding ``token`` if a recent look-up is cached (no I/O, so the
+        service can answer from its event loop); None when :meth:`authenticate` must ask the
+        database. A malformed token raises :class:`AuthenticationError` right away."""
+        if not token_shape_ok(token):
+            raise AuthenticationError("malformed")
+        cached = self._auth_cache.get(token_hash(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def authenticate(self, token: str) -> Principal:
         """The principal holding ``token``; :class:`AuthenticationError` with a reason code.
 
