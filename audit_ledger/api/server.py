@@ -7,13 +7,19 @@ database or missing keys, with one clear line — production keys are made delib
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 
 import uvicorn
 
 from audit_ledger.api.app import PER_PROCESS_LOGS_ENV
 from audit_ledger.crypto.keys import init_keys, keys_exist
+from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.metrics import prepare_multiprocess
 from audit_ledger.settings import Settings
@@ -55,21 +61,100 @@ def prepare(settings: Settings) -> None:
         ledger.close()
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    prepare(settings)
-    if workers > 1:
-        # Workers inherit these: shared metric files, one set of log files per worker.
-        prepare_multiprocess(workers)
-        os.environ[PER_PROCESS_LOGS_ENV] = "1"
-    uvicorn.run(
+def _uvicorn_config(host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         "audit_ledger.api.app:create_app",
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         http="httptools",  # a dependency: the C parser, several times faster than h11
         proxy_headers=False,
         server_header=False,
         log_level="info",
         access_log=False,  # uvicorn's access lines carry query strings; ours do not
     )
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    prepare(settings)
+    if workers <= 1:
+        uvicorn.Server(_uvicorn_config(host, port)).run()
+        return
+    # Workers inherit these: shared metric files, one set of log files per worker.
+    prepare_multiprocess(workers)
+    os.environ[PER_PROCESS_LOGS_ENV] = "1"
+    _supervise(host, port, workers)
+
+
+#: A worker that exits sooner than this after its start failed to start: not restarted.
+WORKER_START_GRACE_SECONDS = 10.0
+
+
+def _supervise(host: str, port: int, workers: int) -> None:
+    """Run ``workers`` server processes, each on its own SO_REUSEPORT socket.
+
+    Not uvicorn's ``--workers``: there all workers accept from one shared socket, and whichever
+    wakes first takes a whole burst of connections — with keep-alive clients one worker ended up
+    serving everything while the other idled. With a socket each, the kernel spreads new
+    connections over the workers. A worker that dies is restarted; SIGTERM/SIGINT stop them all.
+    """
+    stopping = False
+
+    started: dict[int, float] = {}
+
+    def start() -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(  # noqa: S603 - this interpreter, our own module
+            [sys.executable, "-m", __name__, host, str(port)]
+        )
+        started[child.pid] = time.monotonic()
+        return child
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
+    children = [start() for _ in range(workers)]
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for index, child in enumerate(children):
+                if child.poll() is None or stopping:
+                    continue
+                if time.monotonic() - started[child.pid] < WORKER_START_GRACE_SECONDS:
+                    # It could not even start (port taken, bad configuration): restarting
+                    # would only repeat that. Stop the others and report it.
+                    stop(signal.SIGTERM, None)
+                    for other in children:
+                        other.wait()
+                    raise ConfigError(
+                        f"a server worker exited during start-up ({child.returncode})"
+                    )
+                children[index] = start()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve_worker(host: str, port: int) -> None:
+    """One supervised worker: its own listening socket on the shared port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    uvicorn.Server(_uvicorn_config(host, port)).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    _serve_worker(sys.argv[1], int(sys.argv[2]))
