@@ -64,23 +64,7 @@ class LeafHeader:
     v: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        _validate(
-            {
-                "v": self.v,
-                "seq": self.seq,
-                "event_id": self.event_id,
-                "category": self.category,
-                "event_type": self.event_type,
-                "occurred_at": self.occurred_at,
-                "recorded_at": self.recorded_at,
-                "writer": self.writer,
-                "correlation_id": self.correlation_id,
-                "refs": self.refs,
-                "key_id": self.key_id,
-                "payload_sha256": self.payload_sha256,
-                "prev": self.prev,
-            }
-        )
+        _validate({name: getattr(self, name) for name in _MEMBERS})
 
     def to_dict(self) -> dict[str, Any]:
         """The header as a plain JSON object (member order irrelevant; encode() sorts)."""

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,15 @@ def _populate(ledger: Ledger) -> None:
     assert ledger.size() == SIZE
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def template(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def populated_template(
+    request: pytest.FixtureRequest,
+    root: Path,
+    populate: Callable[[Ledger], None],
+    check: Callable[[Ledger], None],
 ) -> Iterator[Template]:
-    root = tmp_path_factory.mktemp("tamper")
+    """A log populated once per module (``request.param`` names the backend), to be copied by
+    each test; ``check`` runs on it before any test does."""
     keys_dir = root / "keys"
     init_keys(keys_dir, ORIGIN)
     backend = str(request.param)
@@ -114,16 +117,31 @@ def template(
     try:
         ledger = Ledger.open(_settings(url, keys_dir))
         try:
-            _populate(ledger)
-            report = ledger.verify()
-            assert report.ok, report.problem
-            assert report.checkpoints == len(CHECKPOINTS)
+            populate(ledger)
+            check(ledger)
         finally:
             ledger.close()  # no connection may stay open on a PostgreSQL template
         yield Template(backend, location, keys_dir)
     finally:
         if backend == "postgresql":
             drop_pg_database(location)
+
+
+def _intact(ledger: Ledger) -> None:
+    report = ledger.verify()
+    assert report.ok, report.problem
+    assert report.checkpoints == len(CHECKPOINTS)
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Template]:
+    root = tmp_path_factory.mktemp("tamper")
+    with populated_template(request, root, _populate, _intact) as populated:
+        yield populated
 
 
 def _settings(url: str, keys_dir: Path) -> Settings:
@@ -171,22 +189,24 @@ class Case:
         )
 
 
-@pytest.fixture
-def case(template: Template, tmp_path: Path) -> Iterator[Case]:
-    if template.backend == "sqlite":
+@contextmanager
+def tampering_copy(backend: str, location: str, keys_dir: Path, tmp_path: Path) -> Iterator[Case]:
+    """A fresh copy of a populated log (SQLite file or PostgreSQL template database) with the
+    guard triggers out of the way, as a database superuser can have it."""
+    if backend == "sqlite":
         path = tmp_path / "copy.sqlite3"
         for suffix in ("", "-wal"):
-            if Path(template.location + suffix).exists():
-                shutil.copyfile(template.location + suffix, str(path) + suffix)
+            if Path(location + suffix).exists():
+                shutil.copyfile(location + suffix, str(path) + suffix)
         url, name = f"sqlite:///{path}", None
     else:
-        name = create_pg_database(template=template.location)
+        name = create_pg_database(template=location)
         url = pg_url(name)
     engine = create_engine_for_url(url)
-    ledger = Ledger.open(_settings(url, template.keys_dir))
+    ledger = Ledger.open(_settings(url, keys_dir))
     try:
         with engine.connect() as conn, conn.begin():
-            if template.backend == "sqlite":
+            if backend == "sqlite":
                 triggers = conn.execute(
                     text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
                 ).scalars()
@@ -195,12 +215,18 @@ def case(template: Template, tmp_path: Path) -> Iterator[Case]:
             else:
                 for table in TABLES:
                     conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER ALL"))
-        yield Case(template.backend, url, template.keys_dir, engine, ledger)
+        yield Case(backend, url, keys_dir, engine, ledger)
     finally:
         ledger.close()
         engine.dispose()
         if name is not None:
             drop_pg_database(name)
+
+
+@pytest.fixture
+def case(template: Template, tmp_path: Path) -> Iterator[Case]:
+    with tampering_copy(template.backend, template.location, template.keys_dir, tmp_path) as c:
+        yield c
 
 
 # --- helpers -----------------------------------------------------------------------------------

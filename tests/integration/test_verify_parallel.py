@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sqlite3
 from collections.abc import Iterator
@@ -30,23 +29,22 @@ from sqlalchemy import text
 
 from audit_ledger.core.header import parse_leaf
 from audit_ledger.core.merkle import leaf_hash
-from audit_ledger.crypto.keys import init_keys
 from audit_ledger.errors import StorageError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.ledger.verify import Problem, VerifyReport, verify_ledger
 from audit_ledger.settings import Settings, load_settings
-from audit_ledger.storage.engine import create_engine_for_url
-from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
+from tests.conftest import ORIGIN
 from tests.factories import event
 from tests.integration.test_cli import cli, env_for
 from tests.integration.test_tamper import (
-    TABLES,
     Case,
     _alter,
     _delete_entries,
     _flip,
     _leaf_hashes,
     _set_head,
+    populated_template,
+    tampering_copy,
 )
 from tests.processes import child_pids, kill_children
 
@@ -119,6 +117,12 @@ def _populate(ledger: Ledger) -> None:
     assert ledger.size() == SIZE
 
 
+def _intact(ledger: Ledger) -> None:
+    report = ledger.verify(jobs=1)
+    assert report.ok, report.problem
+    assert (report.checkpoints, report.payloads_purged) == (len(CHECKPOINTS), 3)
+
+
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
@@ -126,62 +130,15 @@ def template(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Template]:
     root = tmp_path_factory.mktemp("verify-parallel")
-    keys_dir = root / "keys"
-    init_keys(keys_dir, ORIGIN)
-    backend = str(request.param)
-    if backend == "sqlite":
-        path = root / "populated.sqlite3"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        location, url = str(path), f"sqlite:///{path}"
-    else:
-        location = create_pg_database(template=request.getfixturevalue("pg_template"))
-        url = pg_url(location)
-    try:
-        ledger = Ledger.open(_settings(url, keys_dir))
-        try:
-            _populate(ledger)
-            report = ledger.verify(jobs=1)
-            assert report.ok, report.problem
-            assert (report.checkpoints, report.payloads_purged) == (len(CHECKPOINTS), 3)
-        finally:
-            ledger.close()  # no connection may stay open on a PostgreSQL template
-        yield Template(backend, location, keys_dir)
-    finally:
-        if backend == "postgresql":
-            drop_pg_database(location)
+    with populated_template(request, root, _populate, _intact) as populated:
+        yield Template(populated.backend, populated.location, populated.keys_dir)
 
 
 @pytest.fixture
 def case(template: Template, tmp_path: Path) -> Iterator[Case]:
     """A fresh copy of the populated log with the guard triggers out of the way."""
-    if template.backend == "sqlite":
-        path = tmp_path / "copy.sqlite3"
-        for suffix in ("", "-wal"):
-            if Path(template.location + suffix).exists():
-                shutil.copyfile(template.location + suffix, str(path) + suffix)
-        url, name = f"sqlite:///{path}", None
-    else:
-        name = create_pg_database(template=template.location)
-        url = pg_url(name)
-    engine = create_engine_for_url(url)
-    ledger = Ledger.open(_settings(url, template.keys_dir))
-    try:
-        with engine.connect() as conn, conn.begin():
-            if template.backend == "sqlite":
-                triggers = conn.execute(
-                    text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-                ).scalars()
-                for trigger in list(triggers):
-                    conn.execute(text(f'DROP TRIGGER "{trigger}"'))
-            else:
-                for table in TABLES:
-                    conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER ALL"))
-        yield Case(template.backend, url, template.keys_dir, engine, ledger)
-    finally:
-        ledger.close()
-        engine.dispose()
-        if name is not None:
-            drop_pg_database(name)
+    with tampering_copy(template.backend, template.location, template.keys_dir, tmp_path) as c:
+        yield c
 
 
 # --- helpers -----------------------------------------------------------------------------------
