@@ -91,20 +91,24 @@ WORKER_START_GRACE_SECONDS = 10.0
 
 
 def _supervise(host: str, port: int, workers: int) -> None:
-    """Run ``workers`` server processes, each on its own SO_REUSEPORT socket.
+    """Run ``workers`` server processes, each accepting on its own SO_REUSEPORT socket.
 
     Not uvicorn's ``--workers``: there all workers accept from one shared socket, and whichever
     wakes first takes a whole burst of connections — with keep-alive clients one worker ended up
     serving everything while the other idled. With a socket each, the kernel spreads new
-    connections over the workers. A worker that dies is restarted; SIGTERM/SIGINT stop them all.
+    connections over the workers. The sockets are bound here, before any worker starts, so
+    connections spread from the first one on (a worker still starting finds its share waiting
+    in its backlog), and a restarted worker takes over its predecessor's socket and backlog.
+    A worker that dies is restarted; SIGTERM/SIGINT stop them all.
     """
+    sockets = [_listening_socket(host, port) for _ in range(workers)]
     stopping = False
-
     started: dict[int, float] = {}
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(index: int) -> subprocess.Popen[bytes]:
+        fd = sockets[index].fileno()
         child = subprocess.Popen(  # noqa: S603 - this interpreter, our own module
-            [sys.executable, "-m", __name__, host, str(port)]
+            [sys.executable, "-m", __name__, host, str(port), str(fd)], pass_fds=(fd,)
         )
         started[child.pid] = time.monotonic()
         return child
@@ -116,7 +120,7 @@ def _supervise(host: str, port: int, workers: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
 
-    children = [start() for _ in range(workers)]
+    children = [start(index) for index in range(workers)]
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stopping:
@@ -125,15 +129,14 @@ def _supervise(host: str, port: int, workers: int) -> None:
                 if child.poll() is None or stopping:
                     continue
                 if time.monotonic() - started[child.pid] < WORKER_START_GRACE_SECONDS:
-                    # It could not even start (port taken, bad configuration): restarting
-                    # would only repeat that. Stop the others and report it.
+                    # It could not even start (bad configuration): restarting would only
+                    # repeat that. Stop the others and report it.
                     stop(signal.SIGTERM, None)
                     for other in children:
                         other.wait()
-                    raise ConfigError(
-                        f"a server worker exited during start-up ({child.returncode})"
-                    )
-                children[index] = start()
+                    code = child.returncode
+                    raise ConfigError(f"a server worker exited during start-up ({code})")
+                children[index] = start(index)
         for child in children:
             try:
                 child.wait(timeout=30)
@@ -143,18 +146,30 @@ def _supervise(host: str, port: int, workers: int) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for sock in sockets:
+            sock.close()
 
 
-def _serve_worker(host: str, port: int) -> None:
-    """One supervised worker: its own listening socket on the shared port."""
+def _listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
+    return sock
+
+
+def _serve_worker(host: str, port: int, fd: int) -> None:
+    """One supervised worker, accepting on the socket its supervisor bound for it."""
+    sock = socket.socket(fileno=fd)
     uvicorn.Server(_uvicorn_config(host, port)).run(sockets=[sock])
 
 
 if __name__ == "__main__":
-    _serve_worker(sys.argv[1], int(sys.argv[2]))
+    _serve_worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
