@@ -46,6 +46,58 @@ def child_pids(parent: int | None = None) -> list[int]:
     return sorted(found)
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after ``comm`` (state, ppid, ...); None if it is gone."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def children_of(parent: int) -> list[int]:
+    """Live (not zombie) child processes of ``parent``, any command: read from each process's
+    ``/proc/<pid>/stat`` (``/proc/<pid>/task/*/children`` is not on every kernel)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and int(fields[1]) == parent and fields[0] not in "ZX":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since ``pid`` started (clock-tick precision), or None if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # Field 22 of stat (starttime, clock ticks after boot) is the 20th after comm.
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started
+
+
+def processes_with_args(*args: str) -> list[int]:
+    """Live processes whose command line contains ``args`` as consecutive arguments (e.g.
+    ``"-m", "audit_ledger.api.server", "127.0.0.1", "8123"``), whoever their parent is."""
+    needle = b"\0" + b"\0".join(a.encode() for a in args) + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = _stat_fields(int(entry.name))
+        if needle in b"\0" + cmdline and fields is not None and fields[0] not in "ZX":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def kill_children() -> list[int]:
     """SIGKILL the worker processes of this process; returns their PIDs."""
     pids = child_pids()

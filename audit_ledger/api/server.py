@@ -113,16 +113,24 @@ def _supervise(host: str, port: int, workers: int) -> None:
         started[child.pid] = time.monotonic()
         return child
 
+    signalled: set[int] = set()
+
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGTERM)
+            if child.pid not in signalled:
+                signalled.add(child.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
 
-    children = [start(index) for index in range(workers)]
+    children: list[subprocess.Popen[bytes]] = []
+    # Handlers first: a stop request that arrives while workers start must still reach them.
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        for index in range(workers):
+            if not stopping:
+                children.append(start(index))
         while not stopping:
             time.sleep(0.5)
             for index, child in enumerate(children):
@@ -137,6 +145,8 @@ def _supervise(host: str, port: int, workers: int) -> None:
                     code = child.returncode
                     raise ConfigError(f"a server worker exited during start-up ({code})")
                 children[index] = start(index)
+        # Again, for a worker whose start was under way when the stop request came.
+        stop(signal.SIGTERM, None)
         for child in children:
             try:
                 child.wait(timeout=30)
