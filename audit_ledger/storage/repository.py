@@ -269,15 +269,6 @@ def _read_hashes(conn: Connection, indexes: Sequence[tuple[int, int]]) -> list[b
         raise StorageError("a stored tree hash is missing") from None
 
 
-_ENTRY_PAGE = (
-    "SELECT e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.recorded_at, e.writer,"
-    " e.key_id, e.leaf_hash, e.leaf, p.blob, pp.op_seq, pp.reason FROM entries e"
-    " LEFT JOIN payloads p ON p.seq = e.seq AND p.seq > ?"
-    " LEFT JOIN payload_purges pp ON pp.seq = e.seq AND pp.seq > ?"
-    " WHERE e.seq > ? ORDER BY e.seq LIMIT ?"
-)
-
-
 _ENTRY_RANGE = (
     "SELECT e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.recorded_at, e.writer,"
     " e.key_id, e.leaf_hash, e.leaf, p.blob, pp.op_seq, pp.reason FROM entries e"
@@ -308,7 +299,7 @@ _PIPELINE_MAX_ROWS = 400
 
 
 def _page_entry(row: tuple[Any, ...]) -> StoredEntry:
-    """A :data:`_ENTRY_PAGE` row as a :class:`StoredEntry`."""
+    """A :data:`_ENTRY_RANGE` row as a :class:`StoredEntry`."""
     (seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id, leaf_hash,
      leaf, blob, op_seq, reason) = row  # fmt: skip
     return StoredEntry(
@@ -852,18 +843,6 @@ class Store:
             return [_hold(r) for r in rows]
 
     # -- streaming for verification ------------------------------------------------------------
-
-    def iter_entries(self, chunk: int = 5000, after: int = -1) -> Iterator[list[StoredEntry]]:
-        """All entries after seq ``after`` with payload state, in seq order, ``chunk`` at a time
-        (keyset pages, so memory stays flat and no transaction stays open for the whole log)."""
-        while True:
-            with self.reader() as conn:
-                rows = _raw_rows(conn, _ENTRY_PAGE, (after, after, after, chunk))
-            batch = [_page_entry(row) for row in rows]
-            if not batch:
-                return
-            after = batch[-1].seq
-            yield batch
 
     def entries_between(self, lo: int, hi: int) -> list[StoredEntry]:
         """Entries with ``lo <= seq < hi`` and their payload state, in seq order."""
