@@ -23,9 +23,7 @@ from audit_ledger.errors import (
     AuditLedgerError,
     DatabaseUnavailableError,
     ImportStoppedError,
-    ValidationError,
 )
-from audit_ledger.ledger.principals import check_name
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.logging import configure_logging
 from audit_ledger.roles import ROLES
@@ -139,10 +137,6 @@ def _read_lines(source: str) -> Iterator[tuple[int, str]]:
 def cmd_append(args: argparse.Namespace, settings: Settings) -> int:
     """Append JSON lines in batches; a bad line stops the import after committing the lines
     before it. Rerunning the corrected file is safe: appends are idempotent by event_id."""
-    try:
-        check_name(args.writer)
-    except ValidationError:
-        raise CliError("--writer: must be 1-64 characters: letters, digits, _ . @ -") from None
     jobs = args.jobs if args.jobs is not None else _import_jobs(args.file)
     with _ledger(settings) as ledger:
         try:

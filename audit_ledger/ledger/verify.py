@@ -153,7 +153,6 @@ class RangeOutcome:
     one process that replays the log in order."""
 
     lo: int
-    hi: int
     #: seq of the first entry found in the range (None: the range is empty)
     first_seq: int | None = None
     first_prev: str | None = None
@@ -173,7 +172,7 @@ def check_range(store: Store, lo: int, hi: int) -> RangeOutcome:
     entries before ``lo``: leaf format and hash, links inside the range, stored columns, refs
     rows and payloads. Stops at the first problem, keeping what was checked before it."""
     batch = store.entries_between(lo, hi)
-    out = RangeOutcome(lo, hi, batch[0].seq if batch else None)
+    out = RangeOutcome(lo, batch[0].seq if batch else None)
     # The other rows are read up to the last entry read, not to ``hi``: entries appended since
     # (with their refs and subtree hashes) belong to a later read.
     end = batch[-1].seq + 1 if batch else lo

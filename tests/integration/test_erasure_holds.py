@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, select
 
-from audit_ledger.cli import main as cli_main
 from audit_ledger.core.checkpoint import verify_checkpoint
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
 from audit_ledger.core.timestamps import format_timestamp
@@ -32,6 +31,7 @@ from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.repository import StoredHold
 from tests.conftest import ORIGIN
 from tests.factories import event
+from tests.integration.test_cli import run_cli
 
 FIN, PRIV, SEC, OPS = (
     "financial_transactions",
@@ -448,23 +448,6 @@ def test_hold_requests_are_validated(clocked: tuple[Ledger, list[datetime]]) -> 
 
 
 # --- the CLI ------------------------------------------------------------------------------------
-
-
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    settings: Settings,
-    *args: str,
-) -> tuple[int, str, str]:
-    """``audit-ledger <args>`` in this process (argument parsing, settings from the environment,
-    output) — much cheaper than a subprocess on a loaded machine."""
-    monkeypatch.setenv("AUDIT_LEDGER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("AUDIT_LEDGER_KEYS_DIR", str(settings.keys_dir))
-    monkeypatch.setenv("AUDIT_LEDGER_CHECKPOINT_ORIGIN", ORIGIN)
-    capsys.readouterr()
-    code = cli_main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # Identifiers are strings: "007" is not user 7, and the scope picks which option is the value.

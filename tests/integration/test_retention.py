@@ -19,14 +19,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from audit_ledger.cli import main as cli_main
 from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
 from audit_ledger.ledger.reads import EntryView
 from audit_ledger.ledger.service import Ledger, Query
 from audit_ledger.settings import Settings
 from audit_ledger.storage.schema import data_keys, payloads
-from tests.conftest import ORIGIN
 from tests.factories import event
+from tests.integration.test_cli import run_cli
 
 FIN, PRIV, SEC, OPS = (
     "financial_transactions",
@@ -265,23 +264,6 @@ def test_ten_years_of_retention(clocked: tuple[Ledger, list[datetime]]) -> None:
     assert {(e.category, e.age) for e in tracked.values() if e.purged_by is not None} == (
         gone | {(SEC, (4, 364)), (PRIV, (6, 364))}
     )
-
-
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    settings: Settings,
-    *args: str,
-) -> tuple[int, str, str]:
-    """``audit-ledger <args>`` in this process: argument parsing, settings from the environment,
-    JSON output — without a slow interpreter start per call."""
-    monkeypatch.setenv("AUDIT_LEDGER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("AUDIT_LEDGER_KEYS_DIR", str(settings.keys_dir))
-    monkeypatch.setenv("AUDIT_LEDGER_CHECKPOINT_ORIGIN", ORIGIN)
-    capsys.readouterr()
-    code = cli_main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_dry_run_destroys_nothing_and_matches_the_real_run(
