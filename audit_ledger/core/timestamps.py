@@ -15,8 +15,13 @@ _CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASC
 # RFC 3339 §5.6 date-time; "T"/"Z" case-insensitive per the RFC's note; fraction of any length.
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})(?P<frac>\.\d+)?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})\Z",
+    r"(?P<tz>[Zz]|[+-]\d{2}:[0-5]\d)\Z",
     re.ASCII,  # \d must not match non-ASCII digits (int() would accept them)
+)
+# The usual non-UTC input (a client's local time, e.g. WIB +07:00, to the microsecond), which
+# datetime.fromisoformat reads as it stands.
+_OFFSET_MICROS = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}[+-]\d{2}:[0-5]\d\Z", re.ASCII
 )
 
 
@@ -58,6 +63,11 @@ def normalise_timestamp(text: str) -> str:
     """Return the canonical form of any RFC 3339 timestamp."""
     if is_canonical_timestamp(text):
         return text  # the common case for clients that already send UTC: no round trip
+    if isinstance(text, str) and _OFFSET_MICROS.match(text):
+        try:
+            return format_timestamp(datetime.fromisoformat(text))
+        except (ValueError, FormatError):
+            pass  # an out-of-range field: the general path words the error
     return format_timestamp(parse_timestamp(text))
 
 

@@ -19,6 +19,7 @@ from audit_ledger.core.canonical import (
     MAX_SAFE_INTEGER,
     canonical_json,
     canonical_json_ascii_keys,
+    canonical_plain,
     strict_loads,
 )
 from audit_ledger.errors import FormatError
@@ -294,3 +295,119 @@ def test_strict_loads_accepts(data: str | bytes, expected: Any) -> None:
     result = strict_loads(data)
     assert result == expected
     assert json.dumps(result) == json.dumps(expected)
+
+
+# --- the fast paths: canonical_plain and strict_loads' orjson path -------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON, st.integers(1, 6))
+def test_canonical_plain_is_canonical_json_or_declines(value: Any, depth: int) -> None:
+    plain = canonical_plain(value, depth)
+    if plain is not None:
+        assert plain == rfc8785.dumps(value) == canonical_json(value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(ASCII_KEYS, JSON_ASCII_KEYS, max_size=6))
+def test_canonical_plain_takes_plain_ascii_records(value: dict[str, Any]) -> None:
+    # ASCII names and strings (the usual event data): the fast path must not decline them.
+    if canonical_json(value).isascii():
+        assert canonical_plain(value, 64) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"amount": 1.5},
+        {"n": MAX_SAFE_INTEGER + 1},
+        {"n": -MAX_SAFE_INTEGER - 1},
+        {"nested": [{"deeper": {"deepest": {}}}]},  # four levels: over the limit of 3 below
+        {"t": (1, 2)},  # a tuple: the general path decides what it is
+        {1: "non-string name"},
+        {"name": "caf\u00e9"},  # non-ASCII output: the general path orders the names
+        {"\ue000": 1},
+        {"lone": "\ud800"},
+        {"flag": True, "sub": {"x": 2.0}},
+    ],
+)
+def test_canonical_plain_declines(value: Any) -> None:
+    assert canonical_plain(value, 3) is None
+
+
+def test_canonical_plain_depth_counts_the_value_itself() -> None:
+    assert canonical_plain({"a": {"b": []}}, 3) == b'{"a":{"b":[]}}'
+    assert canonical_plain({"a": {"b": []}}, 2) is None
+    assert canonical_plain({"a": 1}, 1) == b'{"a":1}'
+
+
+def _reference_loads(text: str) -> Any:
+    """What strict_loads must do, written plainly with the standard library only."""
+
+    def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise FormatError("duplicate")
+        return dict(pairs)
+
+    def refuse(_: str) -> Any:
+        raise FormatError("refused")
+
+    try:
+        return json.loads(
+            text, parse_float=refuse, parse_constant=refuse, object_pairs_hook=members
+        )
+    except (ValueError, RecursionError):
+        raise FormatError("invalid") from None
+
+
+def _object_text(members: list[tuple[str, str, bool]]) -> str:
+    return "{" + ", ".join(f"{json.dumps(n, ensure_ascii=a)}: {v}" for n, v, a in members) + "}"
+
+
+# Texts with frequent repeated names, floats, escapes and non-ASCII: where orjson and the
+# stdlib could disagree.
+_NAMES = st.one_of(st.sampled_from(["a", "b", "\u00e9", '"', "x\\y", "a "]), TEXT)
+_LEAF_TEXTS = st.one_of(
+    SCALARS.map(json.dumps),
+    st.builds(json.dumps, TEXT, ensure_ascii=st.booleans()),
+    st.floats(allow_nan=False).map(json.dumps),
+    st.sampled_from(["1e5", "-0", "1.0", "NaN", "-Infinity", "1" * 30, '"\\ud800"', "tru"]),
+)
+JSON_TEXTS = st.recursive(
+    _LEAF_TEXTS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+        st.lists(st.tuples(_NAMES, children, st.booleans()), max_size=4).map(_object_text),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(JSON_TEXTS)
+def test_strict_loads_agrees_with_the_plain_stdlib_parser(text: str) -> None:
+    try:
+        expected = _reference_loads(text)
+    except FormatError:
+        with pytest.raises(FormatError):
+            strict_loads(text)
+        return
+    result = strict_loads(text)
+    assert result == expected
+    assert json.dumps(result) == json.dumps(expected)  # same types too (no 1 vs 1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 1}',
+        '{"a": "x", "b": {"c": 1, "c": "y"}}',
+        '[{"k": []}, {"k": [], "k": []}]',
+        '{"a": {"b": 1}, "a": {"b": 1}}',
+    ],
+)
+def test_repeated_names_are_refused_on_the_fast_path(text: str) -> None:
+    assert "\\" not in text  # no escapes: the orjson path is the one taken
+    with pytest.raises(FormatError, match="duplicate object member"):
+        strict_loads(text)

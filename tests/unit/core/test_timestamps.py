@@ -88,6 +88,14 @@ def test_normalise(text: str, expected: str) -> None:
         "\uff12\uff10\uff12\uff16-11-28T03:55:17Z",  # full-width digits
         "0001-01-01T00:00:00+00:01",  # before year 1 in UTC
         "9999-12-31T23:59:59-00:01",  # after year 9999 in UTC
+        # The shape the offset fast path reads (6 digits and an offset), with a bad field:
+        "0001-01-01T00:00:00.000000+00:01",
+        "9999-12-31T23:59:59.999999-00:01",
+        "2026-02-30T10:55:17.123456+07:00",
+        "2026-11-28T24:00:00.000000+07:00",
+        "2026-11-28T10:55:60.000000+07:00",
+        "2026-11-28T10:55:17.123456+24:00",
+        "2026-11-28T10:55:17.123456+07:60",
         "",
     ],
 )
