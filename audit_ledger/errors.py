@@ -44,6 +44,10 @@ class StorageError(AuditLedgerError):
     """Base of the ``storage`` layer's errors."""
 
 
+class DuplicateEntryError(StorageError):
+    """An insert met an existing entry (same seq or event_id): the transaction must roll back."""
+
+
 class DatabaseUnavailableError(StorageError):
     """The database cannot be reached; the caller may retry later."""
 

@@ -7,11 +7,17 @@ error rolls the whole batch back: nothing of a failed batch is ever visible.
 
 ``recorded_at`` is the commit clock, clamped so it never decreases along the log even if the
 wall clock steps back.
+
+A bulk import may also seal a batch *before* its transaction, on the head the previous batch
+will leave (:meth:`Appender.seal_on`), so that sealing overlaps the previous commit.
+:meth:`Appender.commit_sealed` commits such a batch only if, under the head lock, the log is
+still exactly at that head, none of its event ids is present and its data keys can still take
+the uses; otherwise it writes nothing and the caller takes the ordinary path.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,12 +27,17 @@ from audit_ledger.core.header import ZERO_HASH_HEX, header_dict, parse_leaf
 from audit_ledger.core.merkle import leaf_hash
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.crypto.envelope import DataKey, blob_sha256, payload_aad
-from audit_ledger.errors import ConflictError, CryptoError, ExternalKeyMissingError
+from audit_ledger.errors import (
+    ConflictError,
+    CryptoError,
+    DuplicateEntryError,
+    ExternalKeyMissingError,
+)
 from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.principals import check_name
 from audit_ledger.policy import Policy
-from audit_ledger.storage.repository import NewEntry, Store, StoredEntry, WriteTx
+from audit_ledger.storage.repository import EntryRows, Head, Store, StoredEntry, WriteTx
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,36 @@ class Receipt:
 
 def _receipt(entry: StoredEntry) -> Receipt:
     return Receipt(entry.seq, entry.event_id, entry.leaf_hash.hex(), entry.recorded_at, True)
+
+
+#: Data keys by ``(category, scope kind, scope value)``.
+KeysByScope = dict[tuple[str, str, str], DataKey]
+
+
+@dataclass(slots=True)
+class AppendState:
+    """The head an append of this process left, and the data keys it sealed with: what the
+    next batch of a bulk import can be sealed on while that append is still committing."""
+
+    head: Head
+    keys: KeysByScope
+
+
+@dataclass(slots=True)
+class SealedBatch:
+    """A batch sealed and chained on a predicted head (see :meth:`Appender.seal_on`)."""
+
+    base: Head
+    events: list[PreparedEvent]
+    rows: EntryRows
+    #: seals per data key id, counted when the batch commits
+    uses: dict[str, int]
+    receipts: list[Receipt]
+    after: AppendState
+
+
+class _StaleBatchError(Exception):
+    """A sealed batch's prediction no longer holds; its transaction rolls back."""
 
 
 def _scope_value(event: PreparedEvent, policy: Policy, recorded_at: str) -> tuple[str, str]:
@@ -86,15 +127,26 @@ class Appender:
             ConflictError: an ``event_id`` is already used (in the log or earlier in this batch)
                 by different content. Nothing of the batch is written.
         """
+        return self.append_tracked(events, writer)[0]
+
+    def append_tracked(
+        self, events: Sequence[PreparedEvent], writer: str | Sequence[str]
+    ) -> tuple[list[Receipt], AppendState | None]:
+        """:meth:`append`, plus the head and keys it left (None for an empty batch)."""
         if not events:
-            return []
+            return [], None
         with self.store.writer() as tx:
-            return self.append_locked(tx, events, writer)
+            return self._append_locked(tx, events, writer)
 
     def append_locked(
         self, tx: WriteTx, events: Sequence[PreparedEvent], writer: str | Sequence[str]
     ) -> list[Receipt]:
         """Append inside an open write transaction (so other writes can commit with it)."""
+        return self._append_locked(tx, events, writer)[0]
+
+    def _append_locked(
+        self, tx: WriteTx, events: Sequence[PreparedEvent], writer: str | Sequence[str]
+    ) -> tuple[list[Receipt], AppendState]:
         head = tx.head()
         writers = [writer] * len(events) if isinstance(writer, str) else list(writer)
         if len(writers) != len(events):
@@ -119,19 +171,111 @@ class Appender:
                     "event_id is repeated in the batch with different content", index
                 )
 
+        recorded_at = self._recorded_at(head)
+        keys = self._reserve_keys(tx, [e for e, _ in fresh], recorded_at)
+        rows, after, made = self._seal(
+            head,
+            [(e, w, keys[self._scope(e, recorded_at)]) for e, w in fresh],
+            recorded_at,
+        )
+        if fresh:
+            self._write(tx, rows, after)
+
+        by_id = {receipt.event_id: receipt for receipt in made}
+        receipts: list[Receipt] = []
+        seen: set[str] = set()
+        for event in events:
+            if event.event_id in existing:
+                receipts.append(_receipt(existing[event.event_id]))
+            elif event.event_id in seen:
+                original = by_id[event.event_id]
+                receipts.append(
+                    Receipt(
+                        original.seq,
+                        original.event_id,
+                        original.leaf_hash,
+                        original.recorded_at,
+                        True,
+                    )
+                )
+            else:
+                seen.add(event.event_id)
+                receipts.append(by_id[event.event_id])
+        return receipts, AppendState(after, keys)
+
+    # -- sealing ahead of the transaction (bulk import) -----------------------------------------
+
+    def seal_on(
+        self, state: AppendState, events: Sequence[PreparedEvent], writer: str
+    ) -> SealedBatch | None:
+        """Seal and chain ``events`` as the entries right after ``state.head``, with keys
+        ``state`` already holds; None when that cannot be done up front (a repeated event id
+        or a data-key scope without a known key), so the ordinary path must take them.
+        ``writer`` is checked by the caller, who should also check that the events are not in
+        the log yet (such a batch is refused at commit, after the work)."""
+        if not events or len({e.event_id for e in events}) != len(events):
+            return None
+        recorded_at = self._recorded_at(state.head)
+        sealing: list[tuple[PreparedEvent, str, DataKey]] = []
+        for event in events:
+            key = state.keys.get(self._scope(event, recorded_at))
+            if key is None:
+                return None
+            sealing.append((event, writer, key))
+        rows, after, receipts = self._seal(state.head, sealing, recorded_at)
+        uses = Counter(key.key_id for _, _, key in sealing)
+        return SealedBatch(
+            state.head, list(events), rows, dict(uses), receipts, AppendState(after, state.keys)
+        )
+
+    def commit_sealed(self, batch: SealedBatch) -> bool:
+        """Commit a sealed batch if its prediction still holds; False (nothing written) if not."""
+        try:
+            with self.store.writer() as tx:
+                self._write_sealed(tx, batch)
+        except _StaleBatchError:
+            return False
+        return True
+
+    def _write_sealed(self, tx: WriteTx, batch: SealedBatch) -> None:
+        head = tx.head()
+        if (head.size, head.last_leaf_hash) != (batch.base.size, batch.base.last_leaf_hash):
+            raise _StaleBatchError("another writer appended since the batch was sealed")
+        if not tx.take_key_uses(batch.uses, self.keyring.max_uses):
+            raise _StaleBatchError("a data key was destroyed or used up: choose again")
+        try:
+            self._write(tx, batch.rows, batch.after.head)
+        except DuplicateEntryError:
+            # An event id is in the log already (the caller probed before sealing, but another
+            # writer may have added it since): the ordinary path returns its receipt.
+            raise _StaleBatchError("replayed event id") from None
+
+    # -- shared steps ---------------------------------------------------------------------------
+
+    def _recorded_at(self, head: Head) -> str:
         recorded_at = format_timestamp(self.clock())
         if head.last_recorded_at is not None and recorded_at < head.last_recorded_at:
-            recorded_at = head.last_recorded_at
+            return head.last_recorded_at
+        return recorded_at
 
-        keys = self._reserve_keys(tx, [e for e, _ in fresh], recorded_at)
+    def _scope(self, event: PreparedEvent, recorded_at: str) -> tuple[str, str, str]:
+        return (event.category, *_scope_value(event, self.policy, recorded_at))
+
+    @staticmethod
+    def _seal(
+        head: Head,
+        sealing: Sequence[tuple[PreparedEvent, str, DataKey]],
+        recorded_at: str,
+    ) -> tuple[EntryRows, Head, list[Receipt]]:
+        """Seal each payload and chain the headers after ``head``: the rows to insert, the head
+        they leave, a receipt per event."""
         frontier = head.frontier.copy()
         prev = head.last_leaf_hash.hex() if head.last_leaf_hash is not None else ZERO_HASH_HEX
-        new_entries: list[NewEntry] = []
-        nodes: list[tuple[int, int, bytes]] = []
-        made: dict[str, Receipt] = {}
-        for offset, (event, event_writer) in enumerate(fresh):
+        last_hash = head.last_leaf_hash
+        rows = EntryRows()
+        receipts: list[Receipt] = []
+        for offset, (event, writer, key) in enumerate(sealing):
             seq = head.size + offset
-            key = keys[(event.category, *_scope_value(event, self.policy, recorded_at))]
             blob = key.seal(
                 event.data_bytes, payload_aad(event.category, event.event_id, key.key_id)
             )
@@ -147,7 +291,7 @@ class Appender:
                     event_type=event.event_type,
                     occurred_at=event.occurred_at,
                     recorded_at=recorded_at,
-                    writer=event_writer,
+                    writer=writer,
                     correlation_id=event.correlation_id,
                     refs=event.refs,
                     key_id=key.key_id,
@@ -155,59 +299,44 @@ class Appender:
                     prev=prev,
                 )
             )
-            lh = leaf_hash(leaf)
-            nodes.extend(frontier.append(lh))
-            prev = lh.hex()
-            new_entries.append(
-                NewEntry(
+            last_hash = leaf_hash(leaf)
+            rows.nodes.extend(frontier.append(last_hash)[1:])  # [0] is the leaf itself
+            prev = last_hash.hex()
+            rows.entries.append(
+                (
                     seq,
                     event.event_id,
                     event.category,
                     event.event_type,
                     event.occurred_at,
                     recorded_at,
-                    event_writer,
+                    writer,
                     key.key_id,
-                    lh,
+                    last_hash,
                     leaf,
-                    blob,
-                    refs=event.refs,
                 )
             )
-            made[event.event_id] = Receipt(seq, event.event_id, prev, recorded_at)
-        if new_entries:
-            tx.insert_entries(new_entries, nodes)
-            tx.set_head(frontier.size, new_entries[-1].leaf_hash, recorded_at, frontier)
+            rows.refs.extend([(seq, name, value) for name, value in event.refs.items()])
+            rows.payloads.append((seq, blob))
+            receipts.append(Receipt(seq, event.event_id, prev, recorded_at))
+        if not sealing:
+            return rows, head, receipts
+        after = Head(frontier.size, last_hash, recorded_at, frontier)
+        return rows, after, receipts
 
-        receipts: list[Receipt] = []
-        seen: set[str] = set()
-        for event in events:
-            if event.event_id in existing:
-                receipts.append(_receipt(existing[event.event_id]))
-            elif event.event_id in seen:
-                original = made[event.event_id]
-                receipts.append(
-                    Receipt(
-                        original.seq,
-                        original.event_id,
-                        original.leaf_hash,
-                        original.recorded_at,
-                        True,
-                    )
-                )
-            else:
-                seen.add(event.event_id)
-                receipts.append(made[event.event_id])
-        return receipts
+    @staticmethod
+    def _write(tx: WriteTx, rows: EntryRows, after: Head) -> None:
+        tx.insert_entries(rows)
+        tx.set_head(after)
 
     def _reserve_keys(
         self, tx: WriteTx, fresh: Sequence[PreparedEvent], recorded_at: str
-    ) -> dict[tuple[str, str, str], DataKey]:
+    ) -> KeysByScope:
         needs: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for event in fresh:
             kind, value = _scope_value(event, self.policy, recorded_at)
             needs[(event.category, kind)][value] += 1
-        keys: dict[tuple[str, str, str], DataKey] = {}
+        keys: KeysByScope = {}
         for (category, kind), per_value in sorted(needs.items()):
             chosen = self.keyring.reserve(tx, category, kind, per_value, recorded_at)
             for value, key in chosen.items():

@@ -34,6 +34,7 @@ from audit_ledger.errors import (
 )
 from audit_ledger.ledger import retention
 from audit_ledger.ledger.append import Appender, Receipt
+from audit_ledger.ledger.bulk import CommitPipeline
 from audit_ledger.ledger.checkpoints import create_checkpoint
 from audit_ledger.ledger.events import (
     SUBJECT_REF,
@@ -260,7 +261,8 @@ class Ledger:
         per ``batch_size`` lines.
 
         With ``jobs`` > 1, that many worker processes parse and validate upcoming batches
-        while this process seals and commits the current one. A bad line stops the import
+        while this process seals them; each batch commits while the next is sealed
+        (:class:`CommitPipeline`). A bad line stops the import
         after committing every line before it (:class:`ImportStoppedError` says where and how
         many); rerunning the corrected input is safe, appends being idempotent.
         """
@@ -272,7 +274,6 @@ class Ledger:
             "origin": self.settings.checkpoint_origin,
             "max_data_bytes": self.settings.max_event_bytes,
         }
-        appended = present = 0
         with contextlib.ExitStack() as stack:
             if jobs > 1:
                 pool = stack.enter_context(WorkerPool("prepare", setup, jobs))
@@ -283,28 +284,19 @@ class Ledger:
                     prepare_lines(c, self.policy, self.keys.indexer, max_data_bytes=limit)
                     for c in chunks
                 )
+            pipeline = stack.enter_context(CommitPipeline(self.appender, writer))
             for result in results:
-                events, numbers = result.events, result.numbers
-                stop = (
-                    (result.bad_line, result.problem or "invalid")
-                    if result.bad_line is not None
-                    else None
-                )
-                while events:
-                    try:
-                        receipts = self.append(events, writer)
-                    except ConflictError as exc:
-                        # Commit the lines before the conflicting one, as for a bad line.
-                        index = exc.index or 0
-                        stop = (numbers[index], str(exc))
-                        events, numbers = events[:index], numbers[:index]
-                        continue
-                    replays = sum(r.replayed for r in receipts)
-                    appended, present = appended + len(receipts) - replays, present + replays
-                    break
-                if stop is not None:
-                    raise ImportStoppedError(stop[0], stop[1], appended, present)
-        return ImportResult(appended, present)
+                pipeline.add(result.events, result.numbers)
+                if result.bad_line is not None:
+                    pipeline.finish()
+                    raise ImportStoppedError(
+                        result.bad_line,
+                        result.problem or "invalid",
+                        pipeline.appended,
+                        pipeline.already_present,
+                    )
+            pipeline.finish()
+        return ImportResult(pipeline.appended, pipeline.already_present)
 
     def record_operation(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
         """Append a ``ledger_operations`` entry written by the service itself."""

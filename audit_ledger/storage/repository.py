@@ -11,11 +11,13 @@ the rows of a batch reach the server in one stream instead of one round trip per
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -31,10 +33,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from audit_ledger.core.merkle import CompactRange
-from audit_ledger.errors import DatabaseUnavailableError, StorageError
+from audit_ledger.errors import DatabaseUnavailableError, DuplicateEntryError, StorageError
 from audit_ledger.storage.engine import WRITE_OPTION
 from audit_ledger.storage.schema import (
     checkpoints,
@@ -84,10 +86,16 @@ class StoredEntry:
 
 
 @dataclass(slots=True)
-class NewEntry(StoredEntry):
-    """An entry about to be inserted, with the blind-index refs that go into ``entry_refs``."""
+class EntryRows:
+    """The rows a batch of new entries adds, per table, in column order (``entries`` as in
+    :data:`ENTRY_ROW`). Built straight by the append path: one tuple per row, no record object
+    in between, since every append of a bulk import builds thousands."""
 
-    refs: Mapping[str, str] = field(default_factory=dict)
+    entries: list[tuple[Any, ...]] = field(default_factory=list)
+    refs: list[tuple[int, str, str]] = field(default_factory=list)
+    payloads: list[tuple[int, bytes]] = field(default_factory=list)
+    #: completed subtree hashes (level >= 1; leaves are in ``entries``)
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +191,8 @@ _ENTRY_COLUMNS = (
     entries.c.leaf_hash,
     entries.c.leaf,
 )
+#: Column order of :attr:`EntryRows.entries`.
+ENTRY_ROW = tuple(c.name for c in _ENTRY_COLUMNS)
 
 
 def _key(row: Any) -> StoredKey:
@@ -313,18 +323,19 @@ def _bytes(value: bytes | memoryview) -> bytes:
     return value if type(value) is bytes else bytes(value)
 
 
-def _raw_exec(conn: Connection, query: str, params: Sequence[Any]) -> None:
-    """Execute a fixed statement straight on the driver (``?`` placeholders)."""
+def _raw_exec(conn: Connection, query: str, params: Sequence[Any]) -> int:
+    """Execute a fixed statement straight on the driver (``?`` placeholders); the row count."""
     driver = conn.connection.driver_connection
     if driver is None:  # pragma: no cover - the pool always hands out a live connection
         raise StorageError("no driver connection")
     if conn.dialect.name == "postgresql":
         with driver.cursor() as cursor:
             cursor.execute(query.replace("?", "%s"), params)
-        return
+            return int(cursor.rowcount)
     cursor = driver.cursor()
     try:
         cursor.execute(query, params)
+        return int(cursor.rowcount)
     finally:
         cursor.close()
 
@@ -348,6 +359,23 @@ def _raw_rows(conn: Connection, query: str, params: Sequence[Any]) -> list[tuple
         return list(cursor.execute(query, params).fetchall())
     finally:
         cursor.close()
+
+
+def _present_event_ids(conn: Connection, event_ids: Sequence[str]) -> list[str]:
+    """Which of ``event_ids`` are in the log (an index-only probe)."""
+    if not event_ids:
+        return []
+    if conn.dialect.name == "postgresql":
+        # One text parameter split by the server: a 1,000-placeholder IN list costs more to
+        # build and parse, and even an array parameter is dumped element by element.
+        # (Event ids are UUIDs: no commas.)
+        probe = "SELECT event_id FROM entries WHERE event_id = ANY(string_to_array(?, ','))"
+        params: list[str] = [",".join(event_ids)]
+    else:
+        marks = ", ".join("?" for _ in event_ids)
+        probe = f"SELECT event_id FROM entries WHERE event_id IN ({marks})"  # noqa: S608 - marks only
+        params = list(event_ids)
+    return [row[0] for row in _raw_rows(conn, probe, params)]
 
 
 def _checkpoint(row: Any) -> StoredCheckpoint:
@@ -407,27 +435,17 @@ class WriteTx:
         )
 
     def entries_by_event_id(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
-        if not event_ids:
-            return {}
         # Replays are rare: an index-only existence probe first, full rows only for hits.
-        if self.dialect == "postgresql":
-            # One array parameter: a 1,000-placeholder IN list costs more to build and parse.
-            probe, params = "SELECT event_id FROM entries WHERE event_id = ANY(?)", [event_ids]
-        else:
-            marks = ", ".join("?" for _ in event_ids)
-            probe = f"SELECT event_id FROM entries WHERE event_id IN ({marks})"  # noqa: S608 - marks only
-            params = list(event_ids)
-        found = [row[0] for row in _raw_rows(self.conn, probe, params)]
+        found = _present_event_ids(self.conn, event_ids)
         if not found:
             return {}
-        event_ids = list(found)
         stmt = (
             select(
                 *_ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq, payload_purges.c.reason
             )
             .outerjoin(payloads, payloads.c.seq == entries.c.seq)
             .outerjoin(payload_purges, payload_purges.c.seq == entries.c.seq)
-            .where(entries.c.event_id.in_(list(event_ids)))
+            .where(entries.c.event_id.in_(found))
         )
         return {r.event_id: _entry(r, True) for r in self.conn.execute(stmt)}
 
@@ -472,47 +490,54 @@ class WriteTx:
                 self.conn, "UPDATE data_keys SET uses = uses + ? WHERE key_id = ?", (count, key_id)
             )
 
-    def insert_entries(
-        self, new: Sequence[NewEntry], nodes: Sequence[tuple[int, int, bytes]]
-    ) -> None:
-        """Insert entries, their refs and payloads, and the subtree hashes they complete."""
-        entry_rows = [
-            (
-                e.seq,
-                e.event_id,
-                e.category,
-                e.event_type,
-                e.occurred_at,
-                e.recorded_at,
-                e.writer,
-                e.key_id,
-                e.leaf_hash,
-                e.leaf,
+    def take_key_uses(self, uses: Mapping[str, int], max_uses: int) -> bool:
+        """Count uses of keys chosen before this transaction began (a pipelined append).
+
+        False when one of them was destroyed meanwhile or cannot take that many more uses;
+        the caller must then roll back, as earlier keys may have been counted.
+        """
+        for key_id, count in uses.items():
+            counted = _raw_exec(
+                self.conn,
+                "UPDATE data_keys SET uses = uses + ? WHERE key_id = ?"
+                " AND wrapped IS NOT NULL AND uses + ? <= ?",
+                (count, key_id, count, max_uses),
             )
-            for e in new
-        ]
-        ref_rows = [(e.seq, name, value) for e in new for name, value in e.refs.items()]
-        payload_rows = [(e.seq, e.payload) for e in new if e.payload is not None]
-        node_rows = [(level, idx, h) for level, idx, h in nodes if level > 0]
-        tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
-            ("entries", tuple(c.name for c in _ENTRY_COLUMNS), entry_rows),
-            ("entry_refs", ("seq", "name", "value"), ref_rows),
-            ("payloads", ("seq", "blob"), payload_rows),
-            ("tree_nodes", ("level", "idx", "hash"), node_rows),
+            if counted != 1:
+                return False
+        return True
+
+    def insert_entries(self, rows: EntryRows) -> None:
+        """Insert entries, their refs and payloads, and the subtree hashes they complete.
+
+        Raises:
+            DuplicateEntryError: an entry with one of these seqs or event ids exists.
+        """
+        try:
+            self._insert_entries(rows)
+        except (IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError) as exc:
+            raise DuplicateEntryError("an entry with this seq or event_id exists") from exc
+
+    def _insert_entries(self, rows: EntryRows) -> None:
+        tables: list[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]] = [
+            ("entries", ENTRY_ROW, rows.entries),
+            ("entry_refs", ("seq", "name", "value"), rows.refs),
+            ("payloads", ("seq", "blob"), rows.payloads),
+            ("tree_nodes", ("level", "idx", "hash"), rows.nodes),
         ]
         if self.dialect == "postgresql":
             self._copy_rows(tables)
         else:
-            for name, columns, rows in tables:
-                if rows:
+            for name, columns, table_rows in tables:
+                if table_rows:
                     placeholders = ", ".join("?" for _ in columns)
                     self.conn.exec_driver_sql(
                         f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608 - fixed identifiers
-                        rows,
+                        table_rows,
                     )
 
     def _copy_rows(
-        self, tables: Sequence[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]]
+        self, tables: Sequence[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]]
     ) -> None:
         driver = self.conn.connection.driver_connection
         if driver is None:  # pragma: no cover - the pool always hands out a live connection
@@ -540,14 +565,12 @@ class WriteTx:
                     for row in rows:
                         copy.write_row(row)
 
-    def set_head(
-        self, size: int, last_leaf_hash: bytes, last_recorded_at: str, frontier: CompactRange
-    ) -> None:
+    def set_head(self, head: Head) -> None:
         _raw_exec(
             self.conn,
             "UPDATE ledger_head SET size = ?, last_leaf_hash = ?, last_recorded_at = ?,"
             " frontier = ? WHERE id = 1",
-            (size, last_leaf_hash, last_recorded_at, frontier.to_bytes()),
+            (head.size, head.last_leaf_hash, head.last_recorded_at, head.frontier.to_bytes()),
         )
 
     def read_hashes(self, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -849,6 +872,11 @@ class Store:
         with self.reader() as conn:
             rows = _raw_rows(conn, _ENTRY_RANGE, (lo, hi) * 3)
         return [_page_entry(row) for row in rows]
+
+    def present_event_ids(self, event_ids: Sequence[str]) -> list[str]:
+        """Which of ``event_ids`` are in the log now."""
+        with self.reader() as conn:
+            return _present_event_ids(conn, event_ids)
 
     def last_seq(self) -> int | None:
         """The largest stored seq (from the entries themselves, not the head row)."""
