@@ -69,15 +69,6 @@ KeysByScope = dict[tuple[str, str, str], DataKey]
 
 
 @dataclass(slots=True)
-class AppendState:
-    """The head an append of this process left, and the data keys it sealed with: what the
-    next batch of a bulk import can be sealed on while that append is still committing."""
-
-    head: Head
-    keys: KeysByScope
-
-
-@dataclass(slots=True)
 class SealedBatch:
     """A batch sealed and chained on a predicted head (see :meth:`Appender.seal_on`)."""
 
@@ -87,11 +78,16 @@ class SealedBatch:
     #: seals per data key id, counted when the batch commits
     uses: dict[str, int]
     receipts: list[Receipt]
-    after: AppendState
+    #: the head after it
+    after: Head
 
 
 class _StaleBatchError(Exception):
-    """A sealed batch's prediction no longer holds; its transaction rolls back."""
+    """A key or head chosen before the transaction no longer holds; it rolls back."""
+
+
+#: Data keys an appender remembers (subject scopes add one per user).
+MAX_CACHED_KEYS = 4096
 
 
 def _scope_value(event: PreparedEvent, policy: Policy, recorded_at: str) -> tuple[str, str]:
@@ -116,6 +112,10 @@ class Appender:
         self.policy = policy
         self.keyring = keyring
         self.clock = clock
+        # The data key last chosen per scope. Whether it may still be used is checked in the
+        # write itself (guarded use count), so a stale entry costs a retry, never a wrong seal.
+        # Plain dict operations: atomic under the GIL for the API's threads.
+        self._key_cache: KeysByScope = {}
 
     def append(self, events: Sequence[PreparedEvent], writer: str | Sequence[str]) -> list[Receipt]:
         """Append ``events`` atomically; replays return their original receipts.
@@ -131,29 +131,41 @@ class Appender:
 
     def append_tracked(
         self, events: Sequence[PreparedEvent], writer: str | Sequence[str]
-    ) -> tuple[list[Receipt], AppendState | None]:
-        """:meth:`append`, plus the head and keys it left (None for an empty batch)."""
+    ) -> tuple[list[Receipt], Head | None]:
+        """:meth:`append`, plus the head it left (None for an empty batch)."""
         if not events:
             return [], None
-        with self.store.writer() as tx:
-            return self._append_locked(tx, events, writer)
+        try:
+            with self.store.writer() as tx:
+                return self._append_locked(tx, events, writer, cached_keys=True)
+        except _StaleBatchError:
+            # A cached data key was destroyed or used up meanwhile (nothing was committed):
+            # once more, choosing keys in the transaction.
+            self._key_cache.clear()
+            with self.store.writer() as tx:
+                return self._append_locked(tx, events, writer, cached_keys=False)
 
     def append_locked(
         self, tx: WriteTx, events: Sequence[PreparedEvent], writer: str | Sequence[str]
     ) -> list[Receipt]:
         """Append inside an open write transaction (so other writes can commit with it)."""
-        return self._append_locked(tx, events, writer)[0]
+        return self._append_locked(tx, events, writer, cached_keys=False)[0]
 
     def _append_locked(
-        self, tx: WriteTx, events: Sequence[PreparedEvent], writer: str | Sequence[str]
-    ) -> tuple[list[Receipt], AppendState]:
-        head = tx.head()
+        self,
+        tx: WriteTx,
+        events: Sequence[PreparedEvent],
+        writer: str | Sequence[str],
+        *,
+        cached_keys: bool,
+    ) -> tuple[list[Receipt], Head]:
         writers = [writer] * len(events) if isinstance(writer, str) else list(writer)
         if len(writers) != len(events):
             raise ValueError("one writer per event is needed")  # programming error
         for name in set(writers):
             check_name(name)  # the only header member not validated by prepare_event
-        existing = tx.entries_by_event_id(sorted({e.event_id for e in events}))
+        head, present = tx.head_and_present(sorted({e.event_id for e in events}))
+        existing = tx.entries_by_event_id(present) if present else {}
         self._check_replays(tx, events, existing)
 
         # First occurrences that are not in the log yet get new entries, in batch order.
@@ -172,14 +184,20 @@ class Appender:
                 )
 
         recorded_at = self._recorded_at(head)
-        keys = self._reserve_keys(tx, [e for e, _ in fresh], recorded_at)
+        scopes = [self._scope(e, recorded_at) for e, _ in fresh]
+        keys = {s: k for s in set(scopes) if (k := self._key_cache.get(s))} if cached_keys else {}
+        if len(keys) == len(set(scopes)):
+            # Every key is known to this process: counted at the write, with a guard instead
+            # of a look-up first (one round trip less while the head lock is held).
+            uses = dict(Counter(keys[s].key_id for s in scopes))
+        else:
+            keys, uses = self._reserve_keys(tx, [e for e, _ in fresh], recorded_at), {}
+            self._remember(keys)
         rows, after, made = self._seal(
-            head,
-            [(e, w, keys[self._scope(e, recorded_at)]) for e, w in fresh],
-            recorded_at,
+            head, [(e, w, keys[s]) for (e, w), s in zip(fresh, scopes, strict=True)], recorded_at
         )
-        if fresh:
-            self._write(tx, rows, after)
+        if fresh and not tx.write_entries(rows, after, uses, self.keyring.max_uses):
+            raise _StaleBatchError("a cached data key was destroyed or used up")
 
         by_id = {receipt.event_id: receipt for receipt in made}
         receipts: list[Receipt] = []
@@ -201,32 +219,30 @@ class Appender:
             else:
                 seen.add(event.event_id)
                 receipts.append(by_id[event.event_id])
-        return receipts, AppendState(after, keys)
+        return receipts, after
 
     # -- sealing ahead of the transaction (bulk import) -----------------------------------------
 
     def seal_on(
-        self, state: AppendState, events: Sequence[PreparedEvent], writer: str
+        self, head: Head, events: Sequence[PreparedEvent], writer: str
     ) -> SealedBatch | None:
-        """Seal and chain ``events`` as the entries right after ``state.head``, with keys
-        ``state`` already holds; None when that cannot be done up front (a repeated event id
-        or a data-key scope without a known key), so the ordinary path must take them.
+        """Seal and chain ``events`` as the entries right after ``head``, with data keys this
+        process already knows; None when that cannot be done up front (a repeated event id or
+        a data-key scope without a known key), so the ordinary path must take them.
         ``writer`` is checked by the caller, who should also check that the events are not in
         the log yet (such a batch is refused at commit, after the work)."""
         if not events or len({e.event_id for e in events}) != len(events):
             return None
-        recorded_at = self._recorded_at(state.head)
+        recorded_at = self._recorded_at(head)
         sealing: list[tuple[PreparedEvent, str, DataKey]] = []
         for event in events:
-            key = state.keys.get(self._scope(event, recorded_at))
+            key = self._key_cache.get(self._scope(event, recorded_at))
             if key is None:
                 return None
             sealing.append((event, writer, key))
-        rows, after, receipts = self._seal(state.head, sealing, recorded_at)
+        rows, after, receipts = self._seal(head, sealing, recorded_at)
         uses = Counter(key.key_id for _, _, key in sealing)
-        return SealedBatch(
-            state.head, list(events), rows, dict(uses), receipts, AppendState(after, state.keys)
-        )
+        return SealedBatch(head, list(events), rows, dict(uses), receipts, after)
 
     def commit_sealed(self, batch: SealedBatch) -> bool:
         """Commit a sealed batch if its prediction still holds; False (nothing written) if not."""
@@ -241,14 +257,15 @@ class Appender:
         head = tx.head()
         if (head.size, head.last_leaf_hash) != (batch.base.size, batch.base.last_leaf_hash):
             raise _StaleBatchError("another writer appended since the batch was sealed")
-        if not tx.take_key_uses(batch.uses, self.keyring.max_uses):
-            raise _StaleBatchError("a data key was destroyed or used up: choose again")
         try:
-            self._write(tx, batch.rows, batch.after.head)
+            written = tx.write_entries(batch.rows, batch.after, batch.uses, self.keyring.max_uses)
         except DuplicateEntryError:
             # An event id is in the log already (the caller probed before sealing, but another
             # writer may have added it since): the ordinary path returns its receipt.
             raise _StaleBatchError("replayed event id") from None
+        if not written:
+            self._key_cache.clear()  # the ordinary path chooses keys again
+            raise _StaleBatchError("a data key was destroyed or used up")
 
     # -- shared steps ---------------------------------------------------------------------------
 
@@ -324,10 +341,10 @@ class Appender:
         after = Head(frontier.size, last_hash, recorded_at, frontier)
         return rows, after, receipts
 
-    @staticmethod
-    def _write(tx: WriteTx, rows: EntryRows, after: Head) -> None:
-        tx.insert_entries(rows)
-        tx.set_head(after)
+    def _remember(self, keys: KeysByScope) -> None:
+        if len(self._key_cache) + len(keys) > MAX_CACHED_KEYS:
+            self._key_cache.clear()  # many subject keys: start over rather than grow
+        self._key_cache.update(keys)
 
     def _reserve_keys(
         self, tx: WriteTx, fresh: Sequence[PreparedEvent], recorded_at: str

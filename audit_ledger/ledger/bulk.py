@@ -17,12 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from audit_ledger.errors import ConflictError, ImportStoppedError
-from audit_ledger.ledger.append import Appender, AppendState, KeysByScope, SealedBatch
+from audit_ledger.ledger.append import Appender, SealedBatch
 from audit_ledger.ledger.events import PreparedEvent
-
-#: Data keys remembered for sealing ahead; past this many (a subject-keyed import touching many
-#: users), the memory starts over from the last batch's keys.
-MAX_REMEMBERED_KEYS = 4096
+from audit_ledger.storage.repository import Head
 
 
 class CommitPipeline:
@@ -38,7 +35,7 @@ class CommitPipeline:
         self.appended = 0
         self.already_present = 0
         #: the head after everything added so far (predicted while a batch is in flight)
-        self._state: AppendState | None = None
+        self._head: Head | None = None
         self._in_flight: tuple[Future[bool], SealedBatch, list[int]] | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="import-commit")
 
@@ -65,16 +62,16 @@ class CommitPipeline:
         sealed = None
         # Replays (a rerun after a stop) take the ordinary path: probing here, while the batch
         # before commits, is cheaper than sealing them for a commit that would refuse them.
-        if self._state is not None and not self.appender.store.present_event_ids(
+        if self._head is not None and not self.appender.store.present_event_ids(
             [e.event_id for e in events]
         ):
-            sealed = self.appender.seal_on(self._state, events, self.writer)
+            sealed = self.appender.seal_on(self._head, events, self.writer)
         self._settle()
         # Sealed on the head the log has now? (Not if the batch in flight had to be redone.)
-        if sealed is not None and self._state is not None and sealed.base is self._state.head:
+        if sealed is not None and sealed.base is self._head:
             future = self._committer.submit(self.appender.commit_sealed, sealed)
             self._in_flight = (future, sealed, list(numbers))
-            self._state = sealed.after
+            self._head = sealed.after
         else:
             self._ordinary(list(events), list(numbers))
 
@@ -91,14 +88,14 @@ class CommitPipeline:
             self.appended += len(sealed.receipts)
             return
         # The prediction failed under the lock (nothing was written): decide it the ordinary way.
-        self._state = None
+        self._head = None
         self._ordinary(sealed.events, numbers)
 
     def _ordinary(self, events: list[PreparedEvent], numbers: list[int]) -> None:
         stop: tuple[int, str] | None = None
         while events:
             try:
-                receipts, state = self.appender.append_tracked(events, self.writer)
+                receipts, head = self.appender.append_tracked(events, self.writer)
             except ConflictError as exc:
                 # Commit the events before the conflicting one, then stop at it.
                 index = exc.index or 0
@@ -108,15 +105,8 @@ class CommitPipeline:
             replays = sum(r.replayed for r in receipts)
             self.appended += len(receipts) - replays
             self.already_present += replays
-            if state is not None:
-                self._state = AppendState(state.head, _remember(self._state, state.keys))
+            if head is not None:
+                self._head = head
             break
         if stop is not None:
             raise ImportStoppedError(stop[0], stop[1], self.appended, self.already_present)
-
-
-def _remember(state: AppendState | None, more: KeysByScope) -> KeysByScope:
-    known = state.keys if state is not None else {}
-    if len(known) + len(more) > MAX_REMEMBERED_KEYS:
-        return dict(more)
-    return {**known, **more}

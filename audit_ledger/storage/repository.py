@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from sqlalchemy import (
@@ -306,6 +306,20 @@ _COPY_TYPES = {
 
 #: Up to this many rows per append, PostgreSQL inserts go out as one pipeline; above it, COPY.
 _PIPELINE_MAX_ROWS = 400
+#: Counts uses of a data key chosen before the transaction; no row when it may not take them.
+_TAKE_KEY_USES = (
+    "UPDATE data_keys SET uses = uses + ? WHERE key_id = ? AND wrapped IS NOT NULL"
+    " AND uses + ? <= ?"
+)
+_SET_HEAD = (
+    "UPDATE ledger_head SET size = ?, last_leaf_hash = ?, last_recorded_at = ?, frontier = ?"
+    " WHERE id = 1"
+)
+
+
+def _insert_sql(table: str, columns: Sequence[str], mark: str) -> str:
+    marks = ", ".join(mark for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608 - fixed identifiers
 
 
 def _page_entry(row: tuple[Any, ...]) -> StoredEntry:
@@ -361,21 +375,23 @@ def _raw_rows(conn: Connection, query: str, params: Sequence[Any]) -> list[tuple
         cursor.close()
 
 
+def _probe_sql(dialect: str, event_ids: Sequence[str]) -> tuple[str, list[str]]:
+    if dialect == "postgresql":
+        # One text parameter split by the server: a 1,000-placeholder IN list costs more to
+        # build and parse, and even an array parameter is dumped element by element.
+        # (Event ids are UUIDs: no commas.)
+        return "SELECT event_id FROM entries WHERE event_id = ANY(string_to_array(?, ','))", [
+            ",".join(event_ids)
+        ]
+    marks = ", ".join("?" for _ in event_ids)
+    return f"SELECT event_id FROM entries WHERE event_id IN ({marks})", list(event_ids)  # noqa: S608 - marks only
+
+
 def _present_event_ids(conn: Connection, event_ids: Sequence[str]) -> list[str]:
     """Which of ``event_ids`` are in the log (an index-only probe)."""
     if not event_ids:
         return []
-    if conn.dialect.name == "postgresql":
-        # One text parameter split by the server: a 1,000-placeholder IN list costs more to
-        # build and parse, and even an array parameter is dumped element by element.
-        # (Event ids are UUIDs: no commas.)
-        probe = "SELECT event_id FROM entries WHERE event_id = ANY(string_to_array(?, ','))"
-        params: list[str] = [",".join(event_ids)]
-    else:
-        marks = ", ".join("?" for _ in event_ids)
-        probe = f"SELECT event_id FROM entries WHERE event_id IN ({marks})"  # noqa: S608 - marks only
-        params = list(event_ids)
-    return [row[0] for row in _raw_rows(conn, probe, params)]
+    return [row[0] for row in _raw_rows(conn, *_probe_sql(conn.dialect.name, event_ids))]
 
 
 def _checkpoint(row: Any) -> StoredCheckpoint:
@@ -417,24 +433,42 @@ class WriteTx:
     # transaction, and SQLAlchemy's per-statement overhead was most of their cost.
 
     def head(self) -> Head:
-        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-        rows = _raw_rows(
-            self.conn,
-            "SELECT size, last_leaf_hash, last_recorded_at, frontier FROM ledger_head"  # noqa: S608 - fixed text
-            f" WHERE id = 1{lock}",
-            (),
+        return self.head_and_present([])[0]
+
+    def head_and_present(self, event_ids: Sequence[str]) -> tuple[Head, list[str]]:
+        """Lock and read the head, then probe which of ``event_ids`` are in the log (exact:
+        every writer holds this lock). On PostgreSQL both go out in one round trip."""
+        head_sql = (
+            "SELECT size, last_leaf_hash, last_recorded_at, frontier FROM ledger_head WHERE id = 1"
         )
+        if self.dialect != "postgresql":
+            rows = _raw_rows(self.conn, head_sql, ())
+            present = _present_event_ids(self.conn, event_ids)
+        elif not event_ids:
+            rows = _raw_rows(self.conn, head_sql + " FOR UPDATE", ())
+            present = []
+        else:
+            driver = self._driver()
+            probe, params = _probe_sql(self.dialect, event_ids)
+            with driver.cursor(binary=True) as lock, driver.cursor(binary=True) as find:
+                with driver.pipeline():
+                    lock.execute(head_sql + " FOR UPDATE")
+                    find.execute(probe.replace("?", "%s"), params)
+                rows = lock.fetchall()
+                present = [row[0] for row in find.fetchall()]
         if not rows:
             raise StorageError("ledger_head row is missing: run 'audit-ledger db upgrade'")
         size, last_leaf_hash, last_recorded_at, frontier = rows[0]
-        return Head(
+        head = Head(
             size=size,
             last_leaf_hash=bytes(last_leaf_hash) if last_leaf_hash is not None else None,
             last_recorded_at=last_recorded_at,
             frontier=CompactRange.from_bytes(size, bytes(frontier)),
         )
+        return head, present
 
     def entries_by_event_id(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
+        """Stored entries (with payload state) of those of ``event_ids`` that are present."""
         # Replays are rare: an index-only existence probe first, full rows only for hits.
         found = _present_event_ids(self.conn, event_ids)
         if not found:
@@ -490,71 +524,79 @@ class WriteTx:
                 self.conn, "UPDATE data_keys SET uses = uses + ? WHERE key_id = ?", (count, key_id)
             )
 
-    def take_key_uses(self, uses: Mapping[str, int], max_uses: int) -> bool:
-        """Count uses of keys chosen before this transaction began (a pipelined append).
+    def write_entries(
+        self, rows: EntryRows, head: Head, uses: Mapping[str, int], max_uses: int
+    ) -> bool:
+        """Insert a batch's rows (entries, refs, payloads, the subtree hashes they complete),
+        move the head to ``head``, and count ``uses`` of data keys chosen before this
+        transaction (a key cached by this process, or sealed with ahead of it).
 
-        False when one of them was destroyed meanwhile or cannot take that many more uses;
-        the caller must then roll back, as earlier keys may have been counted.
-        """
-        for key_id, count in uses.items():
-            counted = _raw_exec(
-                self.conn,
-                "UPDATE data_keys SET uses = uses + ? WHERE key_id = ?"
-                " AND wrapped IS NOT NULL AND uses + ? <= ?",
-                (count, key_id, count, max_uses),
-            )
-            if counted != 1:
-                return False
-        return True
-
-    def insert_entries(self, rows: EntryRows) -> None:
-        """Insert entries, their refs and payloads, and the subtree hashes they complete.
+        Returns False when one of those keys was destroyed meanwhile or cannot take that many
+        more uses: the caller must then roll back (the rows are written by then). On
+        PostgreSQL a small batch (concurrent single appends) goes out as one pipeline — key
+        uses, inserts and head in one round trip while the head lock is held; a large one as a
+        binary COPY per table.
 
         Raises:
             DuplicateEntryError: an entry with one of these seqs or event ids exists.
         """
-        try:
-            self._insert_entries(rows)
-        except (IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError) as exc:
-            raise DuplicateEntryError("an entry with this seq or event_id exists") from exc
-
-    def _insert_entries(self, rows: EntryRows) -> None:
         tables: list[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]] = [
             ("entries", ENTRY_ROW, rows.entries),
             ("entry_refs", ("seq", "name", "value"), rows.refs),
             ("payloads", ("seq", "blob"), rows.payloads),
             ("tree_nodes", ("level", "idx", "hash"), rows.nodes),
         ]
-        if self.dialect == "postgresql":
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (_TAKE_KEY_USES, (n, key_id, n, max_uses)) for key_id, n in uses.items()
+        ]
+        statements.append(
+            (
+                _SET_HEAD,
+                (head.size, head.last_leaf_hash, head.last_recorded_at, head.frontier.to_bytes()),
+            )
+        )
+        try:
+            if self.dialect != "postgresql":
+                for name, columns, table_rows in tables:
+                    if table_rows:
+                        self.conn.exec_driver_sql(_insert_sql(name, columns, "?"), table_rows)
+                return all(_raw_exec(self.conn, sql, params) == 1 for sql, params in statements)
+            if sum(len(table_rows) for _, _, table_rows in tables) <= _PIPELINE_MAX_ROWS:
+                return self._pipeline(tables, statements)
             self._copy_rows(tables)
-        else:
-            for name, columns, table_rows in tables:
-                if table_rows:
-                    placeholders = ", ".join("?" for _ in columns)
-                    self.conn.exec_driver_sql(
-                        f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608 - fixed identifiers
-                        table_rows,
-                    )
+            return all(_raw_exec(self.conn, sql, params) == 1 for sql, params in statements)
+        except (IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError) as exc:
+            raise DuplicateEntryError("an entry with this seq or event_id exists") from exc
+
+    def _pipeline(
+        self,
+        tables: Sequence[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]],
+        statements: Sequence[tuple[str, Sequence[Any]]],
+    ) -> bool:
+        driver = self._driver()
+        updates = [driver.cursor() for _ in statements]
+        try:
+            with driver.pipeline(), driver.cursor() as cursor:
+                for name, columns, table_rows in tables:
+                    if table_rows:
+                        cursor.executemany(_insert_sql(name, columns, "%s"), table_rows)
+                for update, (sql, params) in zip(updates, statements, strict=True):
+                    update.execute(sql.replace("?", "%s"), params)
+            return all(update.rowcount == 1 for update in updates)
+        finally:
+            for update in updates:
+                update.close()
+
+    def _driver(self) -> psycopg.Connection[Any]:
+        driver = self.conn.connection.driver_connection
+        if driver is None:  # pragma: no cover - the pool always hands out a live connection
+            raise StorageError("no driver connection")
+        return cast(psycopg.Connection[Any], driver)
 
     def _copy_rows(
         self, tables: Sequence[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]]
     ) -> None:
-        driver = self.conn.connection.driver_connection
-        if driver is None:  # pragma: no cover - the pool always hands out a live connection
-            raise StorageError("no driver connection")
-        if sum(len(rows) for _, _, rows in tables) <= _PIPELINE_MAX_ROWS:
-            # A small group (concurrent single appends): one pipelined round trip for all the
-            # INSERTs beats a COPY handshake per table.
-            with driver.pipeline(), driver.cursor() as cursor:
-                for name, columns, rows in tables:
-                    if rows:
-                        marks = ", ".join("%s" for _ in columns)
-                        cursor.executemany(
-                            f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608 - fixed identifiers
-                            rows,
-                        )
-            return
-        with driver.cursor() as cursor:
+        with self._driver().cursor() as cursor:
             for name, columns, rows in tables:
                 if not rows:
                     continue
@@ -564,14 +606,6 @@ class WriteTx:
                     copy.set_types([_COPY_TYPES[name, column] for column in columns])
                     for row in rows:
                         copy.write_row(row)
-
-    def set_head(self, head: Head) -> None:
-        _raw_exec(
-            self.conn,
-            "UPDATE ledger_head SET size = ?, last_leaf_hash = ?, last_recorded_at = ?,"
-            " frontier = ? WHERE id = 1",
-            (head.size, head.last_leaf_hash, head.last_recorded_at, head.frontier.to_bytes()),
-        )
 
     def read_hashes(self, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
         return _read_hashes(self.conn, indexes)

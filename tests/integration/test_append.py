@@ -133,10 +133,13 @@ def test_failure_after_the_inserts_rolls_the_whole_batch_back(
     tables = ("entries", "entry_refs", "payloads", "tree_nodes", "data_keys", "ledger_head")
     before = {t: _rows(ledger.settings, f"SELECT * FROM {t}") for t in tables}  # noqa: S608
 
-    def broken_set_head(self: WriteTx, *args: Any, **kwargs: Any) -> None:
+    write_entries = WriteTx.write_entries
+
+    def broken_write(self: WriteTx, *args: Any, **kwargs: Any) -> bool:
+        write_entries(self, *args, **kwargs)
         raise RuntimeError("simulated failure after the rows were inserted")
 
-    monkeypatch.setattr(WriteTx, "set_head", broken_set_head)
+    monkeypatch.setattr(WriteTx, "write_entries", broken_write)
     batch = [event(), event("data_privacy_events", user_id=99), event("security_events")]
     with pytest.raises(RuntimeError, match="simulated"):
         _append(ledger, *batch)
@@ -333,3 +336,25 @@ def test_system_category_is_refused_to_writers(ledger: Ledger) -> None:
     with pytest.raises(ValidationError) as caught:
         ledger.prepare(raw)
     assert [f["field"] for f in caught.value.fields] == ["category"]
+
+
+def test_cached_key_destroyed_by_another_process_is_replaced(ledger: Ledger) -> None:
+    """This process remembers the subject's key; another one erases the subject (destroying
+    that key). The next append for the subject must not seal with it: the guarded use count
+    refuses it, and the append is redone with a new key."""
+    _append(ledger, event("data_privacy_events", user_id=5))
+    first_key = _header(ledger, 0)["key_id"]
+    other = Ledger.open(ledger.settings)
+    try:
+        other.erase_subject(5)
+    finally:
+        other.close()
+    _append(ledger, event("data_privacy_events", user_id=5))
+    new_key = _header(ledger, 2)["key_id"]  # seq 1 is the erasure record
+    assert new_key != first_key
+    uses = {r.key_id: r.uses for r in _rows(ledger.settings, "SELECT key_id, uses FROM data_keys")}
+    assert uses[first_key] == 1
+    assert uses[new_key] == 1
+    page = ledger.query(["privacy_officer"], Query(category="data_privacy_events"))
+    assert [v.payload_state for v in page.events] == ["erased", "present"]
+    _assert_intact(ledger, 3)

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from audit_ledger.ledger.append import AppendState
 from audit_ledger.ledger.bulk import CommitPipeline
 from audit_ledger.ledger.service import ImportResult, Ledger
 from audit_ledger.settings import Settings
+from audit_ledger.storage.repository import Head
 from tests.factories import event
 from tests.integration.test_cli import env_for
 
@@ -32,12 +32,12 @@ def _prepared(ledger: Ledger, raws: list[dict[str, Any]]) -> list[Any]:
     return [ledger.prepare(r) for r in raws]
 
 
-def _state(ledger: Ledger, raws: list[dict[str, Any]]) -> AppendState:
-    """Append ``raws`` the ordinary way; the state a pipeline would seal its next batch on."""
-    receipts, state = ledger.appender.append_tracked(_prepared(ledger, raws), "bulk")
+def _state(ledger: Ledger, raws: list[dict[str, Any]]) -> Head:
+    """Append ``raws`` the ordinary way; the head a pipeline would seal its next batch on."""
+    receipts, head = ledger.appender.append_tracked(_prepared(ledger, raws), "bulk")
     assert len(receipts) == len(raws)
-    assert state is not None
-    return state
+    assert head is not None
+    return head
 
 
 def _ids(ledger: Ledger) -> list[str]:
@@ -108,8 +108,9 @@ def test_sealed_batch_whose_key_was_destroyed_is_refused(ledger: Ledger) -> None
     subject = 4242
     state = _state(ledger, [event("data_privacy_events", user_id=subject)])
     ledger.erase_subject(subject)  # destroys the subject's key (and appends a record of it)
-    # Sealed on the head the log has now, with the key the pipeline still remembers.
-    current = AppendState(ledger.store.head(), state.keys)
+    # Sealed on the head the log has now, with the key this process still remembers.
+    current = ledger.store.head()
+    assert state.size == 1
     raws = [event("data_privacy_events", user_id=subject) for _ in range(2)]
     sealed = ledger.appender.seal_on(current, _prepared(ledger, raws), "bulk")
     assert sealed is not None
