@@ -1,17 +1,25 @@
 """Group commit: concurrent append requests share one transaction.
 
 Each request hands its (already validated) events to :class:`GroupCommitter` and awaits its
-receipts. A single consumer takes everything that queued while the previous commit was running
-and appends it in one transaction in a worker thread — so under load many requests share one
-commit (and one fsync), and with no load a request commits alone without waiting. Requests are
-never split: each request's events commit together or not at all. If one request conflicts
-(reused ``event_id``), only that request fails and the rest of the group is retried.
+receipts. A single consumer appends in a worker thread, one transaction at a time: it locks the
+log's head first and only then takes every request queued so far — those that arrived while the
+previous commit ran *and* those that arrived while this process waited for the lock (another
+worker process held it). Under load many requests share one commit (and one fsync); with no load
+a request commits alone without waiting. Requests are never split: each request's events commit
+together or not at all.
+
+That first attempt writes without probing for replays (the unique event_id refuses one, and
+nothing is written). Then, or when a request conflicts (a reused ``event_id``), the group is
+appended the ordinary way: replays get their original receipts, and only a conflicting request
+fails while the rest of the group is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections import deque
 from dataclasses import dataclass, field
 
 from audit_ledger.errors import ConflictError
@@ -34,7 +42,10 @@ class GroupCommitter:
     def __init__(self, ledger: Ledger, max_events: int = 2000) -> None:
         self.ledger = ledger
         self.max_events = max_events
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        # Filled on the event loop, drained by the committing thread: deque's append and
+        # popleft are atomic, so neither side needs a lock.
+        self._pending: deque[_Request] = deque()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -49,18 +60,52 @@ class GroupCommitter:
 
     async def submit(self, events: list[PreparedEvent], writer: str) -> list[Receipt]:
         future: asyncio.Future[list[Receipt]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(events, writer, future))
+        self._pending.append(_Request(events, writer, future))
+        self._wake.set()
         return await future
 
     async def _run(self) -> None:
         while True:
-            group = [await self._queue.get()]
-            count = len(group[0].events)
-            while count < self.max_events and not self._queue.empty():
-                request = self._queue.get_nowait()
-                group.append(request)
-                count += len(request.events)
-            await self._commit(group)
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                taken: list[_Request] = []
+                try:
+                    receipts = await asyncio.to_thread(
+                        self.ledger.appender.append_gathered, functools.partial(self._take, taken)
+                    )
+                except ConflictError:
+                    receipts = None  # the ordinary path finds the culprit
+                except Exception as exc:  # noqa: BLE001 - every waiter must hear about the failure
+                    if not taken:  # failed before taking (database unreachable): fail a group
+                        self._take(taken)
+                    self._fail(taken, exc)
+                    continue
+                if receipts is None:
+                    await self._commit(taken)
+                else:
+                    self._deliver(taken, receipts)
+
+    def _take(self, taken: list[_Request]) -> tuple[list[PreparedEvent], list[str]]:
+        """Called by the committing thread with the head locked: the group to append."""
+        count = 0
+        while self._pending and (
+            not taken or count + len(self._pending[0].events) <= self.max_events
+        ):
+            request = self._pending.popleft()
+            taken.append(request)
+            count += len(request.events)
+        events = [e for r in taken for e in r.events]
+        return events, [r.writer for r in taken for _ in r.events]
+
+    def _deliver(self, group: list[_Request], receipts: list[Receipt]) -> None:
+        COMMIT_GROUP_SIZE.observe(len(receipts))
+        pos = 0
+        for request in group:
+            n = len(request.events)
+            if not request.future.done():
+                request.future.set_result(receipts[pos : pos + n])
+            pos += n
 
     async def _commit(self, group: list[_Request]) -> None:
         while group:
@@ -81,13 +126,7 @@ class GroupCommitter:
             except Exception as exc:  # noqa: BLE001 - every waiter must hear about the failure
                 self._fail(group, exc)
                 return
-            COMMIT_GROUP_SIZE.observe(len(events))
-            pos = 0
-            for request in group:
-                n = len(request.events)
-                if not request.future.done():
-                    request.future.set_result(receipts[pos : pos + n])
-                pos += n
+            self._deliver(group, receipts)
             return
 
     @staticmethod

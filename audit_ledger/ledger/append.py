@@ -159,13 +159,47 @@ class Appender:
         *,
         cached_keys: bool,
     ) -> tuple[list[Receipt], Head]:
+        head, present = tx.head_and_present(sorted({e.event_id for e in events}))
+        existing = tx.entries_by_event_id(present) if present else {}
+        return self._append_on(tx, head, existing, events, writer, cached_keys=cached_keys)
+
+    def append_gathered(
+        self, take: Callable[[], tuple[Sequence[PreparedEvent], Sequence[str]]]
+    ) -> list[Receipt] | None:
+        """Group commit: lock the head first, *then* ``take()`` the events to append (with a
+        writer each), so requests that queued while this process waited for the lock join the
+        transaction. No probe for replays: the unique event_id refuses one at the write.
+
+        Returns None, having written nothing, when that happened or a cached data key could
+        not be used: the caller appends the same events with :meth:`append`, which sorts out
+        replays, conflicts and keys. Raises :class:`ConflictError` like :meth:`append` for an
+        event_id repeated in the group with other content.
+        """
+        try:
+            with self.store.writer() as tx:
+                head = tx.head()
+                events, writers = take()
+                return self._append_on(tx, head, {}, events, writers, cached_keys=True)[0]
+        except (DuplicateEntryError, _StaleBatchError):
+            return None
+
+    def _append_on(
+        self,
+        tx: WriteTx,
+        head: Head,
+        existing: dict[str, StoredEntry],
+        events: Sequence[PreparedEvent],
+        writer: str | Sequence[str],
+        *,
+        cached_keys: bool,
+    ) -> tuple[list[Receipt], Head]:
+        """Append ``events`` after ``head`` (locked); ``existing`` holds those of them that are
+        in the log already."""
         writers = [writer] * len(events) if isinstance(writer, str) else list(writer)
         if len(writers) != len(events):
             raise ValueError("one writer per event is needed")  # programming error
         for name in set(writers):
             check_name(name)  # the only header member not validated by prepare_event
-        head, present = tx.head_and_present(sorted({e.event_id for e in events}))
-        existing = tx.entries_by_event_id(present) if present else {}
         self._check_replays(tx, events, existing)
 
         # First occurrences that are not in the log yet get new entries, in batch order.

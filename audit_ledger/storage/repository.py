@@ -304,8 +304,30 @@ _COPY_TYPES = {
 }
 
 
-#: Up to this many rows per append, PostgreSQL inserts go out as one pipeline; above it, COPY.
+#: Up to this many rows per append, PostgreSQL writes go out as one statement; above it, COPY.
 _PIPELINE_MAX_ROWS = 400
+
+
+def _unnest(table: str, columns: Sequence[str]) -> str:
+    arrays = ", ".join(f"%s::{_COPY_TYPES[table, column]}[]" for column in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"  # noqa: S608 - fixed identifiers
+
+
+#: A small append's whole write (PostgreSQL): count the uses of data keys chosen before the
+#: transaction (guarded), insert every row, move the head. Data-modifying CTEs all run, once.
+#: Answers (keys counted, head rows moved).
+_WRITE_STATEMENT = (
+    "WITH k AS (UPDATE data_keys d SET uses = d.uses + u.n"  # noqa: S608 - fixed text
+    " FROM unnest(%s::text[], %s::int8[]) AS u(key_id, n)"
+    " WHERE d.key_id = u.key_id AND d.wrapped IS NOT NULL AND d.uses + u.n <= %s RETURNING 1),"
+    f" e AS ({_unnest('entries', ENTRY_ROW)}),"
+    f" r AS ({_unnest('entry_refs', ('seq', 'name', 'value'))}),"
+    f" p AS ({_unnest('payloads', ('seq', 'blob'))}),"
+    f" t AS ({_unnest('tree_nodes', ('level', 'idx', 'hash'))}),"
+    " h AS (UPDATE ledger_head SET size = %s, last_leaf_hash = %s, last_recorded_at = %s,"
+    " frontier = %s WHERE id = 1 RETURNING 1)"
+    " SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM h)"
+)
 #: Counts uses of a data key chosen before the transaction; no row when it may not take them.
 _TAKE_KEY_USES = (
     "UPDATE data_keys SET uses = uses + ? WHERE key_id = ? AND wrapped IS NOT NULL"
@@ -317,8 +339,8 @@ _SET_HEAD = (
 )
 
 
-def _insert_sql(table: str, columns: Sequence[str], mark: str) -> str:
-    marks = ", ".join(mark for _ in columns)
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608 - fixed identifiers
 
 
@@ -559,33 +581,33 @@ class WriteTx:
             if self.dialect != "postgresql":
                 for name, columns, table_rows in tables:
                     if table_rows:
-                        self.conn.exec_driver_sql(_insert_sql(name, columns, "?"), table_rows)
+                        self.conn.exec_driver_sql(_insert_sql(name, columns), table_rows)
                 return all(_raw_exec(self.conn, sql, params) == 1 for sql, params in statements)
             if sum(len(table_rows) for _, _, table_rows in tables) <= _PIPELINE_MAX_ROWS:
-                return self._pipeline(tables, statements)
+                return self._write_in_one_statement(tables, head, uses, max_uses)
             self._copy_rows(tables)
             return all(_raw_exec(self.conn, sql, params) == 1 for sql, params in statements)
         except (IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError) as exc:
             raise DuplicateEntryError("an entry with this seq or event_id exists") from exc
 
-    def _pipeline(
+    def _write_in_one_statement(
         self,
         tables: Sequence[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]],
-        statements: Sequence[tuple[str, Sequence[Any]]],
+        head: Head,
+        uses: Mapping[str, int],
+        max_uses: int,
     ) -> bool:
-        driver = self._driver()
-        updates = [driver.cursor() for _ in statements]
-        try:
-            with driver.pipeline(), driver.cursor() as cursor:
-                for name, columns, table_rows in tables:
-                    if table_rows:
-                        cursor.executemany(_insert_sql(name, columns, "%s"), table_rows)
-                for update, (sql, params) in zip(updates, statements, strict=True):
-                    update.execute(sql.replace("?", "%s"), params)
-            return all(update.rowcount == 1 for update in updates)
-        finally:
-            for update in updates:
-                update.close()
+        # Columns travel as arrays, so the statement text is the same for any batch size:
+        # prepared once per connection, one round trip and one driver call per append.
+        params: list[Any] = [list(uses), list(uses.values()), max_uses]
+        for _, columns, table_rows in tables:
+            params.extend(list(column) for column in zip(*table_rows, strict=True))
+            if not table_rows:
+                params.extend([] for _ in columns)
+        params += [head.size, head.last_leaf_hash, head.last_recorded_at, head.frontier.to_bytes()]
+        with self._driver().cursor() as cursor:
+            row = cursor.execute(_WRITE_STATEMENT, params).fetchone()
+        return row is not None and tuple(row) == (len(uses), 1)
 
     def _driver(self) -> psycopg.Connection[Any]:
         driver = self.conn.connection.driver_connection
