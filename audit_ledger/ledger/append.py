@@ -1,18 +1,26 @@
 """The append path: seal, chain, grow the tree, commit — one batch, one transaction.
 
 Order inside the transaction (DESIGN §5): lock the head first, then resolve idempotency against
-stored entries, reserve data keys, seal each payload, build each header with ``prev`` = the leaf
+stored entries, choose data keys, seal each payload, build each header with ``prev`` = the leaf
 hash before it, extend the Merkle tree's right edge, insert everything and move the head. Any
 error rolls the whole batch back: nothing of a failed batch is ever visible.
 
 ``recorded_at`` is the commit clock, clamped so it never decreases along the log even if the
 wall clock steps back.
 
-A bulk import may also seal a batch *before* its transaction, on the head the previous batch
-will leave (:meth:`Appender.seal_on`), so that sealing overlaps the previous commit.
-:meth:`Appender.commit_sealed` commits such a batch only if, under the head lock, the log is
-still exactly at that head, none of its event ids is present and its data keys can still take
-the uses; otherwise it writes nothing and the caller takes the ordinary path.
+Round trips made while the head lock is held delay every other writer, so the path keeps them
+few: the lock and the event-id probe go out together; the data key last used for a scope is
+remembered and its use counted by a guarded update inside the write (a key destroyed or used up
+meanwhile makes the append start over, choosing keys in the transaction); on PostgreSQL a small
+batch's whole write is one statement. Two callers go further:
+
+* group commit (:meth:`Appender.append_gathered`) locks the head *before* taking the requests
+  to append, so those that queued during the wait join the transaction, and skips the probe:
+  the unique event_id refuses a replay, and the caller then appends the ordinary way;
+* bulk import seals a batch *before* its transaction, on the head the previous batch will
+  leave (:meth:`Appender.seal_on`), so that sealing overlaps the previous commit;
+  :meth:`Appender.commit_sealed` commits it only if the log is still exactly at that head and
+  its event ids and keys still hold, and otherwise writes nothing.
 """
 
 from __future__ import annotations
@@ -180,7 +188,10 @@ class Appender:
                 head = tx.head()
                 events, writers = take()
                 return self._append_on(tx, head, {}, events, writers, cached_keys=True)[0]
-        except (DuplicateEntryError, _StaleBatchError):
+        except DuplicateEntryError:
+            return None
+        except _StaleBatchError:
+            self._key_cache.clear()
             return None
 
     def _append_on(
