@@ -42,24 +42,28 @@ def correlation_id_from(header: str | None) -> str:
     return os.urandom(16).hex()  # as random as a uuid4, without building a UUID per request
 
 
-class _TierFilter(logging.Filter):
-    def __init__(self, tier: str) -> None:
-        super().__init__()
-        self.prefix = f"{LOGGER_PREFIX}.{tier}"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == self.prefix or record.name.startswith(self.prefix + ".")
-
-
 class _RenderOnce(structlog.stdlib.ProcessorFormatter):
-    """Render a record once, however many handlers (stdout, its tier file, error) emit it."""
+    """Render a record once, however many handlers (stdout, its tier file, error) emit it.
+
+    Our own (structlog) records arrive rendered already (:func:`_rendered_line`); records of
+    other libraries are rendered here, through the same processors.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = getattr(record, "_audit_ledger_line", None)
+        line = getattr(record, _LINE, None)
         if line is None:
             line = super().format(record)
-            record._audit_ledger_line = line
+            setattr(record, _LINE, line)
         return str(line)
+
+
+_LINE = "_audit_ledger_line"
+
+
+def _rendered_line(logger: Any, method: str, line: Any) -> tuple[tuple[str], dict[str, Any]]:
+    """Hand the JSON line to the stdlib logger with the line attached to the record, so the
+    formatter need not copy the record and render it again (it did, for every line)."""
+    return (line,), {"extra": {_LINE: line}}
 
 
 def _file_name(tier: str, per_process: bool) -> str:
@@ -81,21 +85,30 @@ def configure_logging(
         structlog.processors.format_exc_info,
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, structlog.processors.JSONRenderer(), _rendered_line],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
     formatter = _RenderOnce(processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared)
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_audit_ledger", False):
-            root.removeHandler(handler)
-            handler.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    tier_loggers = {
+        tier: logging.getLogger(f"{LOGGER_PREFIX}.{tier}") for tier in TIER_RETENTION_DAYS
+    }
+    for owner in (root, *tier_loggers.values()):
+        for handler in list(owner.handlers):
+            if getattr(handler, "_audit_ledger", False):
+                owner.removeHandler(handler)
+                handler.close()
+    # stdout and the error tier take every record (the error file from ERROR up); each other
+    # tier's file hangs on its own logger ("audit_ledger.<tier>", and so its children), so a
+    # record meets only the handlers it is written by.
+    placed: list[tuple[logging.Logger, logging.Handler]] = [
+        (root, logging.StreamHandler(sys.stdout))
+    ]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        for tier in TIER_RETENTION_DAYS:
+        for tier, logger in tier_loggers.items():
             handler = logging.handlers.TimedRotatingFileHandler(
                 log_dir / _file_name(tier, per_process),
                 when="midnight",
@@ -106,13 +119,13 @@ def configure_logging(
             )
             if tier == "error":
                 handler.setLevel(logging.ERROR)
+                placed.append((root, handler))
             else:
-                handler.addFilter(_TierFilter(tier))
-            handlers.append(handler)
-    for handler in handlers:
+                placed.append((logger, handler))
+    for owner, handler in placed:
         handler.setFormatter(formatter)
         handler._audit_ledger = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+        owner.addHandler(handler)
     root.setLevel(level)
     # Every line already says where it comes from (logger name and event): skip what the stdlib
     # would compute for each record — the caller's frame (a stack walk), thread and process.

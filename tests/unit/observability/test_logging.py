@@ -241,9 +241,15 @@ def test_rotated_files_are_named_as_cleanup_expects(logs: Path) -> None:
             get_logger("application" if tier == "error" else tier).log(level, event)
 
     one_line_per_tier("before_rollover")
+    # The error tier's file hangs on the root logger, each other tier's on its own logger.
+    owners = [
+        logging.getLogger(),
+        *(logging.getLogger(f"audit_ledger.{t}") for t in TIER_RETENTION_DAYS),
+    ]
     handlers = [
         h
-        for h in logging.getLogger().handlers
+        for owner in owners
+        for h in owner.handlers
         if isinstance(h, logging.handlers.TimedRotatingFileHandler)
     ]
     assert len(handlers) == len(TIER_RETENTION_DAYS)
