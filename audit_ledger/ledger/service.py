@@ -260,11 +260,11 @@ class Ledger:
         """Bulk import: numbered JSON lines (bodies of ``POST /v1/events``), one transaction
         per ``batch_size`` lines.
 
-        With ``jobs`` > 1, that many worker processes parse and validate upcoming batches
-        while this process seals them; each batch commits while the next is sealed
-        (:class:`CommitPipeline`). A bad line stops the import
-        after committing every line before it (:class:`ImportStoppedError` says where and how
-        many); rerunning the corrected input is safe, appends being idempotent.
+        Each batch commits while the next is sealed (:class:`CommitPipeline`); with ``jobs``
+        > 1, that many worker processes also parse and validate upcoming batches. A bad line
+        stops the import after committing every line before it (:class:`ImportStoppedError`
+        says where and how many); rerunning the corrected input is safe, appends being
+        idempotent.
         """
         check_name(writer)
         chunks = _chunks(lines, batch_size)

@@ -5,8 +5,9 @@ row is locked first (``SELECT … FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`
 everything else is read and written under that lock, and the transaction commits or rolls back
 as a whole. Reads use their own short transactions.
 
-On PostgreSQL the bulk inserts go through ``COPY … FROM STDIN`` inside that same transaction:
-the rows of a batch reach the server in one stream instead of one round trip per statement.
+On PostgreSQL a large batch's rows go through ``COPY … FROM STDIN`` inside that same
+transaction (one stream instead of one round trip per statement), and a small one's whole write
+(rows, key uses, head) is one prepared statement, the columns travelling as arrays.
 """
 
 from __future__ import annotations
@@ -288,7 +289,8 @@ _ENTRY_RANGE = (
 )
 
 
-#: PostgreSQL type of each column written by binary COPY (varchar shares text's binary form).
+#: PostgreSQL type of each column written by binary COPY or as an array (varchar shares text's
+#: binary form).
 _COPY_TYPES = {
     (table.name, column.name): (
         "bytea"
@@ -305,7 +307,7 @@ _COPY_TYPES = {
 
 
 #: Up to this many rows per append, PostgreSQL writes go out as one statement; above it, COPY.
-_PIPELINE_MAX_ROWS = 400
+_ONE_STATEMENT_MAX_ROWS = 400
 
 
 def _unnest(table: str, columns: Sequence[str]) -> str:
@@ -583,7 +585,7 @@ class WriteTx:
                     if table_rows:
                         self.conn.exec_driver_sql(_insert_sql(name, columns), table_rows)
                 return all(_raw_exec(self.conn, sql, params) == 1 for sql, params in statements)
-            if sum(len(table_rows) for _, _, table_rows in tables) <= _PIPELINE_MAX_ROWS:
+            if sum(len(table_rows) for _, _, table_rows in tables) <= _ONE_STATEMENT_MAX_ROWS:
                 return self._write_in_one_statement(tables, head, uses, max_uses)
             self._copy_rows(tables)
             return all(_raw_exec(self.conn, sql, params) == 1 for sql, params in statements)
