@@ -424,19 +424,25 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Map driver errors to the storage layer's errors (connectivity vs everything else)."""
+    """Map driver errors to the storage layer's errors (connectivity vs everything else) —
+    through SQLAlchemy or straight from the driver (the append and verify paths)."""
     try:
         yield
     except OperationalError as exc:
-        if exc.connection_invalidated or _is_connect_error(exc):
+        if exc.connection_invalidated or _is_connect_error(str(exc.orig)):
             raise DatabaseUnavailableError("database is unreachable") from exc
         raise StorageError(f"database error: {exc.orig.__class__.__name__}") from exc
     except DBAPIError as exc:
         raise StorageError(f"database error: {exc.orig.__class__.__name__}") from exc
+    except (psycopg.Error, sqlite3.Error) as exc:
+        operational = isinstance(exc, psycopg.OperationalError | sqlite3.OperationalError)
+        if operational and _is_connect_error(str(exc)):
+            raise DatabaseUnavailableError("database is unreachable") from exc
+        raise StorageError(f"database error: {exc.__class__.__name__}") from exc
 
 
-def _is_connect_error(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
+def _is_connect_error(message: str) -> bool:
+    text = message.lower()
     return any(
         marker in text
         for marker in ("connection", "could not connect", "server closed", "unable to open")
