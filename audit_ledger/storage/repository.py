@@ -361,11 +361,17 @@ def _bytes(value: bytes | memoryview) -> bytes:
     return value if type(value) is bytes else bytes(value)
 
 
-def _raw_exec(conn: Connection, query: str, params: Sequence[Any]) -> int:
-    """Execute a fixed statement straight on the driver (``?`` placeholders); the row count."""
+def _driver_of(conn: Connection) -> Any:
+    """The DBAPI connection under a SQLAlchemy one (psycopg or sqlite3)."""
     driver = conn.connection.driver_connection
     if driver is None:  # pragma: no cover - the pool always hands out a live connection
         raise StorageError("no driver connection")
+    return driver
+
+
+def _raw_exec(conn: Connection, query: str, params: Sequence[Any]) -> int:
+    """Execute a fixed statement straight on the driver (``?`` placeholders); the row count."""
+    driver = _driver_of(conn)
     if conn.dialect.name == "postgresql":
         with driver.cursor() as cursor:
             cursor.execute(query.replace("?", "%s"), params)
@@ -385,9 +391,7 @@ def _raw_rows(conn: Connection, query: str, params: Sequence[Any]) -> list[tuple
     per-row processing, and on PostgreSQL using the binary protocol (bytea as raw bytes instead
     of hex text), makes that stream several times cheaper.
     """
-    driver = conn.connection.driver_connection
-    if driver is None:  # pragma: no cover - the pool always hands out a live connection
-        raise StorageError("no driver connection")
+    driver = _driver_of(conn)
     if conn.dialect.name == "postgresql":
         with driver.cursor(binary=True) as cursor:
             cursor.execute(query.replace("?", "%s"), params)
@@ -498,10 +502,9 @@ class WriteTx:
         return head, present
 
     def entries_by_event_id(self, event_ids: Sequence[str]) -> dict[str, StoredEntry]:
-        """Stored entries (with payload state) of those of ``event_ids`` that are present."""
-        # Replays are rare: an index-only existence probe first, full rows only for hits.
-        found = _present_event_ids(self.conn, event_ids)
-        if not found:
+        """Stored entries (with payload state) of ``event_ids`` — the ones
+        :meth:`head_and_present` found (the cheap probe comes first: replays are rare)."""
+        if not event_ids:
             return {}
         stmt = (
             select(
@@ -509,7 +512,7 @@ class WriteTx:
             )
             .outerjoin(payloads, payloads.c.seq == entries.c.seq)
             .outerjoin(payload_purges, payload_purges.c.seq == entries.c.seq)
-            .where(entries.c.event_id.in_(found))
+            .where(entries.c.event_id.in_(list(event_ids)))
         )
         return {r.event_id: _entry(r, True) for r in self.conn.execute(stmt)}
 
@@ -618,10 +621,7 @@ class WriteTx:
         return row is not None and tuple(row) == (len(uses), 1)
 
     def _driver(self) -> psycopg.Connection[Any]:
-        driver = self.conn.connection.driver_connection
-        if driver is None:  # pragma: no cover - the pool always hands out a live connection
-            raise StorageError("no driver connection")
-        return cast(psycopg.Connection[Any], driver)
+        return cast(psycopg.Connection[Any], _driver_of(self.conn))
 
     def _copy_rows(
         self, tables: Sequence[tuple[str, tuple[str, ...], Sequence[tuple[Any, ...]]]]
