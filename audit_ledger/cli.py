@@ -7,6 +7,7 @@ configuration, input or database error. Errors are one line on stderr, never a t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -18,9 +19,20 @@ from typing import IO, Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from audit_ledger.auditor.mirror import open_mirror
+from audit_ledger.auditor.monitor import (
+    DEFAULT_INCLUSION_CHECKS,
+    AuditFailedError,
+    AuditReport,
+    audit_server,
+    verify_mirror,
+)
+from audit_ledger.client import AuditLedgerClient
+from audit_ledger.core.checkpoint import Verifier, parse_verifier_key
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.errors import (
     AuditLedgerError,
+    CheckpointError,
     DatabaseUnavailableError,
     ImportStoppedError,
 )
@@ -39,6 +51,8 @@ CLI_WRITER = "cli"
 #: process is the bottleneck.
 MAX_IMPORT_JOBS = 4
 PARALLEL_IMPORT_MIN_BYTES = 4 * 1024 * 1024
+#: Where ``audit`` finds the auditor's token when no --token-file is given.
+AUDIT_TOKEN_ENV = "AUDIT_LEDGER_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
 class CliError(Exception):
@@ -186,6 +200,70 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if report.ok else EXIT_TAMPERED
 
 
+def _audit_verifier(args: argparse.Namespace) -> Verifier:
+    if args.verifier_key_file:
+        try:
+            text = Path(args.verifier_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the verifier key file: {exc}") from None
+    else:
+        text = args.verifier_key.strip()
+    try:
+        return parse_verifier_key(text)
+    except CheckpointError as exc:
+        raise CliError(f"bad verifier key: {exc}") from None
+
+
+def _audit_token(args: argparse.Namespace) -> str:
+    # Never from the command line, where every user of the machine could read it (ps).
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the token file: {exc}") from None
+    else:
+        token = os.environ.get(AUDIT_TOKEN_ENV, "").strip()
+    if not token:
+        raise CliError(f"an auditor token is needed: --token-file or {AUDIT_TOKEN_ENV}")
+    return token
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    verifier = _audit_verifier(args)
+    if args.offline == bool(args.url):
+        raise CliError("give either --url (check the server) or --offline (check the mirror)")
+
+    async def online() -> AuditReport:
+        async with AuditLedgerClient(args.url, _audit_token(args)) as client:
+            return await audit_server(
+                client, mirror, verifier, inclusion_checks=args.inclusion_checks
+            )
+
+    try:
+        with open_mirror(Path(args.mirror), create=not args.offline) as mirror:
+            report = verify_mirror(mirror, verifier) if args.offline else asyncio.run(online())
+    except AuditFailedError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "problem": str(exc)}, sort_keys=True))
+        print(f"AUDIT FAILED: {exc}", file=sys.stderr)
+        return EXIT_TAMPERED
+    if args.json:
+        print(json.dumps({"ok": True, **report.to_dict()}, sort_keys=True))
+    elif args.offline:
+        print(
+            f"ok: the mirror's {report.tree_size} leaves match its checkpoint, "
+            f"root {report.root_hash}"
+        )
+    else:
+        print(
+            f"ok: checkpoint of {report.tree_size} entries, root {report.root_hash}; "
+            f"{report.new_leaves} new leaves verified since {report.previous_size}, "
+            f"{report.inclusion_proofs} inclusion proofs"
+            + (", consistency proof" if report.consistency_proof else "")
+        )
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: FastAPI and uvicorn cost a second of start-up every other command skips.
     from audit_ledger.api.server import serve  # noqa: PLC0415
@@ -289,6 +367,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("must be a non-negative integer")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would exit 2 with usage; keep one line
         raise CliError(f"{message} (see --help)")
@@ -345,6 +429,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes that check entries (default: one per core for large logs)",
     )
     verify.set_defaults(func=cmd_verify)
+    audit = sub.add_parser(
+        "audit",
+        help="as an auditor: check a server's signed checkpoint and leaves into a local mirror",
+        description="Check the latest signed checkpoint of a server, that it extends the one "
+        "checked last time (consistency proof), and every new leaf (chain, format, Merkle root, "
+        "sampled inclusion proofs), keeping the verified leaves in MIRROR; with --offline, "
+        "re-check MIRROR alone. Exit 0 intact, 1 a contradiction (documents kept in "
+        "MIRROR/evidence/), 2 usage, configuration or connection error. Needs no database "
+        "and no keys but the verifier key.",
+    )
+    audit.add_argument("--mirror", required=True, help="directory of the auditor's mirror")
+    audit.add_argument("--url", help="the ledger's base URL (e.g. https://ledger.internal)")
+    audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
+    key = audit.add_mutually_exclusive_group(required=True)
+    key.add_argument("--verifier-key", help="the published verifier key (name+hash+key)")
+    key.add_argument("--verifier-key-file", help="a file holding the verifier key")
+    audit.add_argument(
+        "--token-file", help=f"file holding an auditor bearer token (default: ${AUDIT_TOKEN_ENV})"
+    )
+    audit.add_argument(
+        "--inclusion-checks",
+        type=_count,
+        default=DEFAULT_INCLUSION_CHECKS,
+        help="inclusion proofs to check among the new leaves (default: %(default)s)",
+    )
+    audit.add_argument("--json", action="store_true", help="machine-readable report")
+    audit.set_defaults(func=cmd_audit)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)

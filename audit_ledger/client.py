@@ -25,6 +25,8 @@ values, and neither do the local checks here.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import email.utils
 import json
 import random
@@ -93,6 +95,7 @@ DEFAULT_BATCH_SIZE: Final = 1000
 #: Integers beyond this lose precision in IEEE-754 readers; the server refuses them (I-JSON).
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 _BATCH_INDEX = re.compile(r"events\[(\d+)\]")
+_HASH_HEX = re.compile(r"[0-9a-f]{64}")
 _USER_AGENT = "audit-ledger-client/1"
 
 
@@ -537,6 +540,48 @@ class AuditLedgerClient:
         if response.status_code != 200:
             raise _error_from_response(response)
         return response.text.strip()
+
+    async def get_leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Leaf bytes ``(seq, leaf)`` from ``start`` on, below ``end`` (``GET /v1/log/leaves``;
+        the server returns at most 1,000 per call: continue from the last seq + 1)."""
+        response = await self._send("GET", f"/v1/log/leaves?start={int(start)}&end={int(end)}")
+        if response.status_code != 200:
+            raise _error_from_response(response)
+        items = _object(response).get("leaves")
+        if not isinstance(items, list):
+            raise ServerError("the server returned a malformed leaves page")
+        leaves: list[tuple[int, bytes]] = []
+        for item in items:
+            seq = item.get("seq") if isinstance(item, dict) else None
+            leaf = item.get("leaf") if isinstance(item, dict) else None
+            if type(seq) is not int or not isinstance(leaf, str):
+                raise ServerError("the server returned a malformed leaf")
+            try:
+                leaves.append((seq, base64.b64decode(leaf, validate=True)))
+            except binascii.Error:
+                raise ServerError("the server returned a leaf that is not base64") from None
+        return leaves
+
+    async def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+        """The RFC 9162 inclusion proof of entry ``seq`` in the tree of ``tree_size`` leaves."""
+        query = f"seq={int(seq)}&tree_size={int(tree_size)}"
+        return await self._proof(f"/v1/log/proof/inclusion?{query}")
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """The RFC 9162 consistency proof between the trees of ``first`` and ``second`` leaves."""
+        query = f"first={int(first)}&second={int(second)}"
+        return await self._proof(f"/v1/log/proof/consistency?{query}")
+
+    async def _proof(self, path: str) -> list[bytes]:
+        response = await self._send("GET", path)
+        if response.status_code != 200:
+            raise _error_from_response(response)
+        hashes = _object(response).get("hashes")
+        if not isinstance(hashes, list) or not all(
+            isinstance(h, str) and _HASH_HEX.fullmatch(h) for h in hashes
+        ):
+            raise ServerError("the server returned a malformed proof")
+        return [bytes.fromhex(h) for h in hashes]
 
     async def get_event(self, seq: int) -> dict[str, Any]:
         """One entry (``GET /v1/events/{seq}``): header, payload state and, if allowed, data."""

@@ -90,10 +90,21 @@ class SegmentVerifier:
 class ChainVerifier:
     """Replays a log in order; raises :class:`ChainBrokenError` at the first bad entry."""
 
-    def __init__(self) -> None:
-        self.tree = CompactRange()
-        self._last_leaf: bytes | None = None
-        self._last_recorded: str | None = None
+    def __init__(
+        self,
+        tree: CompactRange | None = None,
+        last_leaf: bytes | None = None,
+        last_recorded_at: str | None = None,
+    ) -> None:
+        """Start at the empty log, or resume after a verified prefix: its tree's right edge,
+        the leaf hash and ``recorded_at`` of its last entry (an auditor's saved state)."""
+        self.tree = tree.copy() if tree is not None else CompactRange()
+        if (self.tree.size == 0) != (last_leaf is None) or (last_leaf is None) != (
+            last_recorded_at is None
+        ):
+            raise FormatError("a resumed chain needs the last leaf hash and recorded_at")
+        self._last_leaf = last_leaf
+        self._last_recorded = last_recorded_at
 
     @property
     def last_leaf_hex(self) -> str:

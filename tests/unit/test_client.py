@@ -579,3 +579,68 @@ def test_iter_events_follows_cursors_with_ids_in_the_body() -> None:
     bodies = [json.loads(b) for b in rec.bodies()]
     assert bodies == [{"user_id": 4242, "limit": 2}, {"user_id": 4242, "limit": 2, "cursor": "c1"}]
     assert all("4242" not in str(r.url) for r in rec.requests)
+
+
+# --- auditor reads ------------------------------------------------------------------------------
+
+
+def test_leaves_and_proofs_are_decoded() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/log/leaves":
+            assert dict(request.url.params) == {"start": "3", "end": "5"}
+            leaves = [{"seq": 3, "leaf": "e30="}, {"seq": 4, "leaf": "eyJ2IjoxfQ=="}]
+            return httpx.Response(200, json={"leaves": leaves})
+        assert request.url.path in {"/v1/log/proof/inclusion", "/v1/log/proof/consistency"}
+        return httpx.Response(200, json={"hashes": ["ab" * 32, "01" * 32]})
+
+    async def calls() -> tuple[Any, ...]:
+        async with Recorder(answer).client() as client:
+            return (
+                await client.get_leaves(3, 5),
+                await client.inclusion_proof(3, 9),
+                await client.consistency_proof(2, 9),
+            )
+
+    leaves, inclusion, consistency = run(calls())
+    assert leaves == [(3, b"{}"), (4, b'{"v":1}')]
+    assert inclusion == consistency == [b"\xab" * 32, b"\x01" * 32]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"leaves": "no"},
+        {"leaves": [{"seq": "3", "leaf": "e30="}]},
+        {"leaves": [{"seq": 3, "leaf": "not base64!"}]},
+        {"leaves": [{"seq": True, "leaf": "e30="}]},
+        [],
+    ],
+)
+def test_malformed_leaves_are_a_server_error(body: Any) -> None:
+    async def call() -> Any:
+        async with Recorder(httpx.Response(200, json=body)).client() as client:
+            return await client.get_leaves(0, 1)
+
+    with pytest.raises(ServerError):
+        run(call())
+
+
+@pytest.mark.parametrize(
+    "body", [{"hashes": ["AB" * 32]}, {"hashes": ["ab" * 31]}, {"hashes": "ab"}, {}]
+)
+def test_malformed_proofs_are_a_server_error(body: Any) -> None:
+    async def call() -> Any:
+        async with Recorder(httpx.Response(200, json=body)).client() as client:
+            return await client.consistency_proof(1, 2)
+
+    with pytest.raises(ServerError):
+        run(call())
+
+
+def test_auditor_reads_raise_typed_errors() -> None:
+    async def call() -> Any:
+        async with Recorder(problem(403)).client() as client:
+            return await client.get_leaves(0, 1)
+
+    with pytest.raises(ForbiddenError):
+        run(call())

@@ -372,3 +372,55 @@ def test_segments_joined_give_the_sequential_verdict(
         entries[where], entries[where + 1] = (a, leaf_b), (b, leaf_a)
     expected = _verdict(lambda: run(entries))
     assert _verdict(lambda: run_segmented(entries, cuts)) == expected
+
+
+# --- resuming after a verified prefix (an auditor's saved state) ---------------------------------
+
+
+@given(n=st.integers(0, 70), cut=st.integers(0, 70))
+@settings(max_examples=60, deadline=None)
+def test_resumed_verifier_matches_one_run(n: int, cut: int) -> None:
+    leaves = make_chain(n, seed=n)
+    cut = min(cut, n)
+    prefix = run(_enumerated(leaves[:cut]))
+    resumed = ChainVerifier(
+        prefix.tree,
+        bytes.fromhex(prefix.last_leaf_hex) if cut else None,
+        prefix.last_recorded_at,
+    )
+    for seq in range(cut, n):
+        resumed.add(seq, leaves[seq])
+    whole = run(_enumerated(leaves))
+    assert (resumed.size, resumed.root(), resumed.last_leaf_hex) == (
+        whole.size,
+        whole.root(),
+        whole.last_leaf_hex,
+    )
+    assert prefix.size == cut  # the prefix's tree was copied, not shared
+
+
+def test_resumed_verifier_checks_the_seam() -> None:
+    leaves = make_chain(10, seed=3)
+    prefix = run(_enumerated(leaves[:6]))
+    wrong_last = ChainVerifier(prefix.tree, b"\x00" * 32, prefix.last_recorded_at)
+    with pytest.raises(ChainBrokenError) as info:
+        wrong_last.add(6, leaves[6])
+    assert info.value.seq == 6
+    later = ChainVerifier(
+        prefix.tree, bytes.fromhex(prefix.last_leaf_hex), "2999-01-01T00:00:00.000000Z"
+    )
+    with pytest.raises(ChainBrokenError, match="recorded_at decreases"):
+        later.add(6, leaves[6])
+    with pytest.raises(ChainBrokenError, match="gap"):
+        ChainVerifier(prefix.tree, bytes.fromhex(prefix.last_leaf_hex), "x").add(7, leaves[7])
+
+
+def test_resume_needs_the_whole_state() -> None:
+    prefix = run(_enumerated(make_chain(3)))
+    last = bytes.fromhex(prefix.last_leaf_hex)
+    with pytest.raises(FormatError):
+        ChainVerifier(prefix.tree, None, prefix.last_recorded_at)
+    with pytest.raises(FormatError):
+        ChainVerifier(prefix.tree, last, None)
+    with pytest.raises(FormatError):
+        ChainVerifier(None, last, prefix.last_recorded_at)
