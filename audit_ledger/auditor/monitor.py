@@ -22,8 +22,10 @@ Only headers ever travel: the auditor role never receives plaintext.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,31 +185,23 @@ async def audit_server(
     # Unpredictable to the server, so it cannot serve good proofs only where they are checked.
     sample = _sample(previous, checkpoint.size, inclusion_checks, rng or random.SystemRandom())
     sampled: dict[int, bytes] = {}
-    leaves_bytes = state.leaves_bytes if state is not None else 0
+    pages = _pages(client, previous, checkpoint.size)
     with mirror.appending() as out:
-        start = previous
-        while start < checkpoint.size:
-            page = await client.get_leaves(start, min(checkpoint.size, start + PAGE))
-            if not page:
-                raise ServerError(f"the server returned no leaves from seq {start}")
-            for seq, leaf in page:
-                if seq >= checkpoint.size:
-                    raise ServerError("the server returned more leaves than asked for")
-                try:
-                    verified = chain.add(seq, leaf)
-                except ChainBrokenError as exc:
-                    raise _fail(
-                        mirror,
-                        "broken-chain",
-                        f"leaf {exc}",
-                        {"served-checkpoint": note, f"leaf-{seq}": leaf},
-                    ) from None
-                if seq in sample:
-                    sampled[seq] = verified.leaf_hash
-                line = leaf_line(seq, leaf)
-                out.write(line)
-                leaves_bytes += len(line)
-            start = chain.size
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for seq, leaf in page:
+                    try:
+                        verified = chain.add(seq, leaf)
+                    except ChainBrokenError as exc:
+                        raise _fail(
+                            mirror,
+                            "broken-chain",
+                            f"leaf {exc}",
+                            {"served-checkpoint": note, f"leaf-{seq}": leaf},
+                        ) from None
+                    if seq in sample:
+                        sampled[seq] = verified.leaf_hash
+                    out.write(leaf_line(seq, leaf))
     if chain.root() != checkpoint.root_hash:
         raise _fail(
             mirror,
@@ -235,7 +229,7 @@ async def audit_server(
             verifier_key=verifier.encode(),
             checkpoint=note,
             size=checkpoint.size,
-            leaves_bytes=leaves_bytes,
+            leaves_bytes=mirror.leaves_path.stat().st_size,
             tree=chain.tree,
             last_leaf=bytes.fromhex(chain.last_leaf_hex) if chain.size else None,
             last_recorded_at=chain.last_recorded_at,
@@ -244,6 +238,33 @@ async def audit_server(
     return AuditReport(
         checkpoint.size, previous, checkpoint.root_hash.hex(), new, len(sampled), consistency
     )
+
+
+async def _pages(
+    client: AuditLedgerClient, start: int, end: int
+) -> AsyncGenerator[list[tuple[int, bytes]], None]:
+    """Pages of leaves from ``start`` up to ``end``; each next page is already on its way while
+    the caller checks the current one."""
+
+    def fetch(lo: int) -> asyncio.Future[list[tuple[int, bytes]]]:
+        return asyncio.ensure_future(client.get_leaves(lo, min(end, lo + PAGE)))
+
+    pending = fetch(start) if start < end else None
+    try:
+        while pending is not None:
+            page, pending = await pending, None
+            if not page:
+                raise ServerError(f"the server returned no leaves below seq {end}")
+            after = page[-1][0] + 1
+            if after > end:
+                raise ServerError("the server returned more leaves than asked for")
+            if after < end:
+                # If the page is not contiguous the caller's check fails and this is cancelled.
+                pending = fetch(after)
+            yield page
+    finally:
+        if pending is not None:
+            pending.cancel()
 
 
 def _sample(lo: int, hi: int, count: int, rng: random.Random) -> set[int]:

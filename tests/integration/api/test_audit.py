@@ -76,7 +76,7 @@ def test_mirror_follows_the_log_and_rechecks_offline(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     mirror = tmp_path / "mirror"
-    _append(live_server, 450)
+    _append(live_server, 1150)  # more than one page of leaves
     first = _checkpoint(live_server.settings)
 
     result, report = _audit(live_server, mirror)
@@ -255,7 +255,7 @@ def test_altered_leaf_on_the_server_is_caught(
     """A superuser rewrites a leaf after it was signed: the served leaves no longer give the
     checkpoint's root, whatever the server's own hashes say."""
     mirror = tmp_path / "mirror"
-    _append(live_server, 20)
+    _append(live_server, 1100)  # the next page is on its way when the first one fails
     _checkpoint(settings)
     database = settings.database_url.removeprefix("sqlite:///")
     with sqlite3.connect(database) as conn:
