@@ -19,7 +19,7 @@ from typing import IO, Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit_ledger.auditor.mirror import open_mirror
+from audit_ledger.auditor.mirror import Mirror, open_mirror
 from audit_ledger.auditor.monitor import (
     DEFAULT_INCLUSION_CHECKS,
     AuditFailedError,
@@ -27,6 +27,7 @@ from audit_ledger.auditor.monitor import (
     audit_server,
     verify_mirror,
 )
+from audit_ledger.auditor.sources import LedgerSource
 from audit_ledger.client import AuditLedgerClient
 from audit_ledger.core.checkpoint import Verifier, parse_verifier_key
 from audit_ledger.crypto.keys import init_keys
@@ -233,15 +234,52 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.offline == bool(args.url):
         raise CliError("give either --url (check the server) or --offline (check the mirror)")
 
-    async def online() -> AuditReport:
-        async with AuditLedgerClient(args.url, _audit_token(args)) as client:
-            return await audit_server(
-                client, mirror, verifier, inclusion_checks=args.inclusion_checks
-            )
+    def run(mirror: Mirror) -> AuditReport:
+        if args.offline:
+            return verify_mirror(mirror, verifier)
 
+        async def online() -> AuditReport:
+            async with AuditLedgerClient(args.url, _audit_token(args)) as client:
+                return await audit_server(
+                    client, mirror, verifier, inclusion_checks=args.inclusion_checks
+                )
+
+        return asyncio.run(online())
+
+    return _report_audit(args, Path(args.mirror), run, create=not args.offline)
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+
+        def run(mirror: Mirror) -> AuditReport:
+            verifier = parse_verifier_key(ledger.verifier_key())
+            source = LedgerSource(ledger)
+            report = asyncio.run(
+                audit_server(source, mirror, verifier, inclusion_checks=args.inclusion_checks)
+            )
+            # Headers only, but records leave the service: as tamper-evident as an API read.
+            if report.new_leaves:
+                ledger.record_operation(
+                    "leaves_exported",
+                    {
+                        "principal": CLI_WRITER,
+                        "tree_size": report.tree_size,
+                        "count": report.new_leaves,
+                    },
+                )
+            return report
+
+        return _report_audit(args, Path(args.mirror), run, create=True)
+
+
+def _report_audit(
+    args: argparse.Namespace, directory: Path, run: Callable[[Mirror], AuditReport], *, create: bool
+) -> int:
+    """Run an audit on the locked mirror and print its outcome; exit 1 on a contradiction."""
     try:
-        with open_mirror(Path(args.mirror), create=not args.offline) as mirror:
-            report = verify_mirror(mirror, verifier) if args.offline else asyncio.run(online())
+        with open_mirror(directory, create=create) as mirror:
+            report = run(mirror)
     except AuditFailedError as exc:
         if args.json:
             print(json.dumps({"ok": False, "problem": str(exc)}, sort_keys=True))
@@ -249,7 +287,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_TAMPERED
     if args.json:
         print(json.dumps({"ok": True, **report.to_dict()}, sort_keys=True))
-    elif args.offline:
+    elif getattr(args, "offline", False):
         print(
             f"ok: the mirror's {report.tree_size} leaves match its checkpoint, "
             f"root {report.root_hash}"
@@ -456,6 +494,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--json", action="store_true", help="machine-readable report")
     audit.set_defaults(func=cmd_audit)
+    export = sub.add_parser(
+        "export",
+        help="write the log's headers into an auditor's mirror (checked like audit)",
+        description="Copy the leaves covered by the latest checkpoint from the database into "
+        "MIRROR (the format 'audit' keeps), checking them exactly as 'audit' does, for an "
+        "auditor to re-check with 'audit --offline'. Headers only, never plaintext; the "
+        "export is recorded in ledger_operations. Exit codes as for 'audit'.",
+    )
+    export.add_argument("--mirror", required=True, help="directory of the mirror to write")
+    export.add_argument(
+        "--inclusion-checks", type=_count, default=DEFAULT_INCLUSION_CHECKS, help="as for audit"
+    )
+    export.add_argument("--json", action="store_true", help="machine-readable report")
+    export.set_defaults(func=cmd_export)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)

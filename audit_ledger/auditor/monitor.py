@@ -1,4 +1,6 @@
-"""An auditor's independent check of a ledger served over HTTP, resumable and offline-capable.
+"""An auditor's independent check of a ledger served over HTTP, resumable and offline-capable
+(``audit-ledger export`` runs the same checks on the ledger's own database to hand a mirror
+to an auditor who has no network access to the service).
 
 :func:`audit_server` trusts nothing but the verifier key the auditor brings (never the one the
 server publishes) and the mirror of what it verified before:
@@ -28,10 +30,10 @@ import random
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from audit_ledger.auditor.mirror import Mirror, MirrorError, MirrorState, leaf_line
-from audit_ledger.client import AuditLedgerClient, ServerError
+from audit_ledger.client import ServerError
 from audit_ledger.core.checkpoint import Checkpoint, Verifier, verify_checkpoint
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
 from audit_ledger.core.verify import ChainVerifier
@@ -47,6 +49,19 @@ from audit_ledger.errors import (
 DEFAULT_INCLUSION_CHECKS = 8
 #: Largest page ``GET /v1/log/leaves`` serves.
 PAGE = 1000
+
+
+class LogSource(Protocol):
+    """The auditor's reads of DESIGN §4: :class:`~audit_ledger.client.AuditLedgerClient` as it
+    is, or :class:`~audit_ledger.auditor.sources.LedgerSource` over a ledger's own database."""
+
+    async def get_checkpoint(self) -> str | None: ...
+
+    async def get_leaves(self, start: int, end: int) -> list[tuple[int, bytes]]: ...
+
+    async def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]: ...
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]: ...
 
 
 class AuditFailedError(AuditLedgerError):
@@ -107,7 +122,7 @@ def _fail(
 
 
 async def audit_server(
-    client: AuditLedgerClient,
+    source: LogSource,
     mirror: Mirror,
     verifier: Verifier,
     *,
@@ -116,16 +131,16 @@ async def audit_server(
 ) -> AuditReport:
     """Verify the server's latest checkpoint and the leaves it covers against the mirror, then
     extend the mirror (see the module docstring). Raises :class:`AuditFailedError` on a
-    contradiction; client errors (unreachable, 401/403, malformed answers) pass through."""
+    contradiction; source errors (unreachable, 401/403, malformed answers) pass through."""
     state = mirror.load()
     _check_key(state, verifier)
     saved = _saved_checkpoint(state, verifier, mirror) if state is not None else None
     old_note = state.checkpoint if state is not None else ""
 
-    note = await client.get_checkpoint()
+    note = await source.get_checkpoint()
     if note is None:
         if state is None:
-            raise ConfigError("the server has no checkpoint yet (its log is empty or unsigned)")
+            raise ConfigError("there is no signed checkpoint yet (the log is empty or none was made)")
         raise _fail(
             mirror,
             "checkpoint-gone",
@@ -161,7 +176,7 @@ async def audit_server(
                 )
             return AuditReport(checkpoint.size, previous, checkpoint.root_hash.hex(), 0, 0, False)
         if saved.size > 0:
-            proof = await client.consistency_proof(saved.size, checkpoint.size)
+            proof = await source.consistency_proof(saved.size, checkpoint.size)
             try:
                 verify_consistency(
                     saved.size, checkpoint.size, saved.root_hash, checkpoint.root_hash, proof
@@ -185,7 +200,7 @@ async def audit_server(
     # Unpredictable to the server, so it cannot serve good proofs only where they are checked.
     sample = _sample(previous, checkpoint.size, inclusion_checks, rng or random.SystemRandom())
     sampled: dict[int, bytes] = {}
-    pages = _pages(client, previous, checkpoint.size)
+    pages = _pages(source, previous, checkpoint.size)
     with mirror.appending() as out:
         async with contextlib.aclosing(pages):
             async for page in pages:
@@ -210,7 +225,7 @@ async def audit_server(
             {"served-checkpoint": note, "computed-root": chain.root().hex() + "\n"},
         )
     for seq, lh in sorted(sampled.items()):
-        proof = await client.inclusion_proof(seq, checkpoint.size)
+        proof = await source.inclusion_proof(seq, checkpoint.size)
         try:
             verify_inclusion(seq, checkpoint.size, lh, proof, checkpoint.root_hash)
         except ProofError as exc:
@@ -241,13 +256,13 @@ async def audit_server(
 
 
 async def _pages(
-    client: AuditLedgerClient, start: int, end: int
+    source: LogSource, start: int, end: int
 ) -> AsyncGenerator[list[tuple[int, bytes]], None]:
     """Pages of leaves from ``start`` up to ``end``; each next page is already on its way while
     the caller checks the current one."""
 
     def fetch(lo: int) -> asyncio.Future[list[tuple[int, bytes]]]:
-        return asyncio.ensure_future(client.get_leaves(lo, min(end, lo + PAGE)))
+        return asyncio.ensure_future(source.get_leaves(lo, min(end, lo + PAGE)))
 
     pending = fetch(start) if start < end else None
     try:
