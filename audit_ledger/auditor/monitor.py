@@ -140,7 +140,9 @@ async def audit_server(
     note = await source.get_checkpoint()
     if note is None:
         if state is None:
-            raise ConfigError("there is no signed checkpoint yet (the log is empty or none was made)")
+            raise ConfigError(
+                "there is no signed checkpoint yet (the log is empty or none was made)"
+            )
         raise _fail(
             mirror,
             "checkpoint-gone",
