@@ -4,11 +4,14 @@ child), and guards for code that drives worker processes through pipes."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,6 +99,77 @@ def processes_with_args(*args: str) -> list[int]:
         if needle in b"\0" + cmdline and fields is not None and fields[0] not in "ZX":
             found.append(int(entry.name))
     return sorted(found)
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: neither gone nor a zombie (an orphan that exited waits for init
+    to reap it, and not every container's init does)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in "ZX"
+
+
+def alive_after(pids: Iterable[int], timeout: float) -> list[int]:
+    """Those of ``pids`` still alive once all have exited or ``timeout`` seconds have passed."""
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    while (alive := [pid for pid in pids if is_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (one of its ``/proc/<pid>/fd`` links)."""
+    try:
+        fds = list((Path("/proc") / str(pid) / "fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with suppress(OSError):
+            if fd.readlink() == path:
+                return True
+    return False
+
+
+#: Bound on how long worker processes may take to notice that their parent died and stop.
+#: Generous (a loaded machine): it is there to end the wait, not to measure anything.
+ORPHAN_TIMEOUT = 15.0
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def pool_owner(
+    config: Path, job: str, setup: dict[str, Any], tasks: list[Any], jobs: int = 2
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """A separate process owning a :class:`WorkerPool` that maps ``tasks``
+    (``python -m tests.integration.workers pool``), and the pids of its workers. Afterwards the
+    owner is killed if it still runs, and so is any of its workers still alive."""
+    cfg = {"job": job, "setup": setup, "jobs": jobs, "tasks": tasks}
+    config.write_text(json.dumps(cfg, default=str))
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.workers", "pool", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[int] = []
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()  # "" if it failed to start (its stderr is the test's)
+        assert line.startswith("workers "), (line, owner.poll())
+        workers = [int(pid) for pid in line.split()[1:]]
+        assert len(workers) == jobs, line
+        yield owner, workers
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+        for pid in workers:
+            if is_alive(pid):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def kill_children() -> list[int]:

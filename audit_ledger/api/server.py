@@ -22,6 +22,7 @@ from audit_ledger.crypto.keys import init_keys, keys_exist
 from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.metrics import prepare_multiprocess
+from audit_ledger.parent_death import child_environment, die_with_parent
 from audit_ledger.settings import Settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
@@ -99,16 +100,24 @@ def _supervise(host: str, port: int, workers: int) -> None:
     connections over the workers. The sockets are bound here, before any worker starts, so
     connections spread from the first one on (a worker still starting finds its share waiting
     in its backlog), and a restarted worker takes over its predecessor's socket and backlog.
-    A worker that dies is restarted; SIGTERM/SIGINT stop them all.
+    A worker that dies is restarted; SIGTERM/SIGINT stop them all. A supervisor killed outright
+    (SIGKILL) stops none: the workers then get SIGTERM from the kernel (see
+    :mod:`audit_ledger.parent_death`) and shut down as if it had sent it.
     """
     sockets = [_listening_socket(host, port) for _ in range(workers)]
     stopping = False
     started: dict[int, float] = {}
 
     def start(index: int) -> subprocess.Popen[bytes]:
+        # A worker gets SIGTERM when the thread that started it exits (PR_SET_PDEATHSIG is
+        # per thread). Every worker, restarts included, is started here on the main thread —
+        # the only one that may install the signal handlers above, so _supervise always runs
+        # on it — and the main thread lives as long as this process.
         fd = sockets[index].fileno()
         child = subprocess.Popen(  # noqa: S603 - this interpreter, our own module
-            [sys.executable, "-m", __name__, host, str(port), str(fd)], pass_fds=(fd,)
+            [sys.executable, "-m", __name__, host, str(port), str(fd)],
+            pass_fds=(fd,),
+            env=child_environment(),
         )
         started[child.pid] = time.monotonic()
         return child
@@ -176,7 +185,9 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _serve_worker(host: str, port: int, fd: int) -> None:
-    """One supervised worker, accepting on the socket its supervisor bound for it."""
+    """One supervised worker, accepting on the socket its supervisor bound for it; stops
+    (uvicorn's graceful shutdown on SIGTERM) when the supervisor dies."""
+    die_with_parent()  # before uvicorn's handlers: SIGTERM until then simply ends the process
     sock = socket.socket(fileno=fd)
     uvicorn.Server(_uvicorn_config(host, port)).run(sockets=[sock])
 

@@ -11,6 +11,10 @@ without a ``__main__`` guard, and forking would share the parent's database conn
 Tasks go to the workers round-robin and each worker answers in order, so reading the answers
 round-robin gives them in task order; at most :data:`AHEAD` tasks per worker are in flight,
 which bounds memory however long the input is.
+
+The workers do not outlive the process that started them: an idle worker sees its stdin end,
+and a busy one (a long task, a query waiting on a lock) gets SIGTERM from the kernel when that
+process dies (:mod:`audit_ledger.parent_death`) and stops at once, closing its connections.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -33,6 +38,7 @@ from audit_ledger.crypto.keys import load_keys
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
 from audit_ledger.ledger.events import prepare_lines
 from audit_ledger.ledger.verify import check_range
+from audit_ledger.parent_death import child_environment, die_with_parent
 from audit_ledger.policy import load_policy
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.repository import Store
@@ -56,7 +62,14 @@ def _receive(stream: IO[bytes]) -> Any:
 
 
 class WorkerPool:
-    """``jobs`` worker processes doing ``job`` (a key of :data:`JOBS`) with ``setup``."""
+    """``jobs`` worker processes doing ``job`` (a key of :data:`JOBS`) with ``setup``.
+
+    The workers get SIGTERM when the *thread* that created the pool exits (PR_SET_PDEATHSIG
+    follows the thread that started a child, see :mod:`audit_ledger.parent_death`): create a
+    pool in the thread that closes it, or in one that outlives it. Every caller does — ``with
+    WorkerPool(...)`` or ``try``/``finally: pool.close()`` around its use in one function —
+    and the pool's own feeder threads never start a process.
+    """
 
     def __init__(self, job: str, setup: dict[str, Any], jobs: int) -> None:
         # The workers import this very package, wherever this process found it.
@@ -68,7 +81,7 @@ class WorkerPool:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONPATH=path),
+                env=child_environment(PYTHONPATH=path),
             )
             for _ in range(jobs)
         ]
@@ -191,8 +204,17 @@ def _nothing() -> None:
 JOBS = {"verify": _verify_job, "prepare": _prepare_job}
 
 
+def _stop(_signum: int, _frame: object) -> None:
+    """SIGTERM (the parent died): unwind from wherever the worker is — a task, a query
+    (psycopg cancels it in the server), a read — running the ``finally`` that closes the
+    database connections, and exit quietly: a requested stop, no traceback."""
+    raise SystemExit(0)
+
+
 def main() -> None:
     """Worker loop: read the set-up, then answer each task in order."""
+    signal.signal(signal.SIGTERM, _stop)  # first: a parent dying right after takes this path
+    die_with_parent()
     source, out = sys.stdin.buffer, sys.stdout.buffer
     try:
         job, setup = _receive(source)

@@ -19,11 +19,13 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -46,7 +48,13 @@ from tests.integration.test_tamper import (
     populated_template,
     tampering_copy,
 )
-from tests.processes import child_pids, kill_children
+from tests.processes import (
+    ORPHAN_TIMEOUT,
+    alive_after,
+    child_pids,
+    kill_children,
+    pool_owner,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -623,3 +631,48 @@ def test_one_worker_dying_is_enough_to_stop(case: Case) -> None:
     with pytest.raises(StorageError, match="a worker process exited unexpectedly"):
         _verify(case, 7, 2, progress=progress)
     assert child_pids() == []
+
+
+#: Other sessions of the test's database than the one asking, with what they wait for.
+_SESSIONS = (
+    "SELECT pid, wait_event_type FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_workers_of_a_killed_owner_stop_and_close_their_sessions(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The process owning verify's workers is killed with SIGKILL while the workers' queries
+    wait on a lock. The workers must stop (SIGTERM from the kernel when their parent dies) and
+    take their sessions with them — their queries cancelled, not left waiting in the server for
+    a client that is gone."""
+    url = settings.database_url
+    with psycopg.connect(url, autocommit=True) as watcher, psycopg.connect(url) as locker:
+        locker.execute("LOCK TABLE entries IN ACCESS EXCLUSIVE MODE")  # until the end
+        others = {locker.info.backend_pid}
+
+        def worker_sessions() -> list[tuple[int, str | None]]:
+            rows = watcher.execute(_SESSIONS).fetchall()
+            return [(pid, wait) for pid, wait in rows if pid not in others]
+
+        with pool_owner(
+            tmp_path / "owner.json", "verify", {"database_url": url}, [[0, 10], [10, 20]]
+        ) as (owner, workers):
+            deadline = time.monotonic() + 30
+            while [wait for _, wait in worker_sessions()] != ["Lock", "Lock"]:
+                assert owner.poll() is None, "the pool's owner exited"
+                assert time.monotonic() < deadline, worker_sessions()
+                time.sleep(0.05)
+            owner.kill()
+            owner.wait()
+            left = alive_after(workers, ORPHAN_TIMEOUT)
+            assert left == [], f"workers {left} outlived the process that owned them"
+            deadline = time.monotonic() + ORPHAN_TIMEOUT
+            while (sessions := worker_sessions()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sessions == [], "the workers' sessions outlived them"

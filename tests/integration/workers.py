@@ -16,6 +16,11 @@ separate service process would.
     ``go`` on stdin, prints ``starting`` right before the one-transaction append, then
     ``committed <first seq> <last leaf hash>`` once it is acknowledged, and sleeps until the
     parent kills it.
+
+``python -m tests.integration.workers pool <config.json>``
+    Owns a :class:`WorkerPool` (``job``, ``setup``, ``jobs``), prints ``workers <pid> <pid>…``
+    and maps ``tasks`` — for as long as the workers take, which is until the parent kills it
+    when they block — then prints ``done``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from sqlalchemy import text
 
 from audit_ledger.errors import ConflictError
 from audit_ledger.ledger.service import Ledger
+from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.settings import load_settings
 from tests.factories import event
 
@@ -198,6 +204,18 @@ def run_crash_writer(cfg: dict[str, Any]) -> None:
     raise SystemExit("not killed")
 
 
+def run_pool_owner(cfg: dict[str, Any]) -> None:
+    setup = dict(cfg["setup"])
+    for key in ("keys_dir", "policy_file"):  # paths, as the ledger passes them
+        if setup.get(key) is not None:
+            setup[key] = Path(setup[key])
+    with WorkerPool(cfg["job"], setup, cfg["jobs"]) as pool:
+        print("workers", *(worker.pid for worker in pool.workers), flush=True)
+        for _ in pool.map(cfg["tasks"]):
+            pass
+    print("done", flush=True)
+
+
 def main(argv: list[str]) -> None:
     command, config = argv
     cfg = json.loads(Path(config).read_text())
@@ -205,6 +223,8 @@ def main(argv: list[str]) -> None:
         run_appender(cfg)
     elif command == "crash":
         run_crash_writer(cfg)
+    elif command == "pool":
+        run_pool_owner(cfg)
     else:
         raise SystemExit(f"unknown command {command}")
 

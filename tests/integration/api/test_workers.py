@@ -4,7 +4,8 @@ uvicorn worker processes, each accepting on its own SO_REUSEPORT listening socke
 Keep-alive connections of a burst are spread over the workers (each worker's
 ``performance.<pid>.log`` shows what it served); a worker killed with SIGKILL is replaced while
 the other keeps serving; SIGTERM to the supervisor stops it and every worker, also when it comes
-while the workers are being started; and a port taken by a socket without SO_REUSEPORT makes
+while the workers are being started; SIGKILL to the supervisor stops every worker too (they get
+SIGTERM when it dies); and a port taken by a socket without SO_REUSEPORT makes
 ``serve`` fail at once with one line and no process left behind.
 """
 
@@ -34,7 +35,13 @@ from audit_ledger.settings import Settings
 from tests.factories import event
 from tests.integration.api.conftest import LiveServer, cli_env, free_port
 from tests.integration.api.test_metrics import observed_server
-from tests.processes import children_of, process_age, processes_with_args
+from tests.processes import (
+    ORPHAN_TIMEOUT,
+    alive_after,
+    children_of,
+    process_age,
+    processes_with_args,
+)
 
 WORKER_MODULE = "audit_ledger.api.server"
 CONNECTIONS = 24
@@ -302,6 +309,30 @@ def test_sigterm_to_supervisor_stops_every_worker(two_workers: LiveServer) -> No
     assert worker_processes(server.port) == [], "no worker of this port is left anywhere"
     with pytest.raises(ConnectionRefusedError), socket.socket() as sock:
         sock.connect(("127.0.0.1", server.port))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # processes only: one backend
+@pytest.mark.timeout(60)
+def test_sigkill_to_supervisor_stops_every_worker(two_workers: LiveServer) -> None:
+    """A supervisor killed with SIGKILL cannot stop its workers: they must not live on as
+    orphans serving the port. The kernel sends each SIGTERM when the supervisor dies, and they
+    shut down as gracefully as when the supervisor asks."""
+    server = two_workers
+    assert server.process is not None
+    assert server.log is not None
+    workers = workers_of(server)
+    assert len(workers) == 2
+    os.kill(server.process.pid, signal.SIGKILL)  # the supervisor alone, not its group
+    server.process.wait(timeout=10)
+    left = alive_after(workers, ORPHAN_TIMEOUT)
+    assert left == [], f"workers {left} outlived their supervisor (serving port {server.port})"
+    assert worker_processes(server.port) == [], "no worker of this port is left anywhere"
+    with pytest.raises(ConnectionRefusedError), socket.socket() as sock:
+        sock.connect(("127.0.0.1", server.port))
+    log = server.log.read_text()
+    for pid in workers:  # uvicorn's own graceful shutdown, to its last line
+        assert f"Finished server process [{pid}]" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
 
 
 @pytest.mark.timeout(60)

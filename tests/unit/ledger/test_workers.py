@@ -25,7 +25,16 @@ from audit_ledger.ledger.events import PreparedLines, prepare_lines
 from audit_ledger.ledger.workers import AHEAD, WorkerPool
 from audit_ledger.policy import load_policy
 from tests.factories import event
-from tests.processes import child_pids, kill_children, unraisable_recorded, within
+from tests.processes import (
+    ORPHAN_TIMEOUT,
+    alive_after,
+    child_pids,
+    has_open,
+    kill_children,
+    pool_owner,
+    unraisable_recorded,
+    within,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -222,3 +231,33 @@ def test_a_worker_dying_before_its_first_task(setup: dict[str, Any]) -> None:
             list(pool.map(_task(n) for n in range(10)))
     finally:
         pool.close()
+
+
+def test_busy_workers_stop_when_their_owner_is_killed(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """The process owning a pool is killed with SIGKILL while its workers are busy with
+    something other than their pipes (an idle worker would see its stdin end): here their
+    set-up reads a policy file that is a FIFO nobody writes to, standing in for a long task or
+    a query waiting on a lock. They must stop anyway — the kernel sends them SIGTERM when their
+    parent dies — not live on as orphans."""
+    fifo = tmp_path / "policy.toml"
+    os.mkfifo(fifo)
+    # Held open for writing (O_RDWR never blocks on a FIFO): the workers' open() returns and
+    # their read() waits for data that never comes.
+    writer = os.open(fifo, os.O_RDWR)
+    setup["policy_file"] = fifo
+    config = tmp_path / "owner.json"
+    try:
+        with pool_owner(config, "prepare", setup, [_task(0)] * 4) as (owner, workers):
+            deadline = time.monotonic() + 30
+            while not all(has_open(pid, fifo) for pid in workers):
+                assert owner.poll() is None, "the pool's owner exited"
+                assert time.monotonic() < deadline, "the workers never reached their set-up"
+                time.sleep(0.05)
+            owner.kill()
+            owner.wait()
+            left = alive_after(workers, ORPHAN_TIMEOUT)
+            assert left == [], f"workers {left} outlived the process that owned them"
+    finally:
+        os.close(writer)
