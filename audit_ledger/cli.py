@@ -90,6 +90,37 @@ def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_keys_rotate_kek(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        retired, report = ledger.rotate_kek()
+    print(
+        f"new key-encryption key {report.kek_id}; {report.rewrapped} data keys re-wrapped"
+        + (f", {report.missing} already erased" if report.missing else ""),
+        file=sys.stderr,
+    )
+    print(
+        f"the old one ({retired}) stays in {settings.keys_dir / 'retired-keks'} until every "
+        "process started before now has been restarted; then run "
+        "'audit-ledger keys prune-keks'",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_keys_prune_keks(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        report, removed, kept = ledger.prune_keks()
+    if report.rewrapped:
+        print(f"{report.rewrapped} data keys re-wrapped by {report.kek_id}", file=sys.stderr)
+    for kek_id in removed:
+        print(f"removed retired key-encryption key {kek_id}", file=sys.stderr)
+    for kek_id in kept:
+        print(f"kept {kek_id}: data keys still need it", file=sys.stderr)
+    if not removed and not kept:
+        print("no retired key-encryption keys", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine_for_url(settings.database_url)
     try:
@@ -432,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--keys-dir", help="default: AUDIT_LEDGER_KEYS_DIR or ./keys")
     init.add_argument("--origin", help="checkpoint origin / key name")
     init.set_defaults(func=cmd_keys_init)
+    keys.add_parser(
+        "rotate-kek",
+        help="new key-encryption key; re-wraps every data key (the old KEK is kept as retired)",
+    ).set_defaults(func=cmd_keys_rotate_kek)
+    keys.add_parser(
+        "prune-keks",
+        help="delete retired key-encryption keys no data key needs (after restarting services)",
+    ).set_defaults(func=cmd_keys_prune_keks)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
         dest="sub", required=True, parser_class=_Parser

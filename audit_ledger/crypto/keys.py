@@ -12,6 +12,9 @@ Files (all created by :func:`init_keys`):
 * ``index.key`` — base64 of 32 random bytes (HMAC key for blind indexes);
 * ``checkpoint.key`` — ``PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>``, the signer key
   format of ``golang.org/x/mod/sumdb/note``, so the same file works with Go tooling.
+
+Later: ``subject-keys/`` (erasable data keys, wrapped by the KEK) and ``retired-keks/`` (KEKs
+replaced by :func:`rotate_kek`, kept until no data key is wrapped by them any more).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import hashlib
 import os
 import re
 import stat
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,7 +52,9 @@ KEK_FILE = "kek.key"
 INDEX_FILE = "index.key"
 CHECKPOINT_FILE = "checkpoint.key"
 EXTERNAL_KEYS_DIR = "subject-keys"
+RETIRED_KEKS_DIR = "retired-keks"
 _KEY_ID = re.compile(r"dk_[0-9a-f]{24}\Z")
+_KEK_ID = re.compile(r"kek-[0-9a-f]{16}\Z")
 _WRAP_CONTEXT = b"audit-ledger/dek-wrap/v1\x00"
 
 
@@ -56,21 +63,34 @@ _WRAP_CONTEXT = b"audit-ledger/dek-wrap/v1\x00"
 EXTERNAL_KEY = b"external-key-store:v1"
 
 
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """What a data key's row holds: the wrapped material and the KEK that wrapped it."""
+
+    kek_id: str
+    blob: bytes
+
+
 class KeyProvider(Protocol):
     """Wraps and unwraps data keys with a key-encryption key held outside the database, and
     keeps erasable (subject) keys outside the database altogether."""
 
     @property
     def kek_id(self) -> str:
-        """Identifies the KEK that :meth:`wrap` uses (stored beside each wrapped key)."""
+        """Identifies the KEK that :meth:`wrap` uses now (stored beside each wrapped key)."""
         ...
 
-    def wrap(self, key: DataKey) -> bytes: ...
+    def wrap(self, key: DataKey) -> WrappedKey: ...
 
     def unwrap(self, key_id: str, wrapped: bytes, kek_id: str) -> DataKey: ...
 
-    def store_external(self, key: DataKey) -> bytes:
+    def store_external(self, key: DataKey) -> WrappedKey:
         """Keep ``key`` in the key store; return what the database row holds instead."""
+        ...
+
+    def rewrap(self, key_id: str, wrapped: bytes, kek_id: str) -> WrappedKey:
+        """The same data key wrapped by the current KEK (a key kept in the key store is
+        rewritten there); for a KEK rotation."""
         ...
 
     def destroy_external(self, key_id: str) -> bool:
@@ -78,8 +98,23 @@ class KeyProvider(Protocol):
         ...
 
     def external_key_ids(self) -> list[str]:
-        """Ids of the keys the key store holds."""
+        """Ids of the keys kept in the key store."""
         ...
+
+
+def kek_id_of(kek: Secret) -> str:
+    """The public fingerprint of a KEK (stored beside every key it wraps)."""
+    return "kek-" + hashlib.sha256(b"audit-ledger/kek-id\x00" + kek.reveal()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class _Keks:
+    """The KEKs a provider knows: the current one wraps, every one unwraps."""
+
+    current: str
+    aeads: dict[str, AESGCM]
+    #: identity of ``kek.key`` when read (inode, mtime, size): a rotation replaces the file
+    stamp: tuple[int, int, int] | None = None
 
 
 class FileKeyProvider:
@@ -89,27 +124,64 @@ class FileKeyProvider:
     deleting its file makes that subject's payloads unreadable in every database backup too.
     The directory must be shared by all replicas (as the rest of ``keys/`` is) and backed up,
     if at all, with a retention no longer than erasure allows.
+
+    KEKs retired by :func:`rotate_kek` stay in ``keys/retired-keks/`` and keep unwrapping the
+    keys they wrapped until :meth:`Ledger.rewrap_data_keys` has moved those to the current KEK.
+    A provider loaded from a directory notices a rotation made by another process: before
+    wrapping a new key (so it never wraps with a retired KEK for long), and when a row names a
+    KEK it does not know.
     """
 
-    def __init__(self, kek: Secret, external_dir: Path | None = None) -> None:
-        if len(kek) != KEY_SIZE:
-            raise ConfigError("kek.key must hold 32 bytes")
+    def __init__(
+        self,
+        kek: Secret,
+        external_dir: Path | None = None,
+        retired: Iterable[Secret] = (),
+        *,
+        keys_dir: Path | None = None,
+    ) -> None:
         self._external_dir = external_dir
-        self._aead = AESGCM(kek.reveal())
-        digest = hashlib.sha256(b"audit-ledger/kek-id\x00" + kek.reveal()).hexdigest()
-        self._kek_id = "kek-" + digest[:16]
+        self._keys_dir = keys_dir
+        self._lock = threading.Lock()
+        self._keks = _keks(kek, retired, _stamp(keys_dir))
+
+    @classmethod
+    def from_dir(cls, keys_dir: Path) -> FileKeyProvider:
+        """The provider of a keys directory (current and retired KEKs, subject keys)."""
+        kek, retired = _read_keks(keys_dir)
+        return cls(kek, keys_dir / EXTERNAL_KEYS_DIR, retired, keys_dir=keys_dir)
 
     def __repr__(self) -> str:
-        return f"FileKeyProvider(kek_id={self._kek_id!r})"
+        return f"FileKeyProvider(kek_id={self._keks.current!r})"
 
     @property
     def kek_id(self) -> str:
-        return self._kek_id
+        return self._reload(if_changed=True).current
 
-    def wrap(self, key: DataKey) -> bytes:
+    @property
+    def known_kek_ids(self) -> frozenset[str]:
+        return frozenset(self._keks.aeads)
+
+    def _reload(self, *, if_changed: bool) -> _Keks:
+        """Re-read the KEK files (after another process rotated them)."""
+        if self._keys_dir is None:
+            return self._keks
+        with self._lock:
+            stamp = _stamp(self._keys_dir)
+            if not if_changed or stamp != self._keks.stamp:
+                kek, retired = _read_keks(self._keys_dir)
+                self._keks = _keks(kek, retired, stamp)
+            return self._keks
+
+    def _seal(self, key: DataKey) -> WrappedKey:
+        keks = self._reload(if_changed=True)  # one stat: a new key never gets a retired KEK
         nonce = os.urandom(NONCE_SIZE)
         aad = _WRAP_CONTEXT + key.key_id.encode("utf-8")
-        return nonce + self._aead.encrypt(nonce, key.secret.reveal(), aad)
+        blob = nonce + keks.aeads[keks.current].encrypt(nonce, key.secret.reveal(), aad)
+        return WrappedKey(keks.current, blob)
+
+    def wrap(self, key: DataKey) -> WrappedKey:
+        return self._seal(key)
 
     def _external_path(self, key_id: str) -> Path:
         if self._external_dir is None:
@@ -118,12 +190,23 @@ class FileKeyProvider:
             raise CryptoError("malformed data key id")
         return self._external_dir / f"{key_id}.key"
 
-    def store_external(self, key: DataKey) -> bytes:
+    def store_external(self, key: DataKey) -> WrappedKey:
         path = self._external_path(key.key_id)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        blob = base64.b64encode(self.wrap(key)).decode("ascii")
-        _write_private(path, blob, durable=True)
-        return EXTERNAL_KEY
+        sealed = self._seal(key)
+        _write_private(path, base64.b64encode(sealed.blob).decode("ascii"), durable=True)
+        return WrappedKey(sealed.kek_id, EXTERNAL_KEY)
+
+    def rewrap(self, key_id: str, wrapped: bytes, kek_id: str) -> WrappedKey:
+        key = self.unwrap(key_id, wrapped, kek_id)
+        if wrapped != EXTERNAL_KEY:
+            return self._seal(key)
+        path = self._external_path(key_id)
+        sealed = self._seal(key)
+        # Replaced atomically; until the row names the new KEK, unwrap finds it by trying the
+        # others (a rotation interrupted between the file and the row loses nothing).
+        _replace_private(path, base64.b64encode(sealed.blob).decode("ascii"))
+        return WrappedKey(sealed.kek_id, EXTERNAL_KEY)
 
     def destroy_external(self, key_id: str) -> bool:
         path = self._external_path(key_id)
@@ -140,9 +223,15 @@ class FileKeyProvider:
         return sorted(p.stem for p in self._external_dir.glob("*.key"))
 
     def unwrap(self, key_id: str, wrapped: bytes, kek_id: str) -> DataKey:
-        if kek_id != self._kek_id:
-            raise CryptoError(f"data key {key_id} is wrapped by another key-encryption key")
-        if wrapped == EXTERNAL_KEY:
+        keks = self._keks
+        if kek_id not in keks.aeads:
+            keks = self._reload(if_changed=False)
+            if kek_id not in keks.aeads:
+                raise CryptoError(
+                    f"data key {key_id} is wrapped by an unknown key-encryption key {kek_id}"
+                )
+        external = wrapped == EXTERNAL_KEY
+        if external:
             try:
                 text = self._external_path(key_id).read_text(encoding="ascii")
                 wrapped = base64.b64decode(text.strip(), validate=True)
@@ -155,11 +244,80 @@ class FileKeyProvider:
         aad = _WRAP_CONTEXT + key_id.encode("utf-8")
         if len(wrapped) < NONCE_SIZE + 16:  # nonce + tag at least; AESGCM would raise ValueError
             raise CryptoError(f"wrapped data key {key_id} is truncated")
-        try:
-            raw = self._aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
-        except InvalidTag:
-            raise CryptoError(f"wrapped data key {key_id} failed authentication") from None
-        return DataKey(key_id, Secret(raw))
+        named = keks.aeads[kek_id]
+        others = [a for i, a in keks.aeads.items() if i != kek_id] if external else []
+        for aead in (named, *others):
+            try:
+                raw = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
+            except InvalidTag:
+                continue
+            return DataKey(key_id, Secret(raw))
+        raise CryptoError(f"wrapped data key {key_id} failed authentication")
+
+
+def _keks(kek: Secret, retired: Iterable[Secret], stamp: tuple[int, int, int] | None) -> _Keks:
+    if len(kek) != KEY_SIZE or any(len(r) != KEY_SIZE for r in retired):
+        raise ConfigError("a key-encryption key must hold 32 bytes")
+    aeads = {kek_id_of(r): AESGCM(r.reveal()) for r in retired}
+    aeads[kek_id_of(kek)] = AESGCM(kek.reveal())
+    return _Keks(kek_id_of(kek), aeads, stamp)
+
+
+def _stamp(keys_dir: Path | None) -> tuple[int, int, int] | None:
+    if keys_dir is None:
+        return None
+    try:
+        st = (keys_dir / KEK_FILE).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _read_keks(keys_dir: Path) -> tuple[Secret, list[Secret]]:
+    retired_dir = keys_dir / RETIRED_KEKS_DIR
+    retired = (
+        [_read_secret_file(path) for path in sorted(retired_dir.glob("*.key"))]
+        if retired_dir.is_dir()
+        else []
+    )
+    return _read_secret_file(keys_dir / KEK_FILE), retired
+
+
+def rotate_kek(keys_dir: Path) -> tuple[str, str]:
+    """Make a new current KEK in ``keys_dir``; the old one moves to ``retired-keks/`` (it keeps
+    unwrapping until every key is re-wrapped). Returns ``(old id, new id)``.
+
+    Crash-safe: the old KEK is written to ``retired-keks/`` durably before ``kek.key`` is
+    replaced (atomically), so there is never a moment when it exists nowhere.
+    """
+    old = _read_secret_file(keys_dir / KEK_FILE)
+    old_id = kek_id_of(old)
+    retired_dir = keys_dir / RETIRED_KEKS_DIR
+    retired_dir.mkdir(mode=0o700, exist_ok=True)
+    retired_path = retired_dir / f"{old_id}.key"
+    if retired_path.exists():
+        if _read_secret_file(retired_path) != old:
+            raise ConfigError(f"{retired_path} exists and holds another key")
+    else:
+        _write_private(retired_path, base64.b64encode(old.reveal()).decode("ascii"), durable=True)
+    new = Secret(os.urandom(KEY_SIZE))
+    _replace_private(keys_dir / KEK_FILE, base64.b64encode(new.reveal()).decode("ascii"))
+    return old_id, kek_id_of(new)
+
+
+def retired_kek_ids(keys_dir: Path) -> list[str]:
+    """Ids of the retired KEKs kept in ``keys_dir``."""
+    retired_dir = keys_dir / RETIRED_KEKS_DIR
+    return sorted(p.stem for p in retired_dir.glob("*.key")) if retired_dir.is_dir() else []
+
+
+def remove_retired_kek(keys_dir: Path, kek_id: str) -> None:
+    """Delete a retired KEK file (the caller has checked no key row still names it)."""
+    if not _KEK_ID.match(kek_id):
+        raise ConfigError("malformed key-encryption key id")
+    path = keys_dir / RETIRED_KEKS_DIR / f"{kek_id}.key"
+    path.unlink()
+    _fsync_dir(path.parent)
 
 
 class CheckpointSigner:
@@ -257,9 +415,7 @@ def load_keys(keys_dir: Path, origin: str) -> KeyRing:
             f"{signer_path} signs as {signer.name!r} but the checkpoint origin is {origin!r}"
         )
     return KeyRing(
-        provider=FileKeyProvider(
-            _read_secret_file(keys_dir / KEK_FILE), keys_dir / EXTERNAL_KEYS_DIR
-        ),
+        provider=FileKeyProvider.from_dir(keys_dir),
         indexer=BlindIndexer(_read_secret_file(keys_dir / INDEX_FILE)),
         signer=signer,
     )
@@ -280,6 +436,15 @@ def _write_private(path: Path, text: str, *, durable: bool = False) -> None:
             os.fsync(handle.fileno())
     if durable:
         _fsync_dir(path.parent)
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a durable 0600 file holding ``text``."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)  # left by a crash before the rename
+    _write_private(temporary, text, durable=True)
+    temporary.replace(path)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -81,8 +81,8 @@ class DataKeyRing:
                         category=category,
                         scope_kind=scope_kind,
                         scope_value=value,
-                        kek_id=self.provider.kek_id,
-                        wrapped=wrapped,
+                        kek_id=wrapped.kek_id,
+                        wrapped=wrapped.blob,
                         uses=0,
                         created_at=now,
                     )

@@ -21,7 +21,13 @@ from sqlalchemy import inspect, make_url
 from audit_ledger.core import merkle
 from audit_ledger.core.canonical import MAX_SAFE_INTEGER
 from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
-from audit_ledger.crypto.keys import KeyRing, load_keys
+from audit_ledger.crypto.keys import (
+    KeyRing,
+    load_keys,
+    remove_retired_kek,
+    retired_kek_ids,
+    rotate_kek,
+)
 from audit_ledger.errors import (
     AuthenticationError,
     ConfigError,
@@ -61,6 +67,7 @@ from audit_ledger.ledger.reads import (
     decode_cursor,
     encode_cursor,
 )
+from audit_ledger.ledger.rekey import RewrapReport, rewrap_data_keys
 from audit_ledger.ledger.retention import plan_category
 from audit_ledger.ledger.verify import VerifyReport, verify_ledger
 from audit_ledger.ledger.workers import WorkerPool
@@ -438,6 +445,35 @@ class Ledger:
         for key_id in key_ids:
             self.keyring.forget(key_id)
             self.keys.provider.destroy_external(key_id)
+
+    # -- key-encryption key rotation -----------------------------------------------------------
+
+    def rotate_kek(self, *, actor: str = "cli") -> tuple[str, RewrapReport]:
+        """Make a new KEK (the old one is kept as retired), re-wrap every data key with it and
+        record the rotation; returns the old KEK's id and what was re-wrapped."""
+        old_id, _ = rotate_kek(self.settings.keys_dir)
+        report = rewrap_data_keys(self.store, self.keys.provider)
+        self.record_operation(
+            "kek_rotated", {"actor": actor, "retired_kek_id": old_id, **report.to_dict()}
+        )
+        return old_id, report
+
+    def prune_keks(self, *, actor: str = "cli") -> tuple[RewrapReport, list[str], list[str]]:
+        """Re-wrap keys that processes still running on a retired KEK made meanwhile, then
+        delete every retired KEK no data key needs; returns the re-wrap, removed and kept ids."""
+        report = rewrap_data_keys(self.store, self.keys.provider)
+        in_use = self.store.kek_ids_in_use()
+        retired = retired_kek_ids(self.settings.keys_dir)
+        removed = [kek_id for kek_id in retired if kek_id not in in_use]
+        for kek_id in removed:
+            remove_retired_kek(self.settings.keys_dir, kek_id)
+        kept = [kek_id for kek_id in retired if kek_id in in_use]
+        if removed or report.rewrapped or report.missing:
+            self.record_operation(
+                "keks_pruned",
+                {"actor": actor, "removed": removed, "kept": kept, **report.to_dict()},
+            )
+        return report, removed, kept
 
     def erase_subject(
         self, user_id: str | int, *, categories: Sequence[str] | None = None, actor: str = "cli"

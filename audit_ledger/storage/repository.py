@@ -742,6 +742,32 @@ class WriteTx:
                 .values(wrapped=None, destroyed_at=when, destroyed_by_seq=op_seq)
             )
 
+    def lock_keys_to_rewrap(self, kek_id: str, after: str, limit: int) -> list[StoredKey]:
+        """Up to ``limit`` undestroyed keys past ``after`` (by id) that are wrapped by another
+        KEK than ``kek_id``, locked until commit: an erasure or retention destroying one waits
+        for the re-wrap (and then destroys the re-wrapped key), never the other way round."""
+        stmt = (
+            select(data_keys)
+            .where(
+                data_keys.c.key_id > after,
+                data_keys.c.kek_id != kek_id,
+                data_keys.c.wrapped.is_not(None),
+            )
+            .order_by(data_keys.c.key_id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()  # SQLite: the writer's BEGIN IMMEDIATE locks it all
+        return [_key(r) for r in self.conn.execute(stmt)]
+
+    def set_key_wrap(self, key_id: str, kek_id: str, wrapped: bytes) -> None:
+        """Store a key re-wrapped by another KEK (the row is locked by the caller)."""
+        self.conn.execute(
+            update(data_keys)
+            .where(data_keys.c.key_id == key_id, data_keys.c.wrapped.is_not(None))
+            .values(kek_id=kek_id, wrapped=wrapped)
+        )
+
     def active_holds(self) -> list[StoredHold]:
         rows = self.conn.execute(
             select(legal_holds)
@@ -909,6 +935,14 @@ class Store:
         with self.reader() as conn:
             for r in conn.execute(select(data_keys).order_by(data_keys.c.key_id)):
                 yield _key(r)
+
+    def kek_ids_in_use(self) -> set[str]:
+        """KEKs that still wrap an undestroyed data key."""
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(data_keys.c.kek_id).where(data_keys.c.wrapped.is_not(None)).distinct()
+            )
+            return {str(r[0]) for r in rows}
 
     # -- principals ----------------------------------------------------------------------------
 

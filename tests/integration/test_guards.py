@@ -47,6 +47,8 @@ class Log:
     op_seq: int
     live_key: str
     destroyed_key: str
+    #: a live subject key (its row holds the key-store marker, not the wrapped key)
+    subject_key: str
     active_hold: str
     released_hold: str
 
@@ -98,7 +100,7 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
         keys = conn.execute(
             text("SELECT key_id, category, scope_kind FROM data_keys ORDER BY key_id")
         ).all()
-        subject_key = next(k.key_id for k in keys if k.scope_kind == "subject")
+        subject_key, live_subject_key = [k.key_id for k in keys if k.scope_kind == "subject"]
         live_key = next(k.key_id for k in keys if k.category == "financial_transactions")
         conn.execute(
             text(
@@ -119,6 +121,7 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
             op.seq,
             live_key,
             subject_key,
+            live_subject_key,
             active_hold.hold_id,
             released_hold.hold_id,
         )
@@ -181,8 +184,24 @@ def _forbidden(log: Log, table: str) -> list[tuple[str, dict[str, Any]]]:
                 {**live, "at": DESTROYED_AT},
             ),
             ("UPDATE data_keys SET key_id = 'dk_other' WHERE key_id = :k", live),
-            # a live key's wrapped bytes may not be swapped, only removed (destruction)
+            # a live key's wrapped bytes may only be replaced under another KEK (rotation),
+            # and a KEK id alone changes only for a key kept in the key store
             ("UPDATE data_keys SET wrapped = :b WHERE key_id = :k", {**live, **blob}),
+            (
+                "UPDATE data_keys SET wrapped = :b, destroyed_at = :at WHERE key_id = :k",
+                {**live, **blob, "at": DESTROYED_AT},
+            ),
+            (
+                "UPDATE data_keys SET wrapped = :b, destroyed_by_seq = 1 WHERE key_id = :k",
+                {**live, **blob},
+            ),
+            (
+                (
+                    "UPDATE data_keys SET wrapped = NULL, destroyed_at = :at, destroyed_by_seq = 1,"
+                    " kek_id = 'kek-0123456789abcdef' WHERE key_id = :k"
+                ),
+                {**live, "at": DESTROYED_AT},
+            ),
             # destruction must name when and which entry recorded it
             ("UPDATE data_keys SET wrapped = NULL WHERE key_id = :k", live),
             (
@@ -197,6 +216,11 @@ def _forbidden(log: Log, table: str) -> list[tuple[str, dict[str, Any]]]:
                 {**dead, "at": "2027-01-01T00:00:00.000000Z"},
             ),
             ("UPDATE data_keys SET destroyed_by_seq = 1 WHERE key_id = :k", dead),
+            ("UPDATE data_keys SET kek_id = 'kek-0123456789abcdef' WHERE key_id = :k", dead),
+            (
+                "UPDATE data_keys SET wrapped = :b, kek_id = :kek WHERE key_id = :k",
+                {**dead, **blob, "kek": "kek-0123456789abcdef"},
+            ),
             ("DELETE FROM data_keys", {}),
         ],
         "ledger_head": [
@@ -275,6 +299,15 @@ def test_guards_allow_the_permitted_changes(log: Log, ledger: Ledger) -> None:
                 " WHERE key_id = :k"
             ),
             {"at": DESTROYED_AT, "op": log.op_seq, "k": log.live_key},
+        ),
+        # KEK rotation: re-wrapped under another KEK; a key-store key only names the new KEK
+        (
+            "UPDATE data_keys SET wrapped = :b, kek_id = 'kek-0123456789abcdef' WHERE key_id=:k",
+            {"b": b"\x01" * 60, "k": log.live_key},
+        ),
+        (
+            "UPDATE data_keys SET kek_id = 'kek-0123456789abcdef' WHERE key_id = :k",
+            {"k": log.subject_key},
         ),
         # touching a destroyed key without changing it (e.g. a retention re-run) is fine
         ("UPDATE data_keys SET uses = uses WHERE key_id = :k", {"k": log.destroyed_key}),
