@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -306,7 +306,8 @@ def verify_mirror(mirror: Mirror, verifier: Verifier) -> AuditReport:
     checkpoint = _saved_checkpoint(state, verifier, mirror)
     chain = ChainVerifier()
     try:
-        _add_all(chain, mirror.read_leaves(state.leaves_bytes))
+        for seq, leaf in mirror.read_leaves(state.leaves_bytes):
+            chain.add(seq, leaf)
     except MirrorError as exc:
         raise AuditFailedError(f"the mirror is damaged: {exc}") from None
     except ChainBrokenError as exc:
@@ -316,11 +317,11 @@ def verify_mirror(mirror: Mirror, verifier: Verifier) -> AuditReport:
             f"the mirror's {chain.size} leaves do not hash to its checkpoint's root of "
             f"{checkpoint.size} entries"
         )
-    if chain.tree.hashes != state.tree.hashes or chain.last_recorded_at != state.last_recorded_at:
+    last_leaf = bytes.fromhex(chain.last_leaf_hex) if chain.size else None
+    if (chain.tree.hashes, last_leaf, chain.last_recorded_at) != (
+        state.tree.hashes,
+        state.last_leaf,
+        state.last_recorded_at,
+    ):
         raise AuditFailedError("the mirror's saved state does not match its leaves")
     return AuditReport(checkpoint.size, 0, checkpoint.root_hash.hex(), chain.size, 0, False)
-
-
-def _add_all(chain: ChainVerifier, leaves: Iterable[tuple[int, bytes]]) -> None:
-    for seq, leaf in leaves:
-        chain.add(seq, leaf)

@@ -288,7 +288,9 @@ def test_forged_checkpoint_is_caught(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("damage", ["leaf byte", "missing line", "state edited", "cut short"])
+@pytest.mark.parametrize(
+    "damage", ["leaf byte", "missing line", "state edited", "last leaf edited", "cut short"]
+)
 def test_offline_check_catches_a_damaged_mirror(
     live_server: LiveServer, settings: Settings, tmp_path: Path, damage: str
 ) -> None:
@@ -307,9 +309,12 @@ def test_offline_check_catches_a_damaged_mirror(
         leaves.write_bytes(b"".join(lines))
     elif damage == "missing line":
         leaves.write_bytes(b"".join(lines[:3] + lines[4:]) + lines[3])
-    elif damage == "state edited":
+    elif damage in {"state edited", "last leaf edited"}:
         state = json.loads((mirror / STATE_FILE).read_text())
-        state["last_recorded_at"] = "2000-01-01T00:00:00.000000Z"
+        if damage == "state edited":
+            state["last_recorded_at"] = "2000-01-01T00:00:00.000000Z"
+        else:
+            state["last_leaf_hash"] = "ab" * 32
         (mirror / STATE_FILE).write_text(json.dumps(state))
     else:
         leaves.write_bytes(b"".join(lines[:-1]))
