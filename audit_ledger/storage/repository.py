@@ -12,6 +12,7 @@ transaction (one stream instead of one round trip per statement), and a small on
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -443,6 +444,27 @@ def translate_errors() -> Iterator[None]:
         if operational and _is_connect_error(str(exc)):
             raise DatabaseUnavailableError("database is unreachable") from exc
         raise StorageError(f"database error: {exc.__class__.__name__}") from exc
+
+
+class _DropIgnoredDriverErrors(logging.Filter):
+    """Drops psycopg's "error ignored …" warnings: the second failure of a failed block.
+
+    When the block of a ``COPY`` or a pipeline raises — typically because the server ended the
+    session in the middle (a failover, ``pg_terminate_backend``) — psycopg still tries to end
+    the copy or sync the pipeline on the dead connection, fails again, logs *that* failure as
+    "error ignored terminating <psycopg.Copy [BAD] …>: the connection is lost", and re-raises
+    the first one, which :func:`translate_errors` maps like any other driver error. The warning
+    only repeats it in the driver's words; in a process without logging handlers (the CLI)
+    Python's last-resort handler printed it raw on stderr, above the one-line error. psycopg
+    logs "error ignored" only while another exception is propagating, so nothing is lost.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("error ignored "))
+
+
+# psycopg logs through this one logger (a filter on a logger sees only its own records).
+logging.getLogger("psycopg").addFilter(_DropIgnoredDriverErrors())
 
 
 def _is_connect_error(message: str) -> bool:

@@ -7,6 +7,7 @@ reads), so its exceptions must be mapped as SQLAlchemy's are: a lost server is "
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import psycopg
@@ -48,3 +49,22 @@ def test_other_driver_errors_are_storage_errors(error: Exception) -> None:
 def test_other_exceptions_pass_through() -> None:
     with pytest.raises(KeyError), translate_errors():
         raise KeyError("not a database error")
+
+
+def test_the_drivers_ignored_cleanup_errors_are_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When a COPY or pipeline block fails on a lost session, psycopg's attempt to end it fails
+    too; psycopg logs that second error as "error ignored …" and re-raises the first, which
+    translate_errors maps. The storage layer drops those warnings (the CLI, which configures no
+    logging, printed them raw on stderr next to its one-line error) — and only those."""
+    caplog.set_level(logging.DEBUG)
+    driver = logging.getLogger("psycopg")
+    lost = psycopg.OperationalError("the connection is lost")
+    driver.warning("error ignored terminating %r: %s", "<psycopg.Copy [BAD]>", lost)
+    driver.warning("error ignored exiting %r: %s", "<psycopg.Pipeline [BAD]>", lost)
+    driver.warning("error ignored in rollback of %s: %s", "<psycopg.Transaction>", lost)
+    driver.warning("query cancellation failed: %s", lost)
+    assert [r.getMessage() for r in caplog.records] == [
+        "query cancellation failed: the connection is lost"
+    ]
