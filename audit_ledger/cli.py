@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -608,7 +609,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineWarnings(logging.Formatter):
+    """Library warnings on stderr as one line each, never with a traceback (a command's own
+    error is its last line; without a handler Python would print such records raw)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = " ".join(record.getMessage().split())
+        return f"audit-ledger: {record.levelname.lower()}: {record.name}: {message}"
+
+
+def _stderr_warnings() -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLineWarnings())
+    handler._audit_ledger = True  # type: ignore[attr-defined] # replaced by configure_logging
+    root.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _stderr_warnings()
     try:
         args = build_parser().parse_args(argv)
         code: int = args.func(args, load_settings())

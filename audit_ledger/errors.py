@@ -86,6 +86,21 @@ class ImportStoppedError(LedgerError):
         self.already_present = already_present
 
 
+class ImportInterruptedError(LedgerError):
+    """The database connection was lost during a bulk import. Whole batches from the start of
+    the input committed — at least ``appended`` lines (the batch whose commit was cut off may
+    have committed too) — and rerunning the same input finishes it (appends are idempotent)."""
+
+    def __init__(self, appended: int, already_present: int) -> None:
+        super().__init__(
+            "the database connection was lost during the import (committed before it: at "
+            f"least {appended}, already present: {already_present}); rerunning the same "
+            "input is safe and finishes it"
+        )
+        self.appended = appended
+        self.already_present = already_present
+
+
 class RefusedError(LedgerError):
     """The policy forbids the request (e.g. erasing records kept by law)."""
 

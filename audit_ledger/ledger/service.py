@@ -32,7 +32,9 @@ from audit_ledger.errors import (
     AuthenticationError,
     ConfigError,
     ConflictError,
+    DatabaseUnavailableError,
     FormatError,
+    ImportInterruptedError,
     ImportStoppedError,
     NotFoundError,
     RefusedError,
@@ -292,17 +294,22 @@ class Ledger:
                     for c in chunks
                 )
             pipeline = stack.enter_context(CommitPipeline(self.appender, writer))
-            for result in results:
-                pipeline.add(result.events, result.numbers)
-                if result.bad_line is not None:
-                    pipeline.finish()
-                    raise ImportStoppedError(
-                        result.bad_line,
-                        result.problem or "invalid",
-                        pipeline.appended,
-                        pipeline.already_present,
-                    )
-            pipeline.finish()
+            try:
+                for result in results:
+                    pipeline.add(result.events, result.numbers)
+                    if result.bad_line is not None:
+                        pipeline.finish()
+                        raise ImportStoppedError(
+                            result.bad_line,
+                            result.problem or "invalid",
+                            pipeline.appended,
+                            pipeline.already_present,
+                        )
+                pipeline.finish()
+            except DatabaseUnavailableError:
+                # "Unreachable" would send the operator to check the URL of a database that
+                # was there a moment ago; say what committed and how to finish instead.
+                raise ImportInterruptedError(pipeline.appended, pipeline.already_present) from None
         return ImportResult(pipeline.appended, pipeline.already_present)
 
     def record_operation(self, event_type: str, data: Mapping[str, Any]) -> Receipt:

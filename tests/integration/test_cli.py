@@ -7,6 +7,7 @@ error — always one line on stderr, never a traceback, never a secret.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -382,3 +383,24 @@ def test_grants_apply_least_privilege(
         refused[statement] = _as_role(settings, app_role, statement)
     not_denied = {k: v for k, v in refused.items() if v is None or "permission denied" not in v}
     assert not_denied == {}
+
+
+def test_library_warnings_are_one_line_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A library's warning (psycopg, SQLAlchemy) in a CLI run: one line, no traceback."""
+    from audit_ledger.cli import _stderr_warnings
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(sys, "stderr", sys.stderr)  # the handler binds the captured stream
+    _stderr_warnings()
+    try:
+        raise ValueError("boom")  # noqa: TRY301 - a traceback for the record to carry
+    except ValueError:
+        logging.getLogger("sqlalchemy.pool").warning(
+            "Exception during reset\nor close", exc_info=True
+        )
+    logging.getLogger("psycopg").info("not shown")
+    err = capsys.readouterr().err
+    assert err == "audit-ledger: warning: sqlalchemy.pool: Exception during reset or close\n"
