@@ -233,14 +233,19 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if report.ok else EXIT_TAMPERED
 
 
+def _read_small_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the {what} file: {exc}") from None
+
+
 def _audit_verifier(args: argparse.Namespace) -> Verifier:
-    if args.verifier_key_file:
-        try:
-            text = Path(args.verifier_key_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"cannot read the verifier key file: {exc}") from None
-    else:
-        text = args.verifier_key.strip()
+    text = (
+        _read_small_file(args.verifier_key_file, "verifier key")
+        if args.verifier_key_file
+        else args.verifier_key.strip()
+    )
     try:
         return parse_verifier_key(text)
     except CheckpointError as exc:
@@ -249,13 +254,11 @@ def _audit_verifier(args: argparse.Namespace) -> Verifier:
 
 def _audit_token(args: argparse.Namespace) -> str:
     # Never from the command line, where every user of the machine could read it (ps).
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"cannot read the token file: {exc}") from None
-    else:
-        token = os.environ.get(AUDIT_TOKEN_ENV, "").strip()
+    token = (
+        _read_small_file(args.token_file, "token")
+        if args.token_file
+        else os.environ.get(AUDIT_TOKEN_ENV, "").strip()
+    )
     if not token:
         raise CliError(f"an auditor token is needed: --token-file or {AUDIT_TOKEN_ENV}")
     return token
