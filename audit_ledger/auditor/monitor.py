@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +36,7 @@ from audit_ledger.auditor.mirror import Mirror, MirrorError, MirrorState, leaf_l
 from audit_ledger.client import ServerError
 from audit_ledger.core.checkpoint import Checkpoint, Verifier, verify_checkpoint
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
-from audit_ledger.core.verify import ChainVerifier
+from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
 from audit_ledger.errors import (
     AuditLedgerError,
     ChainBrokenError,
@@ -206,19 +206,22 @@ async def audit_server(
     with mirror.appending() as out:
         async with contextlib.aclosing(pages):
             async for page in pages:
-                for seq, leaf in page:
-                    try:
-                        verified = chain.add(seq, leaf)
-                    except ChainBrokenError as exc:
-                        raise _fail(
-                            mirror,
-                            "broken-chain",
-                            f"leaf {exc}",
-                            {"served-checkpoint": note, f"leaf-{seq}": leaf},
-                        ) from None
-                    if seq in sample:
-                        sampled[seq] = verified.leaf_hash
-                    out.write(leaf_line(seq, leaf))
+                start = chain.size
+                try:
+                    hashes = _extend(chain, page)
+                except ChainBrokenError as exc:
+                    bad = exc.seq if exc.seq is not None else start
+                    leaf = next((leaf for seq, leaf in page if seq == bad), b"")
+                    raise _fail(
+                        mirror,
+                        "broken-chain",
+                        f"leaf {exc}",
+                        {"served-checkpoint": note, f"leaf-{bad}": leaf},
+                    ) from None
+                for seq in sample:
+                    if start <= seq < chain.size:
+                        sampled[seq] = hashes[seq - start]
+                out.writelines(leaf_line(seq, leaf) for seq, leaf in page)
     if chain.root() != checkpoint.root_hash:
         raise _fail(
             mirror,
@@ -284,6 +287,19 @@ async def _pages(
             pending.cancel()
 
 
+def _extend(chain: ChainVerifier, leaves: Sequence[tuple[int, bytes]]) -> list[bytes]:
+    """Check consecutive leaves onto ``chain`` as one segment (the checks of ``audit-ledger
+    verify``, without building a header object per leaf); their leaf hashes."""
+    segment = SegmentVerifier(chain.size)
+    for seq, leaf in leaves:
+        segment.add(seq, leaf)
+    chain.check_seam(segment.first_prev, segment.first_recorded_at)
+    for leaf_hash in segment.leaf_hashes:
+        chain.append(leaf_hash)
+    chain.end_segment(segment.last_recorded_at)
+    return segment.leaf_hashes
+
+
 def _sample(lo: int, hi: int, count: int, rng: random.Random) -> set[int]:
     """Up to ``count`` seqs in ``[lo, hi)``: always the last (the newest entry), and a random
     sample of the rest."""
@@ -306,8 +322,13 @@ def verify_mirror(mirror: Mirror, verifier: Verifier) -> AuditReport:
     checkpoint = _saved_checkpoint(state, verifier, mirror)
     chain = ChainVerifier()
     try:
-        for seq, leaf in mirror.read_leaves(state.leaves_bytes):
-            chain.add(seq, leaf)
+        page: list[tuple[int, bytes]] = []
+        for record in mirror.read_leaves(state.leaves_bytes):
+            page.append(record)
+            if len(page) == PAGE:
+                _extend(chain, page)
+                page = []
+        _extend(chain, page)
     except MirrorError as exc:
         raise AuditFailedError(f"the mirror is damaged: {exc}") from None
     except ChainBrokenError as exc:
