@@ -6,14 +6,19 @@ header; each stored leaf hash and each stored subtree hash equals the recomputed
 present payload matches ``payload_sha256``; every missing payload is accounted for by a purge
 record naming a later ``ledger_operations`` entry; every stored checkpoint is signed by our key
 and its root equals the root recomputed at its size; the head row matches the replay; no rows
-are orphaned; every destroyed data key names the entry that recorded its destruction.
+are orphaned; every destroyed data key names the entry that recorded its destruction. With the
+keys, also: every live data key unwraps, and every purge and key destruction is one that its
+retention run or erasure lists in its own sealed record, under the same category.
 
 The first problem found is reported with the seq (or checkpoint size, or key id) and the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from audit_ledger.core.checkpoint import Verifier, verify_checkpoint
 from audit_ledger.core.merkle import HASH_SIZE
 from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
-from audit_ledger.crypto.envelope import blob_sha256
+from audit_ledger.crypto.envelope import blob_sha256, payload_aad
 from audit_ledger.crypto.keys import KeyProvider
 from audit_ledger.errors import (
     ChainBrokenError,
@@ -355,6 +360,8 @@ class _Run:
         self.report.size = size
         self.report.root = self.chain.root().hex()
         self.keys(keys)
+        if keys is not None:
+            self.operation_records(keys, size)
 
     def head(self) -> Head:
         try:
@@ -384,6 +391,81 @@ class _Run:
                 raise _fail(
                     "destruction record is not a retention run or erasure entry", key_id=key_id
                 )
+
+    def operation_records(self, provider: KeyProvider, size: int) -> None:
+        """Each purged payload and destroyed key is one that its retention run or erasure
+        recorded, under the category it recorded it for: the operation's own data (sealed in
+        the log like any payload) lists the seq ranges it purged and the keys it destroyed.
+        A purge record that pins a deletion on an unrelated operation is caught here."""
+        destroyed: dict[int, dict[str, str]] = defaultdict(dict)
+        for op_seq, key_id, category in self.store.destroyed_keys():
+            destroyed[op_seq][key_id] = category
+        # Closed on a problem too: the rows stream through a server-side cursor.
+        with contextlib.closing(self.store.purges_by_operation(size)) as purges:
+            for op_seq, rows in itertools.groupby(purges, key=lambda row: row[0]):
+                purged, keys = self._recorded(provider, op_seq, size)
+                count = 0
+                for _, seq, category in rows:
+                    if purged.get(seq) != category:
+                        raise _fail(f"payload purge not recorded by entry {op_seq}", seq=seq)
+                    count += 1
+                if count != len(purged):
+                    raise _fail("recorded purges that did not happen", seq=op_seq)
+                self._check_destroyed(op_seq, destroyed.pop(op_seq, {}), keys)
+        for op_seq, actual in destroyed.items():  # destructions without purges
+            self._check_destroyed(op_seq, actual, self._recorded(provider, op_seq, size)[1])
+
+    @staticmethod
+    def _check_destroyed(op_seq: int, actual: dict[str, str], recorded: dict[str, str]) -> None:
+        for key_id, category in actual.items():
+            if recorded.get(key_id) != category:
+                raise _fail(f"key destruction not recorded by entry {op_seq}", key_id=key_id)
+
+    def _recorded(
+        self, provider: KeyProvider, op_seq: int, size: int
+    ) -> tuple[dict[int, str], dict[str, str]]:
+        """What operation ``op_seq`` recorded: purged seqs (below ``size``) and destroyed keys,
+        each with its category."""
+        data = self._operation_data(provider, op_seq)
+        purged: dict[int, str] = {}
+        keys: dict[str, str] = {}
+        categories = data.get("categories")
+        if not isinstance(categories, dict):
+            raise _fail("operation record lists no categories", seq=op_seq)
+        for category, outcome in categories.items():
+            ranges = outcome.get("seq_ranges") if isinstance(outcome, dict) else None
+            destroyed = outcome.get("keys_destroyed") if isinstance(outcome, dict) else None
+            if not isinstance(ranges, list) or not isinstance(destroyed, list):
+                raise _fail("operation record is malformed", seq=op_seq)
+            for pair in ranges:
+                if not (
+                    isinstance(pair, list)
+                    and len(pair) == 2
+                    and all(type(n) is int for n in pair)
+                    and 0 <= pair[0] <= pair[1] < op_seq
+                ):
+                    raise _fail("operation record is malformed", seq=op_seq)
+                for seq in range(pair[0], min(pair[1] + 1, size)):
+                    purged[seq] = category
+            keys.update((str(k), category) for k in destroyed)
+        return purged, keys
+
+    def _operation_data(self, provider: KeyProvider, op_seq: int) -> dict[str, Any]:
+        entry = self.store.entry(op_seq)
+        if entry is None or entry.payload is None or entry.key_id is None:
+            raise _fail("operation entry or its record is missing", seq=op_seq)
+        stored = self.store.keys_by_id([entry.key_id]).get(entry.key_id)
+        if stored is None or stored.wrapped is None:
+            raise _fail("operation record's data key is missing", seq=op_seq)
+        try:
+            key = provider.unwrap(stored.key_id, stored.wrapped, stored.kek_id)
+            aad = payload_aad(entry.category, entry.event_id, key.key_id)
+            data = json.loads(key.open(entry.payload, aad))
+        except (CryptoError, ValueError):
+            raise _fail("operation record cannot be opened", seq=op_seq) from None
+        if not isinstance(data, dict):
+            raise _fail("operation record is malformed", seq=op_seq)
+        return data
 
 
 #: ``ranges(start, chunk)``: outcomes of ``check_range`` for ``[start, start + chunk)``, the

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -1056,6 +1056,33 @@ class Store:
                     )
                 out[t.name] = int(conn.execute(stmt).scalar_one())
             return out
+
+    def purges_by_operation(self, below: int) -> Generator[tuple[int, int, str], None, None]:
+        """``(op_seq, seq, category)`` of each purge record of an entry below ``below``, in
+        ``(op_seq, seq)`` order (streamed: a long log holds many)."""
+        stmt = (
+            select(payload_purges.c.op_seq, payload_purges.c.seq, entries.c.category)
+            .join(entries, entries.c.seq == payload_purges.c.seq)
+            .where(payload_purges.c.seq < below)
+            .order_by(payload_purges.c.op_seq, payload_purges.c.seq)
+        )
+        with self.reader() as conn:
+            streamed = conn.execution_options(stream_results=True, yield_per=5000)
+            # Closed before the connection, also when the caller stops early (the server-side
+            # cursor must not outlive its transaction).
+            with streamed.execute(stmt) as result:
+                for r in result:
+                    yield int(r.op_seq), int(r.seq), str(r.category)
+
+    def destroyed_keys(self) -> list[tuple[int, str, str]]:
+        """``(destroyed_by_seq, key_id, category)`` of every destroyed data key."""
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(data_keys.c.destroyed_by_seq, data_keys.c.key_id, data_keys.c.category)
+                .where(data_keys.c.wrapped.is_(None), data_keys.c.destroyed_by_seq.is_not(None))
+                .order_by(data_keys.c.destroyed_by_seq, data_keys.c.key_id)
+            )
+            return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def orphans(self) -> dict[str, int]:
         """Rows that point at no entry (possible only if a superuser bypassed the guards)."""

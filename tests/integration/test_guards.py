@@ -82,7 +82,19 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
         event("data_privacy_events", user_id=2),
     ]
     ledger.append(ledger.prepare_batch(raws), "bot")
-    op = ledger.record_operation("retention_run", {"note": "guard test"})
+    keys = sorted((k.created_at, k.key_id, k.scope_kind) for k in ledger.store.iter_keys())
+    subject_key, live_subject_key = [key_id for _, key_id, kind in keys if kind == "subject"]
+    # The allowed changes made below by hand are what this run records (verify checks that).
+    purged_seq = 0
+    op = ledger.record_operation(
+        "retention_run",
+        {
+            "categories": {
+                "financial_transactions": {"seq_ranges": [[0, 0]], "keys_destroyed": []},
+                "data_privacy_events": {"seq_ranges": [], "keys_destroyed": [subject_key]},
+            }
+        },
+    )
     ledger.append(ledger.prepare_batch([event(), event("security_events")]), "bot")
     active_hold = ledger.create_hold("category", value="security_events", reason="audit")
     released_hold = ledger.create_hold("subject", value=1)
@@ -90,18 +102,15 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
     assert ledger.checkpoint() is not None
     engine = create_engine_for_url(settings.database_url)
     # The allowed changes: record a purge, then delete that payload; destroy a data key.
-    purged_seq = 0
     with engine.connect() as conn, conn.begin():
         conn.execute(
             text("INSERT INTO payload_purges (seq, op_seq, reason) VALUES (:s, :o, 'retention')"),
             {"s": purged_seq, "o": op.seq},
         )
         conn.execute(text("DELETE FROM payloads WHERE seq = :s"), {"s": purged_seq})
-        keys = conn.execute(
-            text("SELECT key_id, category, scope_kind FROM data_keys ORDER BY key_id")
-        ).all()
-        subject_key, live_subject_key = [k.key_id for k in keys if k.scope_kind == "subject"]
-        live_key = next(k.key_id for k in keys if k.category == "financial_transactions")
+        live_key = conn.execute(
+            text("SELECT key_id FROM data_keys WHERE category = 'financial_transactions'")
+        ).scalar_one()
         conn.execute(
             text(
                 "UPDATE data_keys SET wrapped = NULL, destroyed_at = :at, destroyed_by_seq = :op"

@@ -27,7 +27,7 @@ from audit_ledger.core.header import parse_leaf
 from audit_ledger.core.merkle import CompactRange, leaf_hash
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.ledger.verify import Problem
+from audit_ledger.ledger.verify import Problem, verify_ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.engine import create_engine_for_url
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
@@ -89,7 +89,7 @@ def _populate(ledger: Ledger) -> None:
                 n += 1
             ledger.append(ledger.prepare_batch(raws), "bot" if n % 2 else "bot-2")
         elif step == "op":
-            ledger.record_operation("retention_run", {"note": "nothing due"})
+            ledger.record_operation("retention_run", {"categories": {}, "note": "nothing due"})
         else:
             assert ledger.checkpoint() is not None
     assert ledger.size() == SIZE
@@ -503,6 +503,30 @@ def test_purge_record_naming_a_user_event(case: Case) -> None:
     case.run("DELETE FROM payloads WHERE seq = 64")
     case.run("INSERT INTO payload_purges (seq, op_seq, reason) VALUES (64, 65, 'retention')")
     assert case.problem().seq == 64
+
+
+def test_purge_pinned_on_an_unrelated_retention_run(case: Case) -> None:
+    """A purge record naming a real, later retention run that never purged this payload: the
+    run's own sealed record lists what it purged, and this seq is not in it."""
+    case.run("DELETE FROM payloads WHERE seq = 64")
+    case.run("INSERT INTO payload_purges (seq, op_seq, reason) VALUES (64, 99, 'retention')")
+    problem = case.problem()
+    assert (problem.seq, problem.reason) == (64, "payload purge not recorded by entry 99")
+    # Without the keys (an auditor's run) the record cannot be read: only its kind is checked.
+    assert verify_ledger(case.ledger.store, case.ledger.keys.signer.verifier).ok
+
+
+def test_key_destruction_pinned_on_an_unrelated_retention_run(case: Case) -> None:
+    key_id = case.one(
+        "SELECT key_id FROM data_keys WHERE wrapped IS NOT NULL ORDER BY key_id LIMIT 1"
+    )
+    case.run(
+        "UPDATE data_keys SET wrapped = NULL, destroyed_at = '2026-11-28T00:00:00.000000Z',"
+        " destroyed_by_seq = 150 WHERE key_id = :k",
+        k=key_id,
+    )
+    problem = case.problem()
+    assert (problem.key_id, problem.reason) == (key_id, "key destruction not recorded by entry 150")
 
 
 # --- checkpoints -------------------------------------------------------------------------------
