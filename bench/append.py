@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -45,6 +47,36 @@ ORIGIN = "bench.example/ledger"
 
 def db_url(name: str) -> str:
     return ADMIN.rpartition("/")[0] + "/" + name
+
+
+@contextmanager
+def throwaway_ledger(prefix: str) -> Iterator[tuple[str, str, Path, Ledger]]:
+    """A new database on ADMIN's server, keys in a temporary folder, the schema migrated and a
+    ledger open on them; everything is dropped afterwards. Yields (database name, its URL, the
+    keys folder — whose parent is free for other files — and the ledger)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = db_url(name)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            keys = Path(tmp) / "keys"
+            init_keys(keys, ORIGIN)
+            engine = create_engine_for_url(url)
+            migrations.upgrade(engine)
+            engine.dispose()
+            ledger = Ledger.open(
+                load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
+            )
+            try:
+                yield name, url, keys, ledger
+            finally:
+                ledger.close()
+    finally:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def financial(i: int) -> dict[str, object]:
@@ -161,68 +193,49 @@ def main() -> None:
         help="comma-separated log sizes for the verify memory check ('' to skip)",
     )
     args = parser.parse_args()
-    name = f"al_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = db_url(name)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            keys = Path(tmp) / "keys"
-            init_keys(keys, ORIGIN)
-            engine = create_engine_for_url(url)
-            migrations.upgrade(engine)
-            engine.dispose()
-            ledger = Ledger.open(
-                load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
-            )
+    with throwaway_ledger("al_bench") as (name, url, keys, ledger):
+        print(
+            f"# bench/append.py  events={args.events} batch={args.batch}  "
+            f"cpus={os.cpu_count()}  postgres={name}"
+        )
+        append_rate = bench_append(ledger, args.events, args.batch, args.jobs)
+        size = row_size(url)
+        copy_rate = bench_raw_copy(url, args.events, args.batch, size)
+        print(
+            f"append  ledger {append_rate:10,.0f} events/s | raw COPY ({size} B rows) "
+            f"{copy_rate:10,.0f} rows/s | ratio {append_rate / copy_rate:.2f} (target >= 0.20)"
+            f"  [import with {args.jobs} worker processes]"
+        )
+        if args.jobs > 1:
+            single = bench_append(ledger, args.events // 4, args.batch, 1)
             print(
-                f"# bench/append.py  events={args.events} batch={args.batch}  "
-                f"cpus={os.cpu_count()}  postgres={name}"
+                f"append  ledger {single:10,.0f} events/s in one process "
+                f"({args.events // 4:,} events) | ratio {single / copy_rate:.2f}"
             )
-            append_rate = bench_append(ledger, args.events, args.batch, args.jobs)
-            size = row_size(url)
-            copy_rate = bench_raw_copy(url, args.events, args.batch, size)
+        ledger.checkpoint()
+        verified = verify_in_child(url, keys, args.jobs)
+        assert verified["ok"], verified
+        read_rate, _ = bench_raw_read(url)
+        verify_rate = verified["size"] / verified["seconds"]
+        print(
+            f"verify  ledger {verify_rate:10,.0f} entries/s | raw COPY TO STDOUT "
+            f"{read_rate:10,.0f} rows/s | ratio {verify_rate / read_rate:.2f} (target >= 0.15)"
+        )
+        print(
+            f"verify  peak RSS at {verified['size']:,} entries: {verified['maxrss_mib']:.0f} MiB"
+            f" (largest worker <= {verified['worker_maxrss_mib']:.0f} MiB)"
+        )
+        for target in [int(s) for s in args.memory_sizes.split(",") if s.strip()]:
+            current = ledger.size()
+            if target > current:
+                bench_append(ledger, target - current, args.batch, args.jobs)
+            result = verify_in_child(url, keys, args.jobs)
+            assert result["ok"], result
             print(
-                f"append  ledger {append_rate:10,.0f} events/s | raw COPY ({size} B rows) "
-                f"{copy_rate:10,.0f} rows/s | ratio {append_rate / copy_rate:.2f} (target >= 0.20)"
-                f"  [import with {args.jobs} worker processes]"
-            )
-            if args.jobs > 1:
-                single = bench_append(ledger, args.events // 4, args.batch, 1)
-                print(
-                    f"append  ledger {single:10,.0f} events/s in one process "
-                    f"({args.events // 4:,} events) | ratio {single / copy_rate:.2f}"
-                )
-            ledger.checkpoint()
-            verified = verify_in_child(url, keys, args.jobs)
-            assert verified["ok"], verified
-            read_rate, _ = bench_raw_read(url)
-            verify_rate = verified["size"] / verified["seconds"]
-            print(
-                f"verify  ledger {verify_rate:10,.0f} entries/s | raw COPY TO STDOUT "
-                f"{read_rate:10,.0f} rows/s | ratio {verify_rate / read_rate:.2f} (target >= 0.15)"
-            )
-            print(
-                f"verify  peak RSS at {verified['size']:,} entries: {verified['maxrss_mib']:.0f} MiB"
-                f" (largest worker <= {verified['worker_maxrss_mib']:.0f} MiB)"
-            )
-            for target in [int(s) for s in args.memory_sizes.split(",") if s.strip()]:
-                current = ledger.size()
-                if target > current:
-                    bench_append(ledger, target - current, args.batch, args.jobs)
-                result = verify_in_child(url, keys, args.jobs)
-                assert result["ok"], result
-                print(
-                    f"memory  verify of {result['size']:>9,} entries: peak RSS "
-                    f"{result['maxrss_mib']:6.0f} MiB (largest worker <= "
-                    f"{result['worker_maxrss_mib']:.0f} MiB), "
-                    f"{result['size'] / result['seconds']:,.0f} entries/s"
-                )
-            ledger.close()
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                f"memory  verify of {result['size']:>9,} entries: peak RSS "
+                f"{result['maxrss_mib']:6.0f} MiB (largest worker <= "
+                f"{result['worker_maxrss_mib']:.0f} MiB), "
+                f"{result['size'] / result['seconds']:,.0f} entries/s"
             )
 
 

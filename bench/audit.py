@@ -31,12 +31,7 @@ import base64
 import json
 import os
 import signal
-import tempfile
 import time
-import uuid
-
-import psycopg
-from psycopg import sql
 
 ROOT = _BENCH.parent
 sys.path.insert(0, str(ROOT))
@@ -45,12 +40,7 @@ from audit_ledger.auditor.mirror import Mirror, open_mirror
 from audit_ledger.auditor.monitor import audit_server, verify_mirror
 from audit_ledger.client import AuditLedgerClient
 from audit_ledger.core.checkpoint import parse_verifier_key
-from audit_ledger.crypto.keys import init_keys
-from audit_ledger.ledger.service import Ledger
-from audit_ledger.settings import load_settings
-from audit_ledger.storage import migrations
-from audit_ledger.storage.engine import create_engine_for_url
-from bench.append import ADMIN, ORIGIN, bench_append, db_url
+from bench.append import bench_append, throwaway_ledger
 from bench.http import free_port, start_server
 
 PAGE = 1000
@@ -90,22 +80,10 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    name = f"al_bench_audit_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = db_url(name)
-    proc = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp_text:
-            tmp = Path(tmp_text)
-            keys = tmp / "keys"
-            init_keys(keys, ORIGIN)
-            engine = create_engine_for_url(url)
-            migrations.upgrade(engine)
-            engine.dispose()
-            ledger = Ledger.open(
-                load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
-            )
+    with throwaway_ledger("al_bench_audit") as (name, url, keys, ledger):
+        tmp = keys.parent
+        proc = None
+        try:
             token = ledger.add_principal("bench-auditor", ["auditor"])
             key = ledger.verifier_key()
             print(f"# bench/audit.py  workers={args.workers} cpus={os.cpu_count()} postgres={name}")
@@ -140,15 +118,10 @@ def main() -> None:
                 f"offline re-check of {report.tree_size:,}: {offline:9,.0f} leaves/s | reading "
                 f"the file alone {raw:9,.0f} leaves/s | ratio {offline / raw:.2f}"
             )
-            ledger.close()
-    finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        finally:
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -31,23 +31,16 @@ import signal
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
 import uuid
 
 import httpx
 import psycopg
-from psycopg import sql
 
 ROOT = _BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from audit_ledger.crypto.keys import init_keys
-from audit_ledger.ledger.service import Ledger
-from audit_ledger.settings import load_settings
-from audit_ledger.storage import migrations
-from audit_ledger.storage.engine import create_engine_for_url
-from bench.append import ADMIN, ORIGIN, bench_append, db_url, financial
+from bench.append import ORIGIN, bench_append, financial, throwaway_ledger
 
 
 def free_port() -> int:
@@ -186,28 +179,15 @@ def main() -> None:
     parser.add_argument("--bulk-events", type=int, default=40_000)
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration for (b)")
     args = parser.parse_args()
-    name = f"al_bench_http_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = db_url(name)
-    proc = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp_text:
-            tmp = Path(tmp_text)
-            keys = tmp / "keys"
-            init_keys(keys, ORIGIN)
-            engine = create_engine_for_url(url)
-            migrations.upgrade(engine)
-            engine.dispose()
-            ledger = Ledger.open(
-                load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
-            )
+    with throwaway_ledger("al_bench_http") as (name, url, keys, ledger):
+        proc = None
+        try:
             token = ledger.add_principal("bench-bot", ["writer"])
             print(f"# bench/http.py  workers={args.workers} cpus={os.cpu_count()} postgres={name}")
             bulk = bench_append(ledger, args.bulk_events, 1000, min(os.cpu_count() or 1, 4))
             ledger.close()
             port = free_port()
-            proc = start_server(url, keys, port, args.workers, tmp)
+            proc = start_server(url, keys, port, args.workers, keys.parent)
             base = f"http://127.0.0.1:{port}"
             rate_a = asyncio.run(post_batches(base, token, 4, args.batch_events, 500))
             print(
@@ -231,14 +211,10 @@ def main() -> None:
                 f"    32 conns raw autocommit INSERT: {raw_rate:9,.0f} rows/s   p50 {pct(raw_lat, 50):6.1f} ms "
                 f"p99 {pct(raw_lat, 99):6.1f} ms | ratio {rate_b / raw_rate:.2f} (target >= 0.25, p99 <= 100 ms)"
             )
-    finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        finally:
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
