@@ -446,6 +446,19 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _mirror_options(parser: argparse.ArgumentParser, func: Callable[..., int]) -> None:
+    """What ``audit`` and ``export`` share: the mirror, the proofs sampled, the report."""
+    parser.add_argument("--mirror", required=True, help="directory of the auditor's mirror")
+    parser.add_argument(
+        "--inclusion-checks",
+        type=_count,
+        default=DEFAULT_INCLUSION_CHECKS,
+        help="inclusion proofs to check among the new leaves (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable report")
+    parser.set_defaults(func=func)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would exit 2 with usage; keep one line
         raise CliError(f"{message} (see --help)")
@@ -520,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         "MIRROR/evidence/), 2 usage, configuration or connection error. Needs no database "
         "and no keys but the verifier key.",
     )
-    audit.add_argument("--mirror", required=True, help="directory of the auditor's mirror")
+    _mirror_options(audit, func=cmd_audit)
     audit.add_argument("--url", help="the ledger's base URL (e.g. https://ledger.internal)")
     audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
     key = audit.add_mutually_exclusive_group(required=True)
@@ -529,14 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--token-file", help=f"file holding an auditor bearer token (default: ${AUDIT_TOKEN_ENV})"
     )
-    audit.add_argument(
-        "--inclusion-checks",
-        type=_count,
-        default=DEFAULT_INCLUSION_CHECKS,
-        help="inclusion proofs to check among the new leaves (default: %(default)s)",
-    )
-    audit.add_argument("--json", action="store_true", help="machine-readable report")
-    audit.set_defaults(func=cmd_audit)
     export = sub.add_parser(
         "export",
         help="write the log's headers into an auditor's mirror (checked like audit)",
@@ -545,12 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auditor to re-check with 'audit --offline'. Headers only, never plaintext; the "
         "export is recorded in ledger_operations. Exit codes as for 'audit'.",
     )
-    export.add_argument("--mirror", required=True, help="directory of the mirror to write")
-    export.add_argument(
-        "--inclusion-checks", type=_count, default=DEFAULT_INCLUSION_CHECKS, help="as for audit"
-    )
-    export.add_argument("--json", action="store_true", help="machine-readable report")
-    export.set_defaults(func=cmd_export)
+    _mirror_options(export, func=cmd_export)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)
