@@ -517,8 +517,11 @@ def test_purge_pinned_on_an_unrelated_retention_run(case: Case) -> None:
 
 
 def test_key_destruction_pinned_on_an_unrelated_retention_run(case: Case) -> None:
+    # Not the operations' own key: destroying that makes run 150's record unreadable, which
+    # verify reports too, but as another problem.
     key_id = case.one(
-        "SELECT key_id FROM data_keys WHERE wrapped IS NOT NULL ORDER BY key_id LIMIT 1"
+        "SELECT key_id FROM data_keys WHERE wrapped IS NOT NULL"
+        " AND category <> 'ledger_operations' ORDER BY key_id LIMIT 1"
     )
     case.run(
         "UPDATE data_keys SET wrapped = NULL, destroyed_at = '2026-11-28T00:00:00.000000Z',"
