@@ -126,7 +126,8 @@ class FileKeyProvider:
     if at all, with a retention no longer than erasure allows.
 
     KEKs retired by :func:`rotate_kek` stay in ``keys/retired-keks/`` and keep unwrapping the
-    keys they wrapped until :meth:`Ledger.rewrap_data_keys` has moved those to the current KEK.
+    keys they wrapped until those are re-wrapped by the current KEK
+    (:func:`audit_ledger.ledger.rekey.rewrap_data_keys`).
     A provider loaded from a directory notices a rotation made by another process: before
     wrapping a new key (so it never wraps with a retired KEK for long), and when a row names a
     KEK it does not know.
@@ -139,17 +140,19 @@ class FileKeyProvider:
         retired: Iterable[Secret] = (),
         *,
         keys_dir: Path | None = None,
+        stamp: tuple[int, int, int] | None = None,
     ) -> None:
         self._external_dir = external_dir
-        self._keys_dir = keys_dir
+        self._keys_dir = keys_dir  # re-read on a rotation (None: never)
         self._lock = threading.Lock()
-        self._keks = _keks(kek, retired, _stamp(keys_dir))
+        self._keks = _keks(kek, retired, stamp)
 
     @classmethod
     def from_dir(cls, keys_dir: Path) -> FileKeyProvider:
         """The provider of a keys directory (current and retired KEKs, subject keys)."""
+        stamp = _stamp(keys_dir)  # before reading: a rotation in between is seen later
         kek, retired = _read_keks(keys_dir)
-        return cls(kek, keys_dir / EXTERNAL_KEYS_DIR, retired, keys_dir=keys_dir)
+        return cls(kek, keys_dir / EXTERNAL_KEYS_DIR, retired, keys_dir=keys_dir, stamp=stamp)
 
     def __repr__(self) -> str:
         return f"FileKeyProvider(kek_id={self._keks.current!r})"
