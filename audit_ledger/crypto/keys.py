@@ -176,15 +176,12 @@ class FileKeyProvider:
                 self._keks = _keks(kek, retired, stamp)
             return self._keks
 
-    def _seal(self, key: DataKey) -> WrappedKey:
+    def wrap(self, key: DataKey) -> WrappedKey:
         keks = self._reload(if_changed=True)  # one stat: a new key never gets a retired KEK
         nonce = os.urandom(NONCE_SIZE)
         aad = _WRAP_CONTEXT + key.key_id.encode("utf-8")
         blob = nonce + keks.aeads[keks.current].encrypt(nonce, key.secret.reveal(), aad)
         return WrappedKey(keks.current, blob)
-
-    def wrap(self, key: DataKey) -> WrappedKey:
-        return self._seal(key)
 
     def _external_path(self, key_id: str) -> Path:
         if self._external_dir is None:
@@ -196,16 +193,16 @@ class FileKeyProvider:
     def store_external(self, key: DataKey) -> WrappedKey:
         path = self._external_path(key.key_id)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        sealed = self._seal(key)
+        sealed = self.wrap(key)
         _write_private(path, base64.b64encode(sealed.blob).decode("ascii"), durable=True)
         return WrappedKey(sealed.kek_id, EXTERNAL_KEY)
 
     def rewrap(self, key_id: str, wrapped: bytes, kek_id: str) -> WrappedKey:
         key = self.unwrap(key_id, wrapped, kek_id)
         if wrapped != EXTERNAL_KEY:
-            return self._seal(key)
+            return self.wrap(key)
         path = self._external_path(key_id)
-        sealed = self._seal(key)
+        sealed = self.wrap(key)
         # Replaced atomically; until the row names the new KEK, unwrap finds it by trying the
         # others (a rotation interrupted between the file and the row loses nothing).
         _replace_private(path, base64.b64encode(sealed.blob).decode("ascii"))
