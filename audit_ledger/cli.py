@@ -43,9 +43,9 @@ from audit_ledger.observability.logging import configure_logging
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
+from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.grants import grant_statements
-from audit_ledger.storage.repository import translate_errors
 
 EXIT_OK, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
 CLI_WRITER = "cli"

@@ -72,7 +72,7 @@ from audit_ledger.roles import (
 )
 from audit_ledger.scheduler import start_background
 from audit_ledger.settings import Settings, load_settings
-from audit_ledger.storage.repository import StoredHold
+from audit_ledger.storage.holds import StoredHold
 
 #: Set by ``audit-ledger serve --workers N`` (N > 1): each worker writes its own log files.
 PER_PROCESS_LOGS_ENV = "AUDIT_LEDGER_LOG_PER_PROCESS"

@@ -45,7 +45,9 @@ from audit_ledger.ledger.events import PreparedEvent
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.principals import check_name
 from audit_ledger.policy import Policy
-from audit_ledger.storage.repository import EntryRows, Head, Store, StoredEntry, WriteTx
+from audit_ledger.storage.appends import EntryRows
+from audit_ledger.storage.entries import Head, StoredEntry
+from audit_ledger.storage.store import Store, WriteTx
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from types import TracebackType
 from audit_ledger.errors import ConflictError, ImportStoppedError
 from audit_ledger.ledger.append import Appender, SealedBatch
 from audit_ledger.ledger.events import PreparedEvent
-from audit_ledger.storage.repository import Head
+from audit_ledger.storage.entries import Head
 
 
 class CommitPipeline:

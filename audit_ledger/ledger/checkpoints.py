@@ -6,7 +6,8 @@ from audit_ledger.core.checkpoint import Checkpoint
 from audit_ledger.core.merkle import tree_root
 from audit_ledger.crypto.keys import CheckpointSigner
 from audit_ledger.errors import StorageError
-from audit_ledger.storage.repository import Store, StoredCheckpoint
+from audit_ledger.storage.checkpoints import StoredCheckpoint
+from audit_ledger.storage.store import Store
 
 
 def create_checkpoint(store: Store, signer: CheckpointSigner) -> StoredCheckpoint | None:

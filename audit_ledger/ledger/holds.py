@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from audit_ledger.core.header import parse_leaf
-from audit_ledger.storage.repository import StoredEntry, StoredHold
+from audit_ledger.storage.entries import StoredEntry
+from audit_ledger.storage.holds import StoredHold
 
 SCOPES = ("subject", "order", "category", "time_range")
 #: Header ref name matched by each identifier scope.

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from audit_ledger.crypto.envelope import MAX_SEALS_PER_KEY, DataKey
 from audit_ledger.crypto.keys import KeyProvider, new_key_id
 from audit_ledger.errors import CryptoError
-from audit_ledger.storage.repository import StoredKey, WriteTx
+from audit_ledger.storage.keys import StoredKey
+from audit_ledger.storage.store import WriteTx
 
 
 class DataKeyRing:

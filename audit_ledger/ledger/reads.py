@@ -25,7 +25,9 @@ from audit_ledger.errors import (
 )
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.policy import Policy
-from audit_ledger.storage.repository import Store, StoredEntry, StoredKey
+from audit_ledger.storage.entries import StoredEntry
+from audit_ledger.storage.keys import StoredKey
+from audit_ledger.storage.store import Store
 
 PRESENT, WITHHELD, PURGED, ERASED = "present", "withheld", "purged", "erased"
 _PURGE_STATE = {"retention": PURGED, "erasure": ERASED}

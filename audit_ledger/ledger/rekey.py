@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from audit_ledger.crypto.keys import EXTERNAL_KEY, KeyProvider
 from audit_ledger.errors import ExternalKeyMissingError
-from audit_ledger.storage.repository import Store
+from audit_ledger.storage.store import Store
 
 #: Rows re-wrapped per transaction (subject keys cost a file write and fsync each).
 REWRAP_BATCH = 100

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
 from audit_ledger.ledger.holds import HoldMatcher
 from audit_ledger.policy import CategoryPolicy
-from audit_ledger.storage.repository import WriteTx
+from audit_ledger.storage.store import WriteTx
 
 RETENTION, ERASURE = "retention", "erasure"
 

@@ -76,16 +76,13 @@ from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy, load_policy
 from audit_ledger.settings import Settings
 from audit_ledger.storage import jobs
+from audit_ledger.storage.checkpoints import StoredCheckpoint
 from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.entries import EntryFilter
+from audit_ledger.storage.holds import StoredHold
 from audit_ledger.storage.migrations import current_revision, head_revision
-from audit_ledger.storage.repository import (
-    EntryFilter,
-    Store,
-    StoredCheckpoint,
-    StoredHold,
-    StoredPrincipal,
-    WriteTx,
-)
+from audit_ledger.storage.principals import StoredPrincipal
+from audit_ledger.storage.store import Store, WriteTx
 
 
 @dataclass(frozen=True, slots=True)

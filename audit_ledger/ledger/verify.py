@@ -37,7 +37,9 @@ from audit_ledger.errors import (
     StorageError,
 )
 from audit_ledger.policy import LEDGER_OPERATIONS
-from audit_ledger.storage.repository import Head, Store, StoredCheckpoint, StoredEntry
+from audit_ledger.storage.checkpoints import StoredCheckpoint
+from audit_ledger.storage.entries import Head, StoredEntry
+from audit_ledger.storage.store import Store
 
 if TYPE_CHECKING:
     from audit_ledger.ledger.workers import WorkerPool

@@ -41,7 +41,7 @@ from audit_ledger.ledger.verify import check_range
 from audit_ledger.parent_death import child_environment, die_with_parent
 from audit_ledger.policy import load_policy
 from audit_ledger.storage.engine import create_engine_for_url
-from audit_ledger.storage.repository import Store
+from audit_ledger.storage.store import Store
 
 #: Tasks queued per worker ahead of the one being consumed.
 AHEAD = 2

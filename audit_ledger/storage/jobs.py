@@ -16,8 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, text, update
 
-from audit_ledger.storage.repository import Store, translate_errors
+from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.schema import job_runs
+from audit_ledger.storage.store import Store
 
 
 def _lock_key(job: str) -> int:

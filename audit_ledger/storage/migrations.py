@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
 from audit_ledger.errors import ConfigError
-from audit_ledger.storage.repository import translate_errors
+from audit_ledger.storage.database import translate_errors
 
 
 def migrations_dir() -> Path:

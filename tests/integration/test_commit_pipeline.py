@@ -21,7 +21,7 @@ from sqlalchemy import text
 from audit_ledger.ledger.bulk import CommitPipeline
 from audit_ledger.ledger.service import ImportResult, Ledger
 from audit_ledger.settings import Settings
-from audit_ledger.storage.repository import Head
+from audit_ledger.storage.entries import Head
 from tests.factories import event
 from tests.integration.test_cli import env_for
 

@@ -28,7 +28,7 @@ from audit_ledger.errors import NotFoundError, RefusedError, ValidationError
 from audit_ledger.ledger.reads import EntryView
 from audit_ledger.ledger.service import Ledger, Query
 from audit_ledger.settings import Settings, load_settings
-from audit_ledger.storage.repository import StoredHold
+from audit_ledger.storage.holds import StoredHold
 from tests.conftest import ORIGIN
 from tests.factories import event
 from tests.integration.test_cli import run_cli

@@ -52,7 +52,8 @@ from sqlalchemy.engine import make_url
 from audit_ledger.core import merkle
 from audit_ledger.errors import DatabaseUnavailableError
 from audit_ledger.settings import Settings
-from audit_ledger.storage.repository import EntryRows, Store
+from audit_ledger.storage.appends import EntryRows
+from audit_ledger.storage.store import Store
 from tests.conftest import PG_ADMIN_URL
 from tests.factories import event
 from tests.integration.api.conftest import LiveServer, cli_env

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from audit_ledger.errors import DatabaseUnavailableError, StorageError
-from audit_ledger.storage.repository import translate_errors
+from audit_ledger.storage.database import translate_errors
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,283 @@
+"""The log's entries as stored, and reading them back (records, filters, pages, proofs' hashes).
+
+Tables: ``entries`` (one row per leaf, its header members that queries filter on, the leaf hash
+and the verbatim leaf bytes), ``entry_refs`` (blind indexes), ``payloads`` (sealed blobs),
+``payload_purges`` (why a payload is gone) and ``tree_nodes`` (stored subtree hashes). The write
+path over the same tables is :mod:`audit_ledger.storage.appends`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    func,
+    select,
+    tuple_,
+)
+
+from audit_ledger.core.merkle import CompactRange
+from audit_ledger.errors import StorageError
+from audit_ledger.storage.database import (
+    Database,
+    as_bytes,
+    raw_rows,
+)
+from audit_ledger.storage.schema import (
+    entries,
+    entry_refs,
+    ledger_head,
+    payload_purges,
+    payloads,
+    tree_nodes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The log's current size and right edge."""
+
+    size: int
+    last_leaf_hash: bytes | None
+    last_recorded_at: str | None
+    frontier: CompactRange
+
+
+# Not frozen: append and verify build one per entry, and a frozen dataclass's __init__ costs
+# six times as much (object.__setattr__ per field). Nothing mutates them.
+@dataclass(slots=True)
+class StoredEntry:
+    """One entry as stored, plus its payload state."""
+
+    seq: int
+    event_id: str
+    category: str
+    event_type: str
+    occurred_at: str
+    recorded_at: str
+    writer: str
+    key_id: str | None
+    leaf_hash: bytes
+    leaf: bytes
+    payload: bytes | None = None
+    purge_op_seq: int | None = None
+    purge_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    """Non-identifying filters plus blind-indexed refs; all optional and combined with AND."""
+
+    categories: frozenset[str] | None = None
+    event_type: str | None = None
+    since: str | None = None  # canonical timestamp, inclusive
+    until: str | None = None  # canonical timestamp, exclusive
+    refs: Mapping[str, str] | None = None  # ref name -> blind index
+
+
+ENTRY_COLUMNS = (
+    entries.c.seq,
+    entries.c.event_id,
+    entries.c.category,
+    entries.c.event_type,
+    entries.c.occurred_at,
+    entries.c.recorded_at,
+    entries.c.writer,
+    entries.c.key_id,
+    entries.c.leaf_hash,
+    entries.c.leaf,
+)
+
+
+#: Column order of :attr:`EntryRows.entries`.
+ENTRY_ROW = tuple(c.name for c in ENTRY_COLUMNS)
+
+
+def entry_from_row(row: Any, with_payload: bool = False) -> StoredEntry:
+    return StoredEntry(
+        seq=row.seq,
+        event_id=row.event_id,
+        category=row.category,
+        event_type=row.event_type,
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        writer=row.writer,
+        key_id=row.key_id,
+        leaf_hash=bytes(row.leaf_hash),
+        leaf=bytes(row.leaf),
+        payload=bytes(row.blob) if with_payload and row.blob is not None else None,
+        purge_op_seq=row.op_seq if with_payload else None,
+        purge_reason=row.reason if with_payload else None,
+    )
+
+
+def page_entry(row: tuple[Any, ...]) -> StoredEntry:
+    """A :data:`_ENTRY_RANGE` row as a :class:`StoredEntry`."""
+    (seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id, leaf_hash,
+     leaf, blob, op_seq, reason) = row  # fmt: skip
+    return StoredEntry(
+        seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id,
+        as_bytes(leaf_hash), as_bytes(leaf), as_bytes(blob) if blob is not None else None,
+        op_seq, reason,
+    )  # fmt: skip
+
+
+def read_hashes_on(conn: Connection, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Stored hashes for ``(level, idx)``: level 0 from entries, the rest from tree_nodes (one
+    query each), returned in the order asked."""
+    found: dict[tuple[int, int], bytes] = {}
+    leaf_seqs = [idx for level, idx in indexes if level == 0]
+    inner = [(level, idx) for level, idx in indexes if level > 0]
+    if leaf_seqs:
+        for r in conn.execute(
+            select(entries.c.seq, entries.c.leaf_hash).where(entries.c.seq.in_(leaf_seqs))
+        ):
+            found[(0, r.seq)] = bytes(r.leaf_hash)
+    if inner:
+        stmt = select(tree_nodes).where(tuple_(tree_nodes.c.level, tree_nodes.c.idx).in_(inner))
+        for r in conn.execute(stmt):
+            found[(r.level, r.idx)] = bytes(r.hash)
+    try:
+        return [found[i] for i in indexes]
+    except KeyError:
+        raise StorageError("a stored tree hash is missing") from None
+
+
+def probe_sql(dialect: str, event_ids: Sequence[str]) -> tuple[str, list[str]]:
+    if dialect == "postgresql":
+        # One text parameter split by the server: a 1,000-placeholder IN list costs more to
+        # build and parse, and even an array parameter is dumped element by element.
+        # (Event ids are UUIDs: no commas.)
+        return "SELECT event_id FROM entries WHERE event_id = ANY(string_to_array(?, ','))", [
+            ",".join(event_ids)
+        ]
+    marks = ", ".join("?" for _ in event_ids)
+    return f"SELECT event_id FROM entries WHERE event_id IN ({marks})", list(event_ids)  # noqa: S608 - marks only
+
+
+def present_event_ids_on(conn: Connection, event_ids: Sequence[str]) -> list[str]:
+    """Which of ``event_ids`` are in the log (an index-only probe)."""
+    if not event_ids:
+        return []
+    return [row[0] for row in raw_rows(conn, *probe_sql(conn.dialect.name, event_ids))]
+
+
+HEAD_SQL = "SELECT size, last_leaf_hash, last_recorded_at, frontier FROM ledger_head WHERE id = 1"
+
+
+def head_from_rows(rows: Sequence[tuple[Any, ...]]) -> Head:
+    if not rows:
+        raise StorageError("ledger_head row is missing: run 'audit-ledger db upgrade'")
+    size, last_leaf_hash, last_recorded_at, frontier = rows[0]
+    return Head(
+        size=size,
+        last_leaf_hash=bytes(last_leaf_hash) if last_leaf_hash is not None else None,
+        last_recorded_at=last_recorded_at,
+        frontier=CompactRange.from_bytes(size, bytes(frontier)),
+    )
+
+
+class EntryReads(Database):
+    """Reading entries, leaves and stored hashes (each call its own read transaction)."""
+
+    def size(self) -> int:
+        with self.reader() as conn:
+            return int(conn.execute(select(ledger_head.c.size)).scalar_one())
+
+    def head(self) -> Head:
+        with self.reader() as conn:
+            return head_from_rows(raw_rows(conn, HEAD_SQL, ()))  # no row lock
+
+    def entry(self, seq: int) -> StoredEntry | None:
+        with self.reader() as conn:
+            row = conn.execute(self._entry_select().where(entries.c.seq == seq)).one_or_none()
+            return entry_from_row(row, True) if row is not None else None
+
+    @staticmethod
+    def _entry_select(after: int | None = None) -> Any:
+        """Entries with their payload and purge record. With ``after``, the joined tables are
+        bounded too: otherwise PostgreSQL may merge-join from their first row on every page,
+        which makes keyset paging through a long log quadratic."""
+        payload_on = payloads.c.seq == entries.c.seq
+        purge_on = payload_purges.c.seq == entries.c.seq
+        if after is not None:
+            payload_on = and_(payload_on, payloads.c.seq > after)
+            purge_on = and_(purge_on, payload_purges.c.seq > after)
+        return (
+            select(
+                *ENTRY_COLUMNS, payloads.c.blob, payload_purges.c.op_seq, payload_purges.c.reason
+            )
+            .outerjoin(payloads, payload_on)
+            .outerjoin(payload_purges, purge_on)
+        )
+
+    def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]:
+        """Entries matching ``flt`` in seq order after ``after_seq`` (keyset pagination)."""
+        stmt = self._entry_select(after_seq)
+        conditions: list[ColumnElement[bool]] = []
+        if flt.categories is not None:
+            conditions.append(entries.c.category.in_(sorted(flt.categories)))
+        if flt.event_type is not None:
+            conditions.append(entries.c.event_type == flt.event_type)
+        if flt.since is not None:
+            conditions.append(entries.c.occurred_at >= flt.since)
+        if flt.until is not None:
+            conditions.append(entries.c.occurred_at < flt.until)
+        if after_seq is not None:
+            conditions.append(entries.c.seq > after_seq)
+        for name, value in (flt.refs or {}).items():
+            ref = entry_refs.alias(f"ref_{name}")
+            stmt = stmt.join(
+                ref, and_(ref.c.seq == entries.c.seq, ref.c.name == name, ref.c.value == value)
+            )
+        stmt = stmt.where(*conditions).order_by(entries.c.seq).limit(limit)
+        with self.reader() as conn:
+            return [entry_from_row(r, True) for r in conn.execute(stmt)]
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(entries.c.seq, entries.c.leaf)
+                .where(entries.c.seq >= start, entries.c.seq < end)
+                .order_by(entries.c.seq)
+            )
+            return [(r.seq, bytes(r.leaf)) for r in rows]
+
+    def read_hashes(self, indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The :data:`~audit_ledger.core.merkle.HashReader` over stored hashes."""
+        with self.reader() as conn:
+            return read_hashes_on(conn, indexes)
+
+    def present_event_ids(self, event_ids: Sequence[str]) -> list[str]:
+        """Which of ``event_ids`` are in the log now."""
+        with self.reader() as conn:
+            return present_event_ids_on(conn, event_ids)
+
+    def last_seq(self) -> int | None:
+        """The largest stored seq (from the entries themselves, not the head row)."""
+        with self.reader() as conn:
+            return conn.execute(select(func.max(entries.c.seq))).scalar_one_or_none()
+
+    def first_seq_from(self, seq: int) -> int | None:
+        """The smallest stored seq at or after ``seq``, if any."""
+        with self.reader() as conn:
+            return conn.execute(
+                select(func.min(entries.c.seq)).where(entries.c.seq >= seq)
+            ).scalar_one_or_none()
+
+    def kinds_of(self, seqs: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """``(category, event_type)`` of each given seq that exists."""
+        if not seqs:
+            return {}
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(entries.c.seq, entries.c.category, entries.c.event_type).where(
+                    entries.c.seq.in_(sorted(set(seqs)))
+                )
+            )
+            return {r.seq: (r.category, r.event_type) for r in rows}
