@@ -101,6 +101,10 @@ class ImportInterruptedError(LedgerError):
         self.already_present = already_present
 
 
+class PayloadTooLargeError(LedgerError):
+    """A request body or batch is over the configured limit."""
+
+
 class RefusedError(LedgerError):
     """The policy forbids the request (e.g. erasing records kept by law)."""
 

@@ -20,17 +20,15 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from audit_ledger.core.timestamps import format_timestamp
-from audit_ledger.errors import AuditLedgerError
+from audit_ledger.ledger.jobs import BUSY, DONE, RAN
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
 from audit_ledger.observability.logging import cleanup_rotated, get_logger
-from audit_ledger.storage import jobs
 
 log = logging.getLogger("audit_ledger.application.scheduler")
 security_log = get_logger("security")
 
-RAN, BUSY, DONE = "ran", "skipped: another replica holds the job", "skipped: tick already done"
+__all__ = ["BUSY", "DONE", "RAN", "Job", "default_jobs", "run_job", "start_background"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +39,16 @@ class Job:
 
 
 def _checkpoint(ledger: Ledger) -> str:
-    latest = ledger.latest_checkpoint()
-    size = ledger.size()
+    latest = ledger.log.latest_checkpoint()
+    size = ledger.log.size()
     if size == 0 or (latest is not None and latest.tree_size >= size):
         return "unchanged"
-    ledger.checkpoint()
+    ledger.log.checkpoint()
     return "signed"
 
 
 def _retention(ledger: Ledger) -> str:
-    report = ledger.run_retention()
+    report = ledger.retention.run()
     metrics.RETENTION_RUNS.inc()
     for category, outcome in report.categories.items():
         purged, keys = outcome["payloads_purged"], outcome["keys_destroyed"]
@@ -66,7 +64,7 @@ def _log_cleanup(ledger: Ledger) -> str:
 
 def _verify(ledger: Ledger) -> str:
     # One process: the periodic check must not take the cores the service is answering on.
-    report = ledger.verify(jobs=1)
+    report = ledger.verification.run(jobs=1)
     if not report.ok:
         security_log.error("verification_failed", problem=str(report.problem))
         return "FAILED"
@@ -85,22 +83,9 @@ def default_jobs(ledger: Ledger) -> list[Job]:
 
 def run_job(ledger: Ledger, job: Job, now: datetime | None = None) -> str:
     """Run ``job`` if this replica leads it and its current tick is not done yet."""
-    moment = now or ledger.clock()
-    tick = int(moment.timestamp()) // job.period_seconds
-    with jobs.job_lock(ledger.store, job.name) as leader:
-        if not leader:
-            return BUSY
-        last = jobs.last_tick(ledger.store, job.name)
-        if last is not None and last >= tick:
-            return DONE
-        try:
-            outcome = job.action(ledger)
-        except AuditLedgerError as exc:
-            outcome = f"error: {exc.__class__.__name__}"
-            log.warning("job %s failed: %s", job.name, exc.__class__.__name__)
-        jobs.record_run(ledger.store, job.name, tick, format_timestamp(moment), outcome[:16])
-        log.info("job %s tick %d: %s", job.name, tick, outcome)
-        return RAN
+    return ledger.jobs.run_once(
+        job.name, job.period_seconds, lambda: job.action(ledger), now or ledger.clock()
+    )
 
 
 def _add_jobs(scheduler: BaseScheduler, ledger: Ledger, job_list: list[Job]) -> None:

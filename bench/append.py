@@ -100,7 +100,7 @@ def bench_append(ledger: Ledger, n: int, batch: int, jobs: int) -> float:
     parsing and validating ahead of the committing one."""
     lines = [(i + 1, json.dumps(financial(i))) for i in range(n)]
     start = time.perf_counter()
-    result = ledger.import_lines(lines, "bench", batch_size=batch, jobs=jobs)
+    result = ledger.appends.import_lines(lines, "bench", batch_size=batch, jobs=jobs)
     elapsed = time.perf_counter() - start
     assert result.appended == n, result
     return n / elapsed
@@ -144,10 +144,10 @@ def bench_raw_read(url: str) -> tuple[float, int]:
 
 VERIFY_CHILD = """
 import json, sys, time
-from audit_ledger.ledger.service import Ledger
+from audit_ledger.ledger.service import Ledger  # noqa: E402
 from audit_ledger.settings import load_settings
 led = Ledger.open(load_settings())
-t = time.perf_counter(); report = led.verify(jobs=int(sys.argv[1])); dt = time.perf_counter() - t
+t = time.perf_counter(); report = led.verification.run(jobs=int(sys.argv[1])); dt = time.perf_counter() - t
 # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and would report the parent's peak.
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 # The largest worker (an upper bound: a child's ru_maxrss includes this process's size at fork).
@@ -212,7 +212,7 @@ def main() -> None:
                 f"append  ledger {single:10,.0f} events/s in one process "
                 f"({args.events // 4:,} events) | ratio {single / copy_rate:.2f}"
             )
-        ledger.checkpoint()
+        ledger.log.checkpoint()
         verified = verify_in_child(url, keys, args.jobs)
         assert verified["ok"], verified
         read_rate, _ = bench_raw_read(url)
@@ -226,7 +226,7 @@ def main() -> None:
             f" (largest worker <= {verified['worker_maxrss_mib']:.0f} MiB)"
         )
         for target in [int(s) for s in args.memory_sizes.split(",") if s.strip()]:
-            current = ledger.size()
+            current = ledger.log.size()
             if target > current:
                 bench_append(ledger, target - current, args.batch, args.jobs)
             result = verify_in_child(url, keys, args.jobs)

@@ -84,11 +84,11 @@ def main() -> None:
         tmp = keys.parent
         proc = None
         try:
-            token = ledger.add_principal("bench-auditor", ["auditor"])
-            key = ledger.verifier_key()
+            token = ledger.principals.add("bench-auditor", ["auditor"])
+            key = ledger.log.verifier_key()
             print(f"# bench/audit.py  workers={args.workers} cpus={os.cpu_count()} postgres={name}")
             bench_append(ledger, args.entries, 1000, min(os.cpu_count() or 1, 4))
-            size = ledger.checkpoint().tree_size  # type: ignore[union-attr]
+            size = ledger.log.checkpoint().tree_size  # type: ignore[union-attr]
             port = free_port()
             proc = start_server(url, keys, port, args.workers, tmp)
             base = f"http://127.0.0.1:{port}"
@@ -104,7 +104,7 @@ def main() -> None:
             )
 
             bench_append(ledger, max(1, args.entries // 100), 1000, 1)
-            newer = ledger.checkpoint().tree_size  # type: ignore[union-attr]
+            newer = ledger.log.checkpoint().tree_size  # type: ignore[union-attr]
             with open_mirror(tmp / "mirror", create=False) as mirror:
                 seconds, checked = asyncio.run(audit_once(base, token, mirror, key))
             print(f"incremental audit: {checked:,} new leaves (to {newer:,}) in {seconds:.2f} s")

@@ -182,7 +182,7 @@ def main() -> None:
     with throwaway_ledger("al_bench_http") as (name, url, keys, ledger):
         proc = None
         try:
-            token = ledger.add_principal("bench-bot", ["writer"])
+            token = ledger.principals.add("bench-bot", ["writer"])
             print(f"# bench/http.py  workers={args.workers} cpus={os.cpu_count()} postgres={name}")
             bulk = bench_append(ledger, args.bulk_events, 1000, min(os.cpu_count() or 1, 4))
             ledger.close()

@@ -21,11 +21,11 @@ import pytest
 T = TypeVar("T")
 
 
-WORKER_MODULE = b"audit_ledger.ledger.workers"
+WORKER_MODULE = b"audit_ledger.ledger.worker_main"
 
 
 def child_pids(parent: int | None = None) -> list[int]:
-    """Worker processes (``python -m audit_ledger.ledger.workers``) whose parent is ``parent``
+    """Worker processes (``python -m audit_ledger.ledger.worker_main``) whose parent is ``parent``
     (default: this process) — zombies of Python processes included: a worker that exited but
     was never waited for is left behind too. Other children (a server another test keeps
     running) are not counted."""

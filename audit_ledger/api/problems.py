@@ -21,6 +21,7 @@ from audit_ledger.errors import (
     ConflictError,
     DatabaseUnavailableError,
     NotFoundError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     RefusedError,
     ValidationError,
@@ -29,10 +30,6 @@ from audit_ledger.errors import (
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "urn:audit-ledger:problem:"
 RETRY_AFTER_SECONDS = 5
-
-
-class PayloadTooLargeError(AuditLedgerError):
-    """A request body or batch is over the configured limit."""
 
 
 class UnsupportedMediaTypeError(AuditLedgerError):

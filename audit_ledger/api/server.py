@@ -18,14 +18,12 @@ import time
 import uvicorn
 
 from audit_ledger.api.app import PER_PROCESS_LOGS_ENV
-from audit_ledger.crypto.keys import init_keys, keys_exist
 from audit_ledger.errors import ConfigError
+from audit_ledger.ledger.admin import create_keys, have_keys, upgrade_database
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.metrics import prepare_multiprocess
 from audit_ledger.parent_death import child_environment, die_with_parent
 from audit_ledger.settings import Settings
-from audit_ledger.storage import migrations
-from audit_ledger.storage.engine import create_engine_for_url
 
 DEV_KEYS_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -45,16 +43,12 @@ def is_embedded(settings: Settings) -> bool:
 def prepare(settings: Settings) -> None:
     """Make the embedded default ready to serve, or check that a server database is."""
     if is_embedded(settings):
-        if not keys_exist(settings.keys_dir):
-            verifier = init_keys(settings.keys_dir, settings.checkpoint_origin)
+        if not have_keys(settings.keys_dir):
+            verifier = create_keys(settings.keys_dir, settings.checkpoint_origin)
             sys.stderr.write(
                 DEV_KEYS_WARNING.format(keys_dir=settings.keys_dir, verifier=verifier.encode())
             )
-        engine = create_engine_for_url(settings.database_url)
-        try:
-            migrations.upgrade(engine)
-        finally:
-            engine.dispose()
+        upgrade_database(settings.database_url)
     ledger = Ledger.open(settings)  # raises ConfigError for missing or bad keys
     try:
         ledger.check_schema()  # raises ConfigError for an unmigrated database

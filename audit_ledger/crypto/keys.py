@@ -101,6 +101,18 @@ class KeyProvider(Protocol):
         """Ids of the keys kept in the key store."""
         ...
 
+    def rotate_kek(self) -> str:
+        """Make a new current KEK, keeping the old one (retired) for unwrapping; the old id."""
+        ...
+
+    def retired_kek_ids(self) -> list[str]:
+        """Ids of the retired KEKs still kept."""
+        ...
+
+    def remove_retired_kek(self, kek_id: str) -> None:
+        """Delete a retired KEK (the caller has checked no data key still needs it)."""
+        ...
+
 
 def kek_id_of(kek: Secret) -> str:
     """The public fingerprint of a KEK (stored beside every key it wraps)."""
@@ -127,7 +139,7 @@ class FileKeyProvider:
 
     KEKs retired by :func:`rotate_kek` stay in ``keys/retired-keks/`` and keep unwrapping the
     keys they wrapped until those are re-wrapped by the current KEK
-    (:func:`audit_ledger.ledger.rekey.rewrap_data_keys`).
+    (:meth:`audit_ledger.ledger.keys.Keys.rewrap`).
     A provider loaded from a directory notices a rotation made by another process: before
     wrapping a new key (so it never wraps with a retired KEK for long), and when a row names a
     KEK it does not know.
@@ -253,6 +265,20 @@ class FileKeyProvider:
                 continue
             return DataKey(key_id, Secret(raw))
         raise CryptoError(f"wrapped data key {key_id} failed authentication")
+
+    def _dir(self) -> Path:
+        if self._keys_dir is None:
+            raise ConfigError("this key provider was not loaded from a keys directory")
+        return self._keys_dir
+
+    def rotate_kek(self) -> str:
+        return rotate_kek(self._dir())[0]
+
+    def retired_kek_ids(self) -> list[str]:
+        return retired_kek_ids(self._dir())
+
+    def remove_retired_kek(self, kek_id: str) -> None:
+        remove_retired_kek(self._dir(), kek_id)
 
 
 def _keks(kek: Secret, retired: Iterable[Secret], stamp: tuple[int, int, int] | None) -> _Keks:

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from audit_ledger.core.header import parse_leaf
+from audit_ledger.crypto.blind_index import BlindIndexer
+from audit_ledger.errors import NotFoundError
+from audit_ledger.ledger.appends.write import Appender
+from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations, bad, timestamp_bound
+from audit_ledger.policy import Policy
 from audit_ledger.storage.entries import StoredEntry
 from audit_ledger.storage.holds import StoredHold
+from audit_ledger.storage.store import WriteTx
 
 SCOPES = ("subject", "order", "category", "time_range")
 #: Header ref name matched by each identifier scope.
@@ -51,3 +59,103 @@ class HoldMatcher:
 
     def is_held(self, entry: StoredEntry) -> bool:
         return bool(self.holding(entry))
+
+
+def hold_view(hold: StoredHold) -> dict[str, Any]:
+    """A hold as the API shows it."""
+    return {
+        "hold_id": hold.hold_id,
+        "scope": hold.scope,
+        "scope_value": hold.scope_value,
+        "since": hold.since,
+        "until": hold.until,
+        "created_by": hold.created_by,
+        "created_seq": hold.created_seq,
+        "released_seq": hold.released_seq,
+    }
+
+
+class HoldStore(Protocol):
+    """What legal holds need of storage."""
+
+    def writer(self) -> AbstractContextManager[WriteTx]: ...
+
+    def holds(self) -> list[StoredHold]: ...
+
+
+class Holds:
+    """Placing, releasing and listing legal holds; each change is recorded in its transaction."""
+
+    def __init__(
+        self,
+        store: HoldStore,
+        policy: Policy,
+        indexer: BlindIndexer,
+        operations: Operations,
+        appender: Appender,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.indexer = indexer
+        self.operations = operations
+        self.appender = appender
+
+    def create(
+        self,
+        scope: str,
+        *,
+        value: str | int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        reason: str | None = None,
+        actor: str = "cli",
+    ) -> StoredHold:
+        """Place a legal hold on a subject, an order, a category or an occurred_at range."""
+        if scope not in SCOPES:
+            raise bad("scope", f"must be one of {', '.join(SCOPES)}")
+        scope_value: str | None = None
+        if scope in ("subject", "order"):
+            if value is None or isinstance(value, bool) or value == "":
+                raise bad("value", "a user_id or order_id is required")
+            scope_value = self.indexer.index(REF_OF_SCOPE[scope], value)
+        elif scope == "category":
+            if not isinstance(value, str):
+                raise bad("category", "a category is required")
+            self.policy.category(value)
+            scope_value = value
+        lo, hi = timestamp_bound("since", since), timestamp_bound("until", until)
+        if scope == "time_range" and lo is None and hi is None:
+            raise bad("since", "a time range needs since and/or until")
+        if lo is not None and hi is not None and lo >= hi:
+            raise bad("until", "must be after since")
+        hold_id = new_hold_id()
+        op = self.operations.event(
+            "legal_hold_created",
+            {
+                "hold_id": hold_id,
+                "scope": scope,
+                "scope_value": scope_value,
+                "since": lo,
+                "until": hi,
+                "reason": reason,
+                "actor": actor,
+            },
+        )
+        with self.store.writer() as tx:
+            tx.head()
+            seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            hold = StoredHold(hold_id, scope, scope_value, lo, hi, actor, seq)
+            tx.insert_hold(hold)
+        return hold
+
+    def release(self, hold_id: str, *, actor: str = "cli") -> int:
+        op = self.operations.event("legal_hold_released", {"hold_id": hold_id, "actor": actor})
+        with self.store.writer() as tx:
+            tx.head()
+            seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            if not tx.release_hold(hold_id, actor, seq):
+                raise NotFoundError(f"no active legal hold {hold_id!r}")
+        return seq
+
+    def all(self) -> list[StoredHold]:
+        return self.store.holds()

@@ -1,4 +1,4 @@
-"""Principals: named bearer-token holders with roles (DESIGN §2, §4).
+"""Principals: adding, revoking, listing and authenticating bearer-token holders.
 
 Tokens are 256-bit random strings shown once at creation; only their SHA-256 is stored, so a
 database dump reveals no usable token (the token's entropy makes a salt/KDF unnecessary). Every
@@ -7,63 +7,112 @@ change to a principal is itself a ``ledger_operations`` entry, committed in the 
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from audit_ledger.errors import ValidationError
-from audit_ledger.roles import ROLES
+from audit_ledger.core.timestamps import format_timestamp
+from audit_ledger.errors import AuthenticationError, ConflictError, NotFoundError
+from audit_ledger.ledger.appends.write import Appender
+from audit_ledger.ledger.identity import (
+    Principal,
+    check_name,
+    check_roles,
+    new_token,
+    token_hash,
+    token_shape_ok,
+)
+from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations
+from audit_ledger.storage.principals import StoredPrincipal
+from audit_ledger.storage.store import WriteTx
 
-TOKEN_PREFIX = "alt_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
-_TOKEN = re.compile(r"alt_[A-Za-z0-9_-]{43}\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller."""
-
-    name: str
-    roles: frozenset[str]
-
-    def has_any(self, roles: Iterable[str]) -> bool:
-        return not self.roles.isdisjoint(roles)
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+#: How long a successful token look-up is reused (revocation takes effect within this).
+AUTH_CACHE_SECONDS = 2.0
 
 
-def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
+class PrincipalStore(Protocol):
+    """What principal management needs of storage."""
+
+    def writer(self) -> AbstractContextManager[WriteTx]: ...
+
+    def principal_by_token_hash(self, token_hash: bytes) -> StoredPrincipal | None: ...
+
+    def principals(self) -> list[StoredPrincipal]: ...
 
 
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValidationError(
-            "principal name must be 1-64 characters: letters, digits, _ . @ -",
-            [{"field": "name", "problem": "invalid principal name"}],
+class Principals:
+    """Adding, revoking, listing and authenticating principals; every change is recorded in
+    the same transaction as an operation."""
+
+    def __init__(self, store: PrincipalStore, operations: Operations, appender: Appender) -> None:
+        self.store = store
+        self.operations = operations
+        self.appender = appender
+        self._auth_cache: dict[bytes, tuple[Principal, float]] = {}
+
+    def add(self, name: str, roles: Iterable[str], *, actor: str = "cli") -> str:
+        """Create a principal; return its bearer token (shown once, stored only hashed)."""
+        check_name(name)
+        chosen = check_roles(roles)
+        token = new_token()
+        now = format_timestamp(self.operations.clock())
+        op = self.operations.event(
+            "principal_added", {"principal": name, "roles": list(chosen), "actor": actor}
         )
-    return name
+        with self.store.writer() as tx:
+            tx.head()  # the head lock first, as for every write (DESIGN §5)
+            stored = StoredPrincipal(name, token_hash(token), chosen, now, None)
+            if not tx.insert_principal(stored):
+                raise ConflictError(f"principal {name!r} already exists")
+            self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+        return token
 
+    def revoke(self, name: str, *, actor: str = "cli") -> None:
+        check_name(name)
+        op = self.operations.event("principal_revoked", {"principal": name, "actor": actor})
+        with self.store.writer() as tx:
+            tx.head()
+            if not tx.revoke_principal(name, format_timestamp(self.operations.clock())):
+                raise NotFoundError(f"no active principal named {name!r}")
+            self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+        self._auth_cache.clear()
 
-def check_roles(roles: Iterable[str]) -> tuple[str, ...]:
-    chosen = tuple(sorted(set(roles)))
-    if not chosen:
-        raise ValidationError(
-            "at least one role is required", [{"field": "role", "problem": "required"}]
-        )
-    unknown = [r for r in chosen if r not in ROLES]
-    if unknown:
-        raise ValidationError(
-            f"unknown role(s): {', '.join(unknown)} (roles: {', '.join(sorted(ROLES))})",
-            [{"field": "role", "problem": "unknown role"}],
-        )
-    return chosen
+    def all(self) -> list[StoredPrincipal]:
+        return self.store.principals()
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal holding ``token`` if a recent look-up is cached (no I/O, so the
+        service can answer from its event loop); None when :meth:`authenticate` must ask the
+        database. A malformed token raises :class:`AuthenticationError` right away."""
+        if not token_shape_ok(token):
+            raise AuthenticationError("malformed")
+        cached = self._auth_cache.get(token_hash(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
 
-def token_shape_ok(token: str) -> bool:
-    """Cheap syntax check before any database lookup."""
-    return bool(_TOKEN.match(token))
+    def authenticate(self, token: str) -> Principal:
+        """The principal holding ``token``; :class:`AuthenticationError` with a reason code.
+
+        Successful look-ups are cached for :data:`AUTH_CACHE_SECONDS` (by token hash), which
+        saves a database round trip per request; a revocation therefore takes effect within
+        that many seconds. Failures are never cached.
+        """
+        if not token_shape_ok(token):
+            raise AuthenticationError("malformed")
+        digest = token_hash(token)
+        now = time.monotonic()
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        stored = self.store.principal_by_token_hash(digest)
+        if stored is None:
+            raise AuthenticationError("unknown")
+        if stored.revoked_at is not None:
+            raise AuthenticationError("revoked")
+        principal = Principal(stored.name, frozenset(stored.roles))
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (principal, now + AUTH_CACHE_SECONDS)
+        return principal

@@ -1,5 +1,10 @@
 """Reading entries back: who may see which category, payload states, decryption, pagination.
 
+One read pipeline (:class:`Reads`): the filters are checked and the identifiers turned into
+blind indexes once, the entries are scanned, each leaf is parsed once, payloads are decrypted
+where the caller's roles allow, and the read is recorded in the chain (a ``records_read``
+operation) before the caller gets the page. The API, the console and the CLI all read here.
+
 Who sees what (DESIGN §4): a category's readers get plaintext; the auditor gets headers of every
 category (``payload_state`` says ``withheld`` where a payload exists); any other role asking for
 a category it may not read is refused; without a category filter a caller gets what it may see.
@@ -9,25 +14,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from audit_ledger.core.canonical import MAX_SAFE_INTEGER, strict_loads
 from audit_ledger.core.header import parse_leaf
+from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.envelope import payload_aad
 from audit_ledger.errors import (
     CryptoError,
     ExternalKeyMissingError,
     FormatError,
+    NotFoundError,
     PermissionDeniedError,
     ValidationError,
 )
+from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.keyring import DataKeyRing
+from audit_ledger.ledger.operations import Operations, bad, timestamp_bound
 from audit_ledger.policy import Policy
-from audit_ledger.storage.entries import StoredEntry
+from audit_ledger.storage.entries import EntryFilter, StoredEntry
 from audit_ledger.storage.keys import StoredKey
-from audit_ledger.storage.store import Store
 
 PRESENT, WITHHELD, PURGED, ERASED = "present", "withheld", "purged", "erased"
 _PURGE_STATE = {"retention": PURGED, "erasure": ERASED}
@@ -96,10 +104,20 @@ def categories_for(policy: Policy, roles: Iterable[str], requested: str | None) 
     return frozenset(visible)
 
 
+class EntryStore(Protocol):
+    """What reads need of storage."""
+
+    def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]: ...
+
+    def entry(self, seq: int) -> StoredEntry | None: ...
+
+    def keys_by_id(self, key_ids: Sequence[str]) -> dict[str, StoredKey]: ...
+
+
 class EntryReader:
     """Turns stored entries into views for a set of roles, decrypting where allowed."""
 
-    def __init__(self, store: Store, policy: Policy, keyring: DataKeyRing) -> None:
+    def __init__(self, store: EntryStore, policy: Policy, keyring: DataKeyRing) -> None:
         self.store = store
         self.policy = policy
         self.keyring = keyring
@@ -157,3 +175,123 @@ class EntryReader:
         if not isinstance(data, dict):
             raise CryptoError(f"payload of seq {entry.seq} is not an object")
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Read filters (non-identifying ones plus identifiers matched through the blind index)."""
+
+    category: str | None = None
+    event_type: str | None = None
+    since: str | None = None
+    until: str | None = None
+    user_id: str | int | None = None
+    order_id: str | int | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[EntryView]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"events": [v.to_dict() for v in self.events], "next_cursor": self.next_cursor}
+
+
+class Reads:
+    """The read use case: scan, decrypt where allowed, shape, record."""
+
+    def __init__(  # noqa: PLR0917 - wired once, by the composition root
+        self,
+        store: EntryStore,
+        policy: Policy,
+        keyring: DataKeyRing,
+        indexer: BlindIndexer,
+        operations: Operations,
+        page_limit_max: int,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.indexer = indexer
+        self.operations = operations
+        self.page_limit_max = page_limit_max
+        self.reader = EntryReader(store, policy, keyring)
+
+    def query(self, principal: Principal, q: Query, endpoint: str) -> Page:
+        """One page of entries ``principal`` may see, recorded as read by ``endpoint``."""
+        page, filters = self._scan(principal.roles, q)
+        self.record(principal, endpoint, [v.seq for v in page.events], filters=filters)
+        return page
+
+    def entry(self, principal: Principal, seq: int, endpoint: str) -> EntryView:
+        """One entry by seq, recorded as read."""
+        view = self.view_for(principal.roles, seq)
+        self.record(principal, endpoint, [seq])
+        return view
+
+    def page_for(self, roles: Iterable[str], q: Query) -> Page:
+        """:meth:`query` without the record: for a use case that records its reads itself."""
+        return self._scan(frozenset(roles), q)[0]
+
+    def view_for(self, roles: Iterable[str], seq: int) -> EntryView:
+        """:meth:`entry` without the record: for a use case that records its reads itself."""
+        roles = frozenset(roles)
+        # Seqs are header integers (< 2^53): larger ones cannot exist and would overflow the
+        # database parameter (a 500) rather than be "not found".
+        stored = self.store.entry(seq) if 0 <= seq <= MAX_SAFE_INTEGER else None
+        if stored is None:
+            raise NotFoundError(f"no entry with seq {seq}")
+        categories_for(self.policy, roles, stored.category)
+        return self.reader.views([stored], roles)[0]
+
+    def _scan(self, roles: frozenset[str], q: Query) -> tuple[Page, dict[str, Any]]:
+        """The page, and the filters as recorded (identifiers as their blind indexes)."""
+        categories = categories_for(self.policy, roles, q.category)
+        if not 1 <= q.limit <= self.page_limit_max:
+            raise bad("limit", f"must be between 1 and {self.page_limit_max}")
+        since = timestamp_bound("since", q.since)
+        until = timestamp_bound("until", q.until)
+        if since is not None and until is not None and since > until:
+            raise bad("until", "must not be before since")
+        refs = {}  # blind indexes, computed once: for the scan and for the record
+        if q.user_id is not None:
+            refs["user"] = self.indexer.index("user", q.user_id)
+        if q.order_id is not None:
+            refs["order"] = self.indexer.index("order", q.order_id)
+        after = decode_cursor(q.cursor) if q.cursor else None
+        flt = EntryFilter(frozenset(categories), q.event_type, since, until, refs or None)
+        stored = self.store.scan(flt, after, q.limit + 1)
+        more = len(stored) > q.limit
+        stored = stored[: q.limit]
+        next_cursor = encode_cursor(stored[-1].seq) if more and stored else None
+        filters: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("category", q.category),
+                ("event_type", q.event_type),
+                ("since", q.since),
+                ("until", q.until),
+                ("limit", q.limit),
+            )
+            if value is not None
+        }
+        filters.update({f"{name}_ref": value for name, value in refs.items()})
+        return Page(self.reader.views(stored, roles), next_cursor), filters
+
+    def record(
+        self,
+        principal: Principal,
+        endpoint: str,
+        seqs: Sequence[int],
+        *,
+        filters: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append the ``records_read`` operation for a read, before the caller sees it."""
+        what: dict[str, Any] = {"principal": principal.name, "endpoint": endpoint}
+        if filters is not None:
+            what["filters"] = dict(filters)
+        what["count"] = len(seqs)
+        what["seqs"] = [seqs[0], seqs[-1]] if seqs else []
+        self.operations.record("records_read", what)

@@ -20,12 +20,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
+from audit_ledger.crypto.keys import KeyProvider
+from audit_ledger.ledger.appends.write import Appender
 from audit_ledger.ledger.holds import HoldMatcher
-from audit_ledger.policy import CategoryPolicy
+from audit_ledger.ledger.keyring import DataKeyRing
+from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations
+from audit_ledger.policy import CategoryPolicy, Policy
 from audit_ledger.storage.store import WriteTx
 
 RETENTION, ERASURE = "retention", "erasure"
@@ -182,3 +188,119 @@ def apply(
             tx.purge_payloads(outcome.purge, op_seq, reason)
         if outcome.keys:
             tx.destroy_keys(outcome.keys, when, op_seq)
+
+
+@dataclass
+class RetentionReport:
+    """What a retention run or an erasure destroyed (or, for a dry run, would destroy)."""
+
+    run_at: str
+    categories: dict[str, dict[str, object]]
+    dry_run: bool
+    op_seq: int | None = None
+    op_seqs: list[int] = field(default_factory=list)
+    kept_by_policy: list[str] = field(default_factory=list)
+
+    @property
+    def more_pending(self) -> bool:
+        return any(bool(c.get("more_pending")) for c in self.categories.values())
+
+    def absorb(self, later: RetentionReport) -> None:
+        """Fold a follow-up run (same call, larger backlog) into this report."""
+        self.op_seqs.extend(later.op_seqs)
+        for name, outcome in later.categories.items():
+            mine = self.categories.setdefault(name, {})
+            for key, value in outcome.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    mine[key] = int(mine.get(key, 0)) + value  # type: ignore[call-overload]
+                elif isinstance(value, list):
+                    mine[key] = [*mine.get(key, []), *value]  # type: ignore[misc]
+                else:
+                    mine[key] = value
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_at": self.run_at,
+            "dry_run": self.dry_run,
+            "recorded_as_seq": self.op_seq,
+            "recorded_as_seqs": self.op_seqs,
+            "categories": self.categories,
+            "kept_by_policy": self.kept_by_policy,
+        }
+
+
+class Shredder:
+    """Forgets destroyed data keys and deletes their key-store files, after the commit."""
+
+    def __init__(self, keyring: DataKeyRing, provider: KeyProvider) -> None:
+        self.keyring = keyring
+        self.provider = provider
+
+    def destroy(self, key_ids: Sequence[str]) -> None:
+        for key_id in key_ids:
+            self.keyring.forget(key_id)
+            self.provider.destroy_external(key_id)
+
+    def stray_keys(self, tx: WriteTx) -> list[str]:
+        """Key-store files without a live row (call under the head lock, when no append is
+        half-way: they are left over from a rolled-back append or an interrupted destruction)."""
+        stored = self.provider.external_key_ids()
+        if not stored:
+            return []
+        rows = tx.keys_by_id(stored)
+        return [k for k in stored if k not in rows or rows[k].wrapped is None]
+
+
+class RetentionStore(Protocol):
+    def writer(self) -> AbstractContextManager[WriteTx]: ...
+
+
+class Retention:
+    """The scheduled retention run (DESIGN §2 tiers), one recorded transaction per run."""
+
+    def __init__(
+        self,
+        store: RetentionStore,
+        policy: Policy,
+        operations: Operations,
+        appender: Appender,
+        shredder: Shredder,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.operations = operations
+        self.appender = appender
+        self.shredder = shredder
+
+    def run(self, *, dry_run: bool = False) -> RetentionReport:
+        """Purge expired payloads and destroy expired keys; each transaction is one recorded
+        run. A backlog larger than one run's bound is worked off in further runs straight
+        away; the report covers them all, with ``op_seqs`` naming each record."""
+        report = self._once(dry_run)
+        while not dry_run and report.more_pending:
+            report.absorb(self._once(False))
+        return report
+
+    def _once(self, dry_run: bool) -> RetentionReport:
+        now = self.operations.clock()
+        when = format_timestamp(now)
+        with self.store.writer() as tx:
+            tx.head()
+            matcher = HoldMatcher(tx.active_holds())
+            plan = {
+                name: plan_category(tx, category, now, matcher)
+                for name, category in sorted(self.policy.categories.items())
+                if not category.retention.permanent and not category.system
+            }
+            report = RetentionReport(when, {k: v.to_dict() for k, v in plan.items()}, dry_run)
+            if dry_run:
+                return report
+            op = self.operations.event(
+                "retention_run", {"run_at": when, "categories": report.categories}
+            )
+            report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            report.op_seqs = [report.op_seq]
+            apply(tx, plan, report.op_seq, RETENTION, when)
+            stray = self.shredder.stray_keys(tx)
+        self.shredder.destroy([k for o in plan.values() for k in o.keys] + stray)
+        return report

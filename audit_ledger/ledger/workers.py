@@ -1,6 +1,6 @@
 """Worker processes for the CPU-bound halves of ``verify`` and bulk import.
 
-A :class:`WorkerPool` runs ``jobs`` copies of ``python -m audit_ledger.ledger.workers``. Each
+A :class:`WorkerPool` runs ``jobs`` copies of ``python -m audit_ledger.ledger.worker_main``. Each
 worker reads one set-up message (which job it does and what it needs: a database URL, key and
 policy locations — sent over its stdin, never on a command line other users can read), then
 answers tasks one by one; messages are length-prefixed pickles, exchanged only between this
@@ -23,38 +23,34 @@ import contextlib
 import os
 import pickle
 import queue
-import signal
 import struct
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import audit_ledger
-from audit_ledger.crypto.keys import load_keys
-from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
-from audit_ledger.ledger.events import prepare_lines
-from audit_ledger.ledger.verify import check_range
-from audit_ledger.parent_death import child_environment, die_with_parent
-from audit_ledger.policy import load_policy
-from audit_ledger.storage.engine import create_engine_for_url
-from audit_ledger.storage.store import Store
+from audit_ledger.errors import DatabaseUnavailableError, StorageError
+from audit_ledger.parent_death import child_environment
 
 #: Tasks queued per worker ahead of the one being consumed.
 AHEAD = 2
 _LENGTH = struct.Struct(">Q")
 
+#: The module each worker process runs (its ``main``).
+WORKER_MODULE = "audit_ledger.ledger.worker_main"
 
-def _send(stream: IO[bytes], message: object) -> None:
+
+def send(stream: IO[bytes], message: object) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_LENGTH.pack(len(data)) + data)
     stream.flush()
 
 
-def _receive(stream: IO[bytes]) -> Any:
+def receive(stream: IO[bytes]) -> Any:
     head = stream.read(_LENGTH.size)
     if len(head) != _LENGTH.size:
         raise EOFError
@@ -77,7 +73,7 @@ class WorkerPool:
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         self.workers = [
             subprocess.Popen(  # noqa: S603 - our own module, with this interpreter
-                [sys.executable, "-m", __name__],
+                [sys.executable, "-m", WORKER_MODULE],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -142,7 +138,7 @@ class WorkerPool:
                 if not pending:
                     return
                 try:
-                    kind, payload = _receive(_pipe(self.workers[pending.popleft()].stdout))
+                    kind, payload = receive(_pipe(self.workers[pending.popleft()].stdout))
                 except EOFError:
                     raise StorageError("a worker process exited unexpectedly") from None
                 if kind == "unavailable":
@@ -155,7 +151,7 @@ class WorkerPool:
             # own answers. A dead worker simply has none; a closed pool needs none.
             for index in pending if not self.closed else ():
                 with contextlib.suppress(EOFError, OSError, ValueError, pickle.UnpicklingError):
-                    _receive(_pipe(self.workers[index].stdout))
+                    receive(_pipe(self.workers[index].stdout))
 
 
 _END = object()
@@ -166,7 +162,7 @@ def _feed(worker: subprocess.Popen[bytes], tasks: queue.SimpleQueue[object]) -> 
     stream = _pipe(worker.stdin)
     try:
         while (message := tasks.get()) is not _END:
-            _send(stream, message)
+            send(stream, message)
     except OSError:
         pass  # the worker died: the reader sees its stdout end and reports it
     finally:
@@ -178,74 +174,3 @@ def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
     if stream is None:  # pragma: no cover - every worker is started with pipes
         raise StorageError("worker process has no pipe")
     return stream
-
-
-# --- inside a worker ---------------------------------------------------------------------------
-
-
-def _verify_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
-    """Check ranges ``(lo, hi)`` of entries (see :func:`check_range`)."""
-    store = Store(create_engine_for_url(setup["database_url"]))
-    return (lambda task: check_range(store, *task)), store.dispose
-
-
-def _prepare_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
-    """Validate numbered JSON lines (see :func:`prepare_lines`)."""
-    policy = load_policy(setup["policy_file"])
-    indexer = load_keys(setup["keys_dir"], setup["origin"]).indexer
-    limit = setup["max_data_bytes"]
-    return (lambda task: prepare_lines(task, policy, indexer, max_data_bytes=limit)), _nothing
-
-
-def _nothing() -> None:
-    return None
-
-
-JOBS = {"verify": _verify_job, "prepare": _prepare_job}
-
-
-def _stop(_signum: int, _frame: object) -> None:
-    """SIGTERM (the parent died): unwind from wherever the worker is — a task, a query
-    (psycopg cancels it in the server), a read — running the ``finally`` that closes the
-    database connections, and exit quietly: a requested stop, no traceback."""
-    raise SystemExit(0)
-
-
-def main() -> None:
-    """Worker loop: read the set-up, then answer each task in order."""
-    signal.signal(signal.SIGTERM, _stop)  # first: a parent dying right after takes this path
-    die_with_parent()
-    source, out = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        job, setup = _receive(source)
-    except EOFError:
-        return
-    try:
-        handle, cleanup = JOBS[job](setup)
-    except AuditLedgerError as exc:  # e.g. a missing key file: every task gets the error
-        message = str(exc)
-
-        def refuse(task: Any) -> Any:
-            raise StorageError(message)
-
-        handle, cleanup = refuse, _nothing
-    try:
-        while True:
-            try:
-                task = _receive(source)
-            except EOFError:
-                return
-            try:
-                _send(out, ("ok", handle(task)))
-            except DatabaseUnavailableError as exc:
-                _send(out, ("unavailable", str(exc)))
-            except AuditLedgerError as exc:
-                _send(out, ("error", str(exc)))
-    except BrokenPipeError:
-        pass  # the parent stopped reading: it found a problem or was interrupted
-    finally:
-        cleanup()
-
-
-if __name__ == "__main__":
-    main()

@@ -29,7 +29,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 
 from audit_ledger.errors import AuditLedgerError
-from audit_ledger.storage import jobs
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -119,9 +118,9 @@ class LedgerStateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("ledger_database_up", "1 if the database answered this scrape.")
         try:
-            size = self.ledger.size()
-            latest = self.ledger.latest_checkpoint()
-            runs = jobs.runs(self.ledger.store)
+            size = self.ledger.log.size()
+            latest = self.ledger.log.latest_checkpoint()
+            runs = self.ledger.jobs.runs()
         except AuditLedgerError:
             up.add_metric([], 0)
             yield up

@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from audit_ledger.core.header import parse_leaf
 from audit_ledger.errors import ConflictError, ValidationError
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.store import WriteTx
@@ -23,11 +24,11 @@ AUDITOR = ["auditor"]
 
 
 def _append(ledger: Ledger, *raws: dict[str, Any], writer: str = "bot") -> list[Any]:
-    return ledger.append(ledger.prepare_batch(list(raws)), writer)
+    return ledger.appends.append(ledger.appends.prepare_batch(list(raws)), writer)
 
 
 def _header(ledger: Ledger, seq: int) -> dict[str, Any]:
-    return ledger.entry(AUDITOR, seq).header
+    return ledger.reads.view_for(AUDITOR, seq).header
 
 
 def _rows(settings: Settings, sql: str) -> list[Any]:
@@ -40,8 +41,8 @@ def _rows(settings: Settings, sql: str) -> list[Any]:
 
 
 def _assert_intact(ledger: Ledger, size: int) -> None:
-    assert ledger.size() == size
-    report = ledger.verify()
+    assert ledger.log.size() == size
+    report = ledger.verification.run()
     assert report.ok, report.problem
     assert report.size == size
 
@@ -215,7 +216,7 @@ def test_recorded_at_never_decreases_when_the_clock_steps_back(settings: Setting
             "2026-11-28T03:00:01.500000Z",
             "2026-11-28T03:00:01.500000Z",
         ]
-        headers = [parse_leaf(leaf) for _, leaf in led.leaves(0, led.size())]
+        headers = [parse_leaf(leaf) for _, leaf in led.log.leaves(0, led.log.size())]
         assert [h.recorded_at for h in headers] == [s for s in stamps for _ in range(2)]
         _assert_intact(led, 10)
     finally:
@@ -238,7 +239,7 @@ def test_data_key_rotates_after_max_uses(ledger: Ledger) -> None:
     uses = {r.key_id: r.uses for r in _rows(ledger.settings, "SELECT key_id, uses FROM data_keys")}
     assert uses == {a: 3, b: 3, c: 3, d: 1}
     # Every payload still opens under its own key.
-    page = ledger.query(["compliance_officer"], Query(category="financial_transactions"))
+    page = ledger.reads.page_for(["compliance_officer"], Query(category="financial_transactions"))
     assert len(page.events) == 10
     assert all(v.data is not None and v.data["amount"] == "150000.00" for v in page.events)
     _assert_intact(ledger, 10)
@@ -269,7 +270,9 @@ def test_subject_keys_differ_per_user(ledger: Ledger) -> None:
     assert _header(ledger, receipt.seq)["key_id"] == keys[1]
     data = [
         v.data
-        for v in ledger.query(["privacy_officer"], Query(category="data_privacy_events")).events
+        for v in ledger.reads.page_for(
+            ["privacy_officer"], Query(category="data_privacy_events")
+        ).events
     ]
     assert [d["user_id"] for d in data if d] == [1, 2, "1", 2]
 
@@ -302,7 +305,7 @@ def test_validation_names_fields_and_never_echoes_values(ledger: Ledger) -> None
     del privacy["data"]["consent_status"]
     privacy["data"]["user_id"] = [f"{CANARY}-list"]
     with pytest.raises(ValidationError) as caught:
-        ledger.prepare_batch([envelope, data, privacy])
+        ledger.appends.prepare_batch([envelope, data, privacy])
     fields = {(f["field"], f["problem"]) for f in caught.value.fields}
     names = {name for name, _ in fields}
     assert names >= {
@@ -322,7 +325,7 @@ def test_validation_names_fields_and_never_echoes_values(ledger: Ledger) -> None
     text_out = f"{caught.value} {caught.value.detail} {caught.value.fields!r}"
     for secret in (CANARY, "0.25", str(2**60), "qris"):
         assert secret not in text_out
-    assert ledger.size() == 0
+    assert ledger.log.size() == 0
 
 
 def test_system_category_is_refused_to_writers(ledger: Ledger) -> None:
@@ -334,7 +337,7 @@ def test_system_category_is_refused_to_writers(ledger: Ledger) -> None:
         "data": {},
     }
     with pytest.raises(ValidationError) as caught:
-        ledger.prepare(raw)
+        ledger.appends.prepare(raw)
     assert [f["field"] for f in caught.value.fields] == ["category"]
 
 
@@ -346,7 +349,7 @@ def test_cached_key_destroyed_by_another_process_is_replaced(ledger: Ledger) -> 
     first_key = _header(ledger, 0)["key_id"]
     other = Ledger.open(ledger.settings)
     try:
-        other.erase_subject(5)
+        other.erasure.erase_subject(5)
     finally:
         other.close()
     _append(ledger, event("data_privacy_events", user_id=5))
@@ -355,6 +358,6 @@ def test_cached_key_destroyed_by_another_process_is_replaced(ledger: Ledger) -> 
     uses = {r.key_id: r.uses for r in _rows(ledger.settings, "SELECT key_id, uses FROM data_keys")}
     assert uses[first_key] == 1
     assert uses[new_key] == 1
-    page = ledger.query(["privacy_officer"], Query(category="data_privacy_events"))
+    page = ledger.reads.page_for(["privacy_officer"], Query(category="data_privacy_events"))
     assert [v.payload_state for v in page.events] == ["erased", "present"]
     _assert_intact(ledger, 3)

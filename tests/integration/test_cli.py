@@ -28,7 +28,8 @@ from sqlalchemy.exc import DBAPIError
 from audit_ledger.cli import main as cli_main
 from audit_ledger.core.checkpoint import parse_verifier_key, verify_checkpoint
 from audit_ledger.crypto.keys import load_keys
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import jobs
 from audit_ledger.storage.engine import create_engine_for_url
@@ -175,8 +176,8 @@ def test_db_upgrade_on_a_fresh_database(backend: str, tmp_path: Path, keys_dir: 
         )
         try:
             led.check_schema()
-            led.append(led.prepare_batch([event()]), "bot")
-            assert led.verify().ok
+            led.appends.append(led.appends.prepare_batch([event()]), "bot")
+            assert led.verification.run().ok
         finally:
             led.close()
     finally:
@@ -219,10 +220,10 @@ def test_bulk_import_stops_at_a_bad_line_and_reruns_idempotently(
 
     led = Ledger.open(settings)
     try:
-        page = led.query(["auditor"], Query())
+        page = led.reads.page_for(["auditor"], Query())
         assert [v.header["event_id"] for v in page.events] == [r["event_id"] for r in raws]
         assert {v.header["writer"] for v in page.events} == {"cli"}
-        officer = led.query(["compliance_officer"], Query())
+        officer = led.reads.page_for(["compliance_officer"], Query())
         assert [v.data for v in officer.events] == [
             r["data"] for r in raws if r["category"] == "financial_transactions"
         ]
@@ -247,7 +248,7 @@ def test_bulk_import_stops_at_a_bad_line_and_reruns_idempotently(
 def _size(settings: Settings) -> int:
     led = Ledger.open(settings)
     try:
-        return led.size()
+        return led.log.size()
     finally:
         led.close()
 
@@ -337,20 +338,22 @@ def test_grants_apply_least_privilege(
     )
     try:
         app.check_schema()
-        app.append(app.prepare_batch([event(), event("data_privacy_events", user_id=7)]), "bot")
-        assert app.checkpoint() is not None
-        assert len(app.query(["auditor"], Query()).events) == 2
-        hold = app.create_hold("category", value="security_events")
-        app.release_hold(hold.hold_id)
-        app.run_retention()
-        app.erase_subject(7)
+        app.appends.append(
+            app.appends.prepare_batch([event(), event("data_privacy_events", user_id=7)]), "bot"
+        )
+        assert app.log.checkpoint() is not None
+        assert len(app.reads.page_for(["auditor"], Query()).events) == 2
+        hold = app.holds.create("category", value="security_events")
+        app.holds.release(hold.hold_id)
+        app.retention.run()
+        app.erasure.erase_subject(7)
         jobs.record_run(app.store, "retention", 1, "2026-11-28T00:00:00.000000Z", "ok")
         jobs.record_run(app.store, "retention", 2, "2026-11-28T00:01:00.000000Z", "ok")
         assert jobs.last_tick(app.store, "retention") == 2
-        token = app.add_principal("bot-1", ["writer"])
-        assert app.authenticate(token).name == "bot-1"
-        app.revoke_principal("bot-1")
-        report = app.verify()
+        token = app.principals.add("bot-1", ["writer"])
+        assert app.principals.authenticate(token).name == "bot-1"
+        app.principals.revoke("bot-1")
+        report = app.verification.run()
         assert report.ok, report.problem
     finally:
         app.close()

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from audit_ledger.ledger.bulk import CommitPipeline
-from audit_ledger.ledger.service import ImportResult, Ledger
+from audit_ledger.ledger.appends.bulk import CommitPipeline
+from audit_ledger.ledger.appends.service import ImportResult
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.entries import Head
 from tests.factories import event
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _prepared(ledger: Ledger, raws: list[dict[str, Any]]) -> list[Any]:
-    return [ledger.prepare(r) for r in raws]
+    return [ledger.appends.prepare(r) for r in raws]
 
 
 def _state(ledger: Ledger, raws: list[dict[str, Any]]) -> Head:
@@ -41,7 +42,7 @@ def _state(ledger: Ledger, raws: list[dict[str, Any]]) -> Head:
 
 
 def _ids(ledger: Ledger) -> list[str]:
-    return [e.event_id for e in ledger.store.entries_between(0, ledger.size())]
+    return [e.event_id for e in ledger.store.entries_between(0, ledger.log.size())]
 
 
 def _key_uses(ledger: Ledger) -> int:
@@ -64,7 +65,7 @@ def test_sealed_batch_commits_on_its_head(ledger: Ledger) -> None:
         assert entry.leaf_hash.hex() == receipt.leaf_hash
         assert entry.recorded_at == receipt.recorded_at
     assert _key_uses(ledger) == 8
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_sealed_batch_is_refused_after_another_append(ledger: Ledger) -> None:
@@ -72,14 +73,14 @@ def test_sealed_batch_is_refused_after_another_append(ledger: Ledger) -> None:
     sealed = ledger.appender.seal_on(state, _prepared(ledger, [event(), event()]), "bulk")
     assert sealed is not None
     other = event()
-    ledger.append(_prepared(ledger, [other]), "someone-else")
+    ledger.appends.append(_prepared(ledger, [other]), "someone-else")
     uses = _key_uses(ledger)
 
     assert not ledger.appender.commit_sealed(sealed)
-    assert ledger.size() == 2
+    assert ledger.log.size() == 2
     assert _ids(ledger)[1] == other["event_id"]
     assert _key_uses(ledger) == uses  # the refused batch counted no use
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_sealed_batch_with_a_logged_event_id_is_refused(ledger: Ledger) -> None:
@@ -91,7 +92,7 @@ def test_sealed_batch_with_a_logged_event_id_is_refused(ledger: Ledger) -> None:
     assert sealed is not None
     assert not ledger.appender.commit_sealed(sealed)
     assert _ids(ledger) == [logged["event_id"]]
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_sealed_batch_whose_key_cannot_take_the_uses_is_refused(ledger: Ledger) -> None:
@@ -100,14 +101,14 @@ def test_sealed_batch_whose_key_cannot_take_the_uses_is_refused(ledger: Ledger) 
     assert sealed is not None
     ledger.appender.keyring.max_uses = 6  # the key has 4 uses: 3 more would pass the limit
     assert not ledger.appender.commit_sealed(sealed)
-    assert ledger.size() == 4
+    assert ledger.log.size() == 4
     assert _key_uses(ledger) == 4
 
 
 def test_sealed_batch_whose_key_was_destroyed_is_refused(ledger: Ledger) -> None:
     subject = 4242
     state = _state(ledger, [event("data_privacy_events", user_id=subject)])
-    ledger.erase_subject(subject)  # destroys the subject's key (and appends a record of it)
+    ledger.erasure.erase_subject(subject)  # destroys the subject's key (and appends a record of it)
     # Sealed on the head the log has now, with the key this process still remembers.
     current = ledger.store.head()
     assert state.size == 1
@@ -115,11 +116,11 @@ def test_sealed_batch_whose_key_was_destroyed_is_refused(ledger: Ledger) -> None
     sealed = ledger.appender.seal_on(current, _prepared(ledger, raws), "bulk")
     assert sealed is not None
     assert not ledger.appender.commit_sealed(sealed)
-    assert ledger.size() == 2  # the first event and the erasure record
+    assert ledger.log.size() == 2  # the first event and the erasure record
     # The ordinary path reserves a new key for the subject.
-    ledger.append(_prepared(ledger, raws), "bulk")
-    assert ledger.size() == 4
-    assert ledger.verify(jobs=1).ok
+    ledger.appends.append(_prepared(ledger, raws), "bulk")
+    assert ledger.log.size() == 4
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_sealing_ahead_needs_known_keys_and_distinct_ids(ledger: Ledger) -> None:
@@ -144,7 +145,7 @@ def test_pipeline_recovers_from_a_refused_batch(ledger: Ledger) -> None:
             pipeline.add(_prepared(ledger, batch), list(range(3 * n + 1, 3 * n + 4)))
             if n == 1:
                 pipeline.finish()
-                ledger.append(_prepared(ledger, [interloper]), "someone-else")
+                ledger.appends.append(_prepared(ledger, [interloper]), "someone-else")
         pipeline.finish()
     assert (pipeline.appended, pipeline.already_present) == (12, 0)
     ids = _ids(ledger)
@@ -152,16 +153,16 @@ def test_pipeline_recovers_from_a_refused_batch(ledger: Ledger) -> None:
         r["event_id"] for r in raws[6:]
     ]
     assert _key_uses(ledger) == 13
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_import_counts_every_key_use(ledger: Ledger) -> None:
     raws = [event(("financial_transactions", "security_events")[n % 2]) for n in range(700)]
     lines = [(n + 1, json.dumps(r)) for n, r in enumerate(raws)]
-    assert ledger.import_lines(lines, "bulk", batch_size=50) == ImportResult(700, 0)
+    assert ledger.appends.import_lines(lines, "bulk", batch_size=50) == ImportResult(700, 0)
     assert _key_uses(ledger) == 700
     assert _ids(ledger) == [r["event_id"] for r in raws]
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_concurrent_imports_of_overlapping_files(
@@ -201,4 +202,4 @@ def test_concurrent_imports_of_overlapping_files(
         seqs = [position[r["event_id"]] for r in own]
         assert seqs == sorted(seqs)
     assert _key_uses(ledger) == 2100
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok

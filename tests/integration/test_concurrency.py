@@ -157,7 +157,7 @@ def test_concurrent_appenders_keep_one_contiguous_log(
     assert not refused & set(acked)
 
     stored = ledger.store.entries_between(0, 2**62)  # every stored entry, whatever the head says
-    assert ledger.size() == len(stored) == expected
+    assert ledger.log.size() == len(stored) == expected
     assert [e.seq for e in stored] == list(range(expected))
     assert len({e.event_id for e in stored}) == expected
     for entry in stored:
@@ -165,8 +165,8 @@ def test_concurrent_appenders_keep_one_contiguous_log(
         assert (entry.seq, entry.leaf_hash.hex(), entry.recorded_at) == (seq, leaf, recorded_at)
         assert entry.writer == appended_by[entry.event_id]
 
-    assert ledger.checkpoint() is not None
-    report = ledger.verify()
+    assert ledger.log.checkpoint() is not None
+    report = ledger.verification.run()
     assert report.ok, str(report.problem)
     assert report.size == expected
     assert report.checkpoints >= 1

@@ -209,8 +209,8 @@ def test_sigkill_mid_batch_leaves_no_partial_batch(
     database_url = settings.database_url
     cfg = {"database_url": database_url, "keys_dir": str(settings.keys_dir), "origin": ORIGIN}
     # A log that is not empty and has a checkpoint the crashes must stay consistent with.
-    ledger.append(ledger.prepare_batch([event() for _ in range(7)]), "setup")
-    assert ledger.checkpoint() is not None
+    ledger.appends.append(ledger.appends.prepare_batch([event() for _ in range(7)]), "setup")
+    assert ledger.log.checkpoint() is not None
     in_tx_modes = ["in_tx_head", "in_tx_rows"] if backend == "postgresql" else ["in_tx_lock"]
 
     outcomes: Counter[str] = Counter()
@@ -229,7 +229,7 @@ def test_sigkill_mid_batch_leaves_no_partial_batch(
             # Alternate: a blind random delay, or a kill while the transaction is seen open.
             mode = "timed" if round_ % 2 == 0 else rng.choice(in_tx_modes)
             state = f"round {round_} {mode} (seed {seed})"
-            size_before = ledger.size()
+            size_before = ledger.log.size()
 
             writer_pid = int(writer.expect("ready").split()[1])
             writer.go()
@@ -250,7 +250,7 @@ def test_sigkill_mid_batch_leaves_no_partial_batch(
 
             present = _present(ledger, writer.event_ids)
             assert len(present) in {0, BATCH}, f"partial batch: {len(present)} of {BATCH} {state}"
-            size = ledger.size()
+            size = ledger.log.size()
             if present:
                 outcomes[f"after_commit_{mode}"] += 1
                 if mode == "timed":
@@ -276,14 +276,16 @@ def test_sigkill_mid_batch_leaves_no_partial_batch(
 
             # Appending works afterwards: rerunning (part of) the batch is safe either way, and
             # a new event lands right after.
-            rerun = ledger.append(ledger.prepare_batch(writer.raws[:RERUN]), "crash-rerun")
+            rerun = ledger.appends.append(
+                ledger.appends.prepare_batch(writer.raws[:RERUN]), "crash-rerun"
+            )
             assert [r.seq for r in rerun] == list(range(size_before, size_before + RERUN)), state
             assert {r.replayed for r in rerun} == {bool(present)}, state
             size = size_before + (BATCH if present else RERUN)
-            (one,) = ledger.append(ledger.prepare_batch([event()]), "after-crash")
+            (one,) = ledger.appends.append(ledger.appends.prepare_batch([event()]), "after-crash")
             assert (one.seq, one.replayed) == (size, False), state
-            assert ledger.checkpoint() is not None
-            report = ledger.verify()
+            assert ledger.log.checkpoint() is not None
+            report = ledger.verification.run()
             assert report.ok, f"{report.problem} {state}"
             assert report.size == size + 1, state
     finally:

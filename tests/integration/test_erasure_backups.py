@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 from audit_ledger.crypto.keys import EXTERNAL_KEY, EXTERNAL_KEYS_DIR
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
 from tests.factories import event
@@ -34,7 +35,9 @@ def _backup(settings: Settings, backend: str, tmp_path: Path) -> tuple[str, str 
 
 
 def _privacy(ledger: Ledger, user: str) -> tuple[str, object]:
-    page = ledger.query(["privacy_officer"], Query(category="data_privacy_events", user_id=user))
+    page = ledger.reads.page_for(
+        ["privacy_officer"], Query(category="data_privacy_events", user_id=user)
+    )
     (view,) = page.events
     return view.payload_state, view.data
 
@@ -49,7 +52,7 @@ def test_a_backup_taken_before_an_erasure_cannot_read_the_erased_subject(
             event("data_privacy_events", user_id=KEPT_USER),
             event("financial_transactions", user_id=ERASED_USER),
         ]
-        ledger.append(ledger.prepare_batch(raws), "bot")
+        ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
         stored = list(ledger.store.iter_keys())
         subject_keys = [k for k in stored if k.scope_kind == "subject"]
         assert len(subject_keys) == 2
@@ -64,7 +67,7 @@ def test_a_backup_taken_before_an_erasure_cannot_read_the_erased_subject(
     try:
         ledger = Ledger.open(settings)
         try:
-            report = ledger.erase_subject(ERASED_USER)
+            report = ledger.erasure.erase_subject(ERASED_USER)
             assert report.categories["data_privacy_events"]["payloads_purged"] == 1
             assert len(list(key_files.glob("*.key"))) == 1
             assert _privacy(ledger, ERASED_USER)[0] == "erased"
@@ -86,12 +89,12 @@ def test_a_backup_taken_before_an_erasure_cannot_read_the_erased_subject(
                 "present",
                 raws[1]["data"],
             )
-            financial = restored.query(
+            financial = restored.reads.page_for(
                 ["compliance_officer"], Query(category="financial_transactions")
             ).events
             assert financial[0].data == raws[2]["data"]  # kept by law, readable
             # verify of the stale backup names the key whose material is gone.
-            problem = restored.verify().problem
+            problem = restored.verification.run().problem
             assert problem is not None
             assert problem.key_id is not None
         finally:
@@ -107,15 +110,15 @@ def test_retention_removes_key_files_no_committed_row_uses(settings: Settings) -
 
     ledger = Ledger.open(settings)
     try:
-        ledger.append(ledger.prepare_batch([event("data_privacy_events")]), "bot")
+        ledger.appends.append(ledger.appends.prepare_batch([event("data_privacy_events")]), "bot")
         # As a rolled-back append leaves it: material stored, row never committed.
         orphan = DataKey.generate(new_key_id())
         ledger.keys.provider.store_external(orphan)
         files = Path(settings.keys_dir) / EXTERNAL_KEYS_DIR
         assert (files / f"{orphan.key_id}.key").exists()
-        ledger.run_retention()
+        ledger.retention.run()
         assert not (files / f"{orphan.key_id}.key").exists()
         assert len(list(files.glob("*.key"))) == 1  # the live subject key stays
-        assert ledger.verify().ok
+        assert ledger.verification.run().ok
     finally:
         ledger.close()

@@ -25,8 +25,8 @@ from audit_ledger.core.checkpoint import verify_checkpoint
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.errors import NotFoundError, RefusedError, ValidationError
-from audit_ledger.ledger.reads import EntryView
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import EntryView, Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.holds import StoredHold
 from tests.conftest import ORIGIN
@@ -76,14 +76,14 @@ def at(raw: dict[str, Any], moment: datetime) -> dict[str, Any]:
 
 
 def append(ledger: Ledger, *raws: dict[str, Any]) -> list[int]:
-    return [r.seq for r in ledger.append(ledger.prepare_batch(list(raws)), "bot")]
+    return [r.seq for r in ledger.appends.append(ledger.appends.prepare_batch(list(raws)), "bot")]
 
 
 def views(ledger: Ledger, role: str, **filters: Any) -> dict[int, EntryView]:
     out: dict[int, EntryView] = {}
     cursor = None
     while True:
-        page = ledger.query([role], Query(limit=1000, cursor=cursor, **filters))
+        page = ledger.reads.page_for([role], Query(limit=1000, cursor=cursor, **filters))
         out.update((v.seq, v) for v in page.events)
         if page.next_cursor is None:
             return out
@@ -91,7 +91,7 @@ def views(ledger: Ledger, role: str, **filters: Any) -> dict[int, EntryView]:
 
 
 def one(ledger: Ledger, role: str, seq: int) -> EntryView:
-    return ledger.entry([role], seq)
+    return ledger.reads.view_for([role], seq)
 
 
 def operations(ledger: Ledger) -> dict[int, EntryView]:
@@ -139,22 +139,22 @@ def test_erasure_shreds_one_subject_and_keeps_every_proof(ledger: Ledger) -> Non
     )
     priv_mine = [mine[0], mine[1], mine[5]]
     fin_mine, sec_mine, priv_other = mine[2], mine[3], mine[4]
-    before = ledger.checkpoint()
+    before = ledger.log.checkpoint()
     assert before is not None
-    size_before = ledger.size()
+    size_before = ledger.log.size()
 
     # Categories whose policy keeps the records are refused, whole, before anything is written.
     for names in ([FIN], [SEC], [PRIV, FIN], [OPS]):
         with pytest.raises(RefusedError):
-            ledger.erase_subject(CANARY, categories=names)
+            ledger.erasure.erase_subject(CANARY, categories=names)
     with pytest.raises(ValidationError):
-        ledger.erase_subject(CANARY, categories=["no_such_category"])
+        ledger.erasure.erase_subject(CANARY, categories=["no_such_category"])
     for bad in ("", True, 1.5):
         with pytest.raises(ValidationError):
-            ledger.erase_subject(bad, actor="p-privacy")  # type: ignore[arg-type]
-    assert ledger.size() == size_before
+            ledger.erasure.erase_subject(bad, actor="p-privacy")  # type: ignore[arg-type]
+    assert ledger.log.size() == size_before
 
-    report = ledger.erase_subject(CANARY, actor="p-privacy")
+    report = ledger.erasure.erase_subject(CANARY, actor="p-privacy")
     assert report.op_seq == size_before
     assert not report.dry_run
     assert sorted(report.categories) == [PRIV]
@@ -200,25 +200,25 @@ def test_erasure_shreds_one_subject_and_keeps_every_proof(ledger: Ledger) -> Non
     assert one(ledger, "privacy_officer", later).payload_state == "present"
 
     # Chain, tree and the checkpoint made before the erasure all still verify.
-    check = ledger.verify()
+    check = ledger.verification.run()
     assert check.ok, check.problem
     assert check.payloads_purged == 3
-    after = ledger.checkpoint()
+    after = ledger.log.checkpoint()
     assert after is not None
-    assert after.tree_size == ledger.size() > before.tree_size
+    assert after.tree_size == ledger.log.size() > before.tree_size
     verifier = ledger.keys.signer.verifier
     assert verify_checkpoint(before.note, verifier).root_hash == before.root_hash
-    assert ledger.root(before.tree_size) == before.root_hash
+    assert ledger.log.root(before.tree_size) == before.root_hash
     for seq in range(before.tree_size):
         leaf_hash = bytes.fromhex(one(ledger, "auditor", seq).leaf_hash)
         for size, root in (
             (before.tree_size, before.root_hash),
             (after.tree_size, after.root_hash),
         ):
-            verify_inclusion(seq, size, leaf_hash, ledger.inclusion_proof(seq, size), root)
-    proof = ledger.consistency_proof(before.tree_size, after.tree_size)
+            verify_inclusion(seq, size, leaf_hash, ledger.log.inclusion_proof(seq, size), root)
+    proof = ledger.log.consistency_proof(before.tree_size, after.tree_size)
     verify_consistency(before.tree_size, after.tree_size, before.root_hash, after.root_hash, proof)
-    assert ledger.verify().checkpoints == 2
+    assert ledger.verification.run().checkpoints == 2
 
     # The raw identifier is stored nowhere: no column, no decrypted operation record.
     assert assert_nowhere(ledger, CANARY) > 0
@@ -248,7 +248,7 @@ def clocked(policy_settings: Settings) -> Iterator[tuple[Ledger, list[datetime]]
 
 def check_recorded(ledger: Ledger, hold: StoredHold) -> None:
     """A hold's creation (and release) are ledger_operations entries that name it."""
-    stored = {h.hold_id: h for h in ledger.holds()}[hold.hold_id]
+    stored = {h.hold_id: h for h in ledger.holds.all()}[hold.hold_id]
     created = one(ledger, "security_team", stored.created_seq)
     assert (created.header["category"], created.header["event_type"]) == (
         OPS,
@@ -282,10 +282,10 @@ def test_holds_stop_retention_until_released(clocked: tuple[Ledger, list[datetim
     )
     assert seqs == list(range(8))
     now[0] = t0 + timedelta(days=1)
-    h_subject = ledger.create_hold("subject", value=CANARY, reason="litigation 17/2020")
-    h_order = ledger.create_hold("order", value="ORD-HELD")
-    h_category = ledger.create_hold("category", value=PRIV)
-    h_range = ledger.create_hold(
+    h_subject = ledger.holds.create("subject", value=CANARY, reason="litigation 17/2020")
+    h_order = ledger.holds.create("order", value="ORD-HELD")
+    h_category = ledger.holds.create("category", value=PRIV)
+    h_range = ledger.holds.create(
         "time_range",
         since=format_timestamp(in_range - timedelta(days=1)),
         until=format_timestamp(in_range + timedelta(days=1)),
@@ -293,10 +293,10 @@ def test_holds_stop_retention_until_released(clocked: tuple[Ledger, list[datetim
     holds = (h_subject, h_order, h_category, h_range)
     for hold in holds:
         check_recorded(ledger, hold)
-    assert {h.hold_id for h in ledger.holds()} == {h.hold_id for h in holds}
+    assert {h.hold_id for h in ledger.holds.all()} == {h.hold_id for h in holds}
 
     now[0] = t0 + timedelta(days=8 * 365)  # everything non-permanent has expired
-    first = ledger.run_retention()
+    first = ledger.retention.run()
     assert outcome(first, PRIV)["payloads_purged"] == 0
     assert outcome(first, PRIV)["held_skipped"] == 2
     assert outcome(first, PRIV)["keys_destroyed"] == []
@@ -317,16 +317,16 @@ def test_holds_stop_retention_until_released(clocked: tuple[Ledger, list[datetim
     assert one(ledger, "compliance_officer", 5).data is not None
     assert one(ledger, "security_team", 4).payload_state == "purged"
     assert one(ledger, "compliance_officer", 6).payload_state == "purged"
-    assert ledger.verify().ok
+    assert ledger.verification.run().ok
 
     # Releasing the subject and order holds frees what only they covered.
     now[0] += timedelta(hours=1)
     for hold in (h_subject, h_order):
-        ledger.release_hold(hold.hold_id, actor="p-admin")
+        ledger.holds.release(hold.hold_id, actor="p-admin")
         check_recorded(ledger, hold)
     with pytest.raises(NotFoundError):
-        ledger.release_hold(h_subject.hold_id)  # only once
-    second = ledger.run_retention()
+        ledger.holds.release(h_subject.hold_id)  # only once
+    second = ledger.retention.run()
     assert outcome(second, PRIV)["payloads_purged"] == 0  # the category hold still covers both
     assert outcome(second, PRIV)["holds"] == [h_category.hold_id]
     assert outcome(second, SEC)["seq_ranges"] == [[2, 2]]
@@ -338,9 +338,9 @@ def test_holds_stop_retention_until_released(clocked: tuple[Ledger, list[datetim
     # Releasing the rest lets the next run purge everything that expired, keys included.
     now[0] += timedelta(hours=1)
     for hold in (h_category, h_range):
-        ledger.release_hold(hold.hold_id)
+        ledger.holds.release(hold.hold_id)
         check_recorded(ledger, hold)
-    third = ledger.run_retention()
+    third = ledger.retention.run()
     assert outcome(third, PRIV)["seq_ranges"] == [[0, 1]]
     assert len(outcome(third, PRIV)["keys_destroyed"]) == 2
     assert outcome(third, SEC)["seq_ranges"] == [[3, 3]]
@@ -348,8 +348,8 @@ def test_holds_stop_retention_until_released(clocked: tuple[Ledger, list[datetim
     for part in third.categories.values():
         assert part["held_skipped"] == 0
     assert one(ledger, "compliance_officer", 7).data is not None  # permanent
-    assert all(h.released_seq is not None for h in ledger.holds())
-    check = ledger.verify()
+    assert all(h.released_seq is not None for h in ledger.holds.all())
+    check = ledger.verification.run()
     assert check.ok, check.problem
     assert check.payloads_purged == 7
     assert_nowhere(ledger, CANARY)
@@ -369,22 +369,22 @@ def test_holds_stop_erasure_until_released(clocked: tuple[Ledger, list[datetime]
         at(event(PRIV, user_id="b"), t0),  # 5 category hold (later)
     )
     assert seqs == list(range(6))
-    h_subject = ledger.create_hold("subject", value=CANARY)
-    h_order = ledger.create_hold("order", value="ORD-HELD")
-    h_range = ledger.create_hold(
+    h_subject = ledger.holds.create("subject", value=CANARY)
+    h_order = ledger.holds.create("order", value="ORD-HELD")
+    h_range = ledger.holds.create(
         "time_range",
         since=format_timestamp(in_range),
         until=format_timestamp(in_range + timedelta(seconds=1)),
     )
 
-    held = ledger.erase_subject(CANARY)
+    held = ledger.erasure.erase_subject(CANARY)
     assert outcome(held, PRIV)["payloads_purged"] == 0
     assert outcome(held, PRIV)["held_skipped"] == 1
     assert outcome(held, PRIV)["keys_destroyed"] == []
     assert outcome(held, PRIV)["holds"] == [h_subject.hold_id]
     assert one(ledger, "privacy_officer", 0).data is not None
 
-    split = ledger.erase_subject("e")
+    split = ledger.erasure.erase_subject("e")
     assert outcome(split, PRIV)["seq_ranges"] == [[1, 1]]
     assert outcome(split, DISPUTES)["held_seq_ranges"] == [[2, 2]]
     assert outcome(split, DISPUTES)["holds"] == [h_order.hold_id]
@@ -392,32 +392,32 @@ def test_holds_stop_erasure_until_released(clocked: tuple[Ledger, list[datetime]
     assert one(ledger, "compliance_officer", 2).data is not None
 
     # A key goes whole or not at all: one held entry keeps its sibling readable too.
-    whole = ledger.erase_subject("g")
+    whole = ledger.erasure.erase_subject("g")
     assert outcome(whole, PRIV)["held_seq_ranges"] == [[3, 4]]
     assert outcome(whole, PRIV)["holds"] == [h_range.hold_id]
     assert one(ledger, "privacy_officer", 4).data is not None
 
     for hold in (h_subject, h_order, h_range):
-        ledger.release_hold(hold.hold_id, actor="p-compliance")
+        ledger.holds.release(hold.hold_id, actor="p-compliance")
         check_recorded(ledger, hold)
     for user, category, seq in ((CANARY, PRIV, 0), ("e", DISPUTES, 2), ("g", PRIV, 3)):
-        report = ledger.erase_subject(user)
+        report = ledger.erasure.erase_subject(user)
         assert outcome(report, category)["held_skipped"] == 0
         assert one(ledger, "auditor", seq).payload_state == "erased"
         assert one(ledger, "auditor", seq).state_seq == report.op_seq
     assert one(ledger, "privacy_officer", 4).payload_state == "erased"
 
-    h_category = ledger.create_hold("category", value=PRIV)
+    h_category = ledger.holds.create("category", value=PRIV)
     check_recorded(ledger, h_category)
-    blocked = ledger.erase_subject("b")
+    blocked = ledger.erasure.erase_subject("b")
     assert outcome(blocked, PRIV)["held_seq_ranges"] == [[5, 5]]
     assert outcome(blocked, PRIV)["holds"] == [h_category.hold_id]
-    ledger.release_hold(h_category.hold_id)
-    freed = ledger.erase_subject("b")
+    ledger.holds.release(h_category.hold_id)
+    freed = ledger.erasure.erase_subject("b")
     assert outcome(freed, PRIV)["seq_ranges"] == [[5, 5]]
     assert one(ledger, "privacy_officer", 5).payload_state == "erased"
 
-    check = ledger.verify()
+    check = ledger.verification.run()
     assert check.ok, check.problem
     assert check.payloads_purged == 6
     assert_nowhere(ledger, CANARY)
@@ -425,7 +425,7 @@ def test_holds_stop_erasure_until_released(clocked: tuple[Ledger, list[datetime]
 
 def test_hold_requests_are_validated(clocked: tuple[Ledger, list[datetime]]) -> None:
     ledger, _ = clocked
-    size = ledger.size()
+    size = ledger.log.size()
     bad: list[tuple[str, dict[str, Any]]] = [
         ("forever", {}),
         ("subject", {}),
@@ -440,11 +440,11 @@ def test_hold_requests_are_validated(clocked: tuple[Ledger, list[datetime]]) -> 
     ]
     for scope, kwargs in bad:
         with pytest.raises(ValidationError):
-            ledger.create_hold(scope, **kwargs)
+            ledger.holds.create(scope, **kwargs)
     with pytest.raises(NotFoundError):
-        ledger.release_hold("hold_doesnotexist")
-    assert ledger.size() == size  # nothing recorded for refused requests
-    assert ledger.holds() == []
+        ledger.holds.release("hold_doesnotexist")
+    assert ledger.log.size() == size  # nothing recorded for refused requests
+    assert ledger.holds.all() == []
 
 
 # --- the CLI ------------------------------------------------------------------------------------
@@ -466,12 +466,12 @@ def test_cli_holds_and_erasure_take_identifiers_verbatim(
     )
     assert code == 0, err
     hold_id = out.strip()
-    (hold,) = ledger.holds()
+    (hold,) = ledger.holds.all()
     assert hold.hold_id == hold_id
     assert hold.scope_value == ledger.keys.indexer.index("user", "007")
-    blocked = ledger.erase_subject("007")
+    blocked = ledger.erasure.erase_subject("007")
     assert outcome(blocked, PRIV)["held_seq_ranges"] == [[seqs[0], seqs[0]]]
-    ledger.release_hold(hold_id)
+    ledger.holds.release(hold_id)
 
     code, out, err = run_cli(
         monkeypatch, capsys, settings, "erasure", "request", "--user-id", "007"
@@ -516,7 +516,7 @@ def test_cli_holds_and_erasure_take_identifiers_verbatim(
         "7",
     )
     assert code == 0, err
-    order_hold = {h.hold_id: h for h in ledger.holds()}[out.strip()]
+    order_hold = {h.hold_id: h for h in ledger.holds.all()}[out.strip()]
     assert order_hold.scope_value == ledger.keys.indexer.index("order", "7")
     run = run_cli(monkeypatch, capsys, settings, "holds", "list")
     assert run[0] == 0

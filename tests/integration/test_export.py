@@ -19,9 +19,9 @@ Run = tuple[int, str, str]
 
 
 def _fill(ledger: Ledger, count: int) -> int:
-    events = [ledger.prepare(event("security_events", user_id=7)) for _ in range(count)]
-    ledger.append(events, "bot")
-    made = ledger.checkpoint()
+    events = [ledger.appends.prepare(event("security_events", user_id=7)) for _ in range(count)]
+    ledger.appends.append(events, "bot")
+    made = ledger.log.checkpoint()
     assert made is not None
     return made.tree_size
 
@@ -54,7 +54,7 @@ def test_export_then_offline_audit(
     assert [parse_leaf_line(line, 1) for line in lines] == ledger.store.leaves(0, first)
 
     # The export itself is on the record (written after the checkpoint it exported).
-    ops = ledger.store.leaves(first, ledger.size())
+    ops = ledger.store.leaves(first, ledger.log.size())
     assert len(ops) == 1
     assert b'"event_type":"leaves_exported"' in ops[0][1]
 
@@ -64,12 +64,12 @@ def test_export_then_offline_audit(
     assert (report["previous_size"], report["tree_size"]) == (first, second)
     assert report["consistency_proof"] is True
 
-    size = ledger.size()
+    size = ledger.log.size()
     code, report, err = _export(monkeypatch, capsys, settings, mirror)
     assert (code, report["new_leaves"]) == (0, 0), err
-    assert ledger.size() == size  # nothing exported, nothing recorded
+    assert ledger.log.size() == size  # nothing exported, nothing recorded
 
-    key = ledger.verifier_key()
+    key = ledger.log.verifier_key()
     code, out, err = run_cli(
         monkeypatch, capsys, settings, "audit", "--offline", "--mirror", str(mirror),
         "--verifier-key", key,

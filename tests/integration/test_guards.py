@@ -81,12 +81,12 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
         event(),
         event("data_privacy_events", user_id=2),
     ]
-    ledger.append(ledger.prepare_batch(raws), "bot")
+    ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
     keys = sorted((k.created_at, k.key_id, k.scope_kind) for k in ledger.store.iter_keys())
     subject_key, live_subject_key = [key_id for _, key_id, kind in keys if kind == "subject"]
     # The allowed changes made below by hand are what this run records (verify checks that).
     purged_seq = 0
-    op = ledger.record_operation(
+    op = ledger.operations.record(
         "retention_run",
         {
             "categories": {
@@ -95,11 +95,11 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
             }
         },
     )
-    ledger.append(ledger.prepare_batch([event(), event("security_events")]), "bot")
-    active_hold = ledger.create_hold("category", value="security_events", reason="audit")
-    released_hold = ledger.create_hold("subject", value=1)
-    ledger.release_hold(released_hold.hold_id)
-    assert ledger.checkpoint() is not None
+    ledger.appends.append(ledger.appends.prepare_batch([event(), event("security_events")]), "bot")
+    active_hold = ledger.holds.create("category", value="security_events", reason="audit")
+    released_hold = ledger.holds.create("subject", value=1)
+    ledger.holds.release(released_hold.hold_id)
+    assert ledger.log.checkpoint() is not None
     engine = create_engine_for_url(settings.database_url)
     # The allowed changes: record a purge, then delete that payload; destroy a data key.
     with engine.connect() as conn, conn.begin():
@@ -118,14 +118,14 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
             ),
             {"at": DESTROYED_AT, "op": op.seq, "k": subject_key},
         )
-    report = ledger.verify()
+    report = ledger.verification.run()
     assert report.ok, report.problem
     assert report.payloads_purged == 1
     try:
         yield Log(
             engine,
             backend,
-            ledger.size(),
+            ledger.log.size(),
             purged_seq,
             op.seq,
             live_key,
@@ -339,16 +339,16 @@ def test_guards_allow_the_permitted_changes(log: Log, ledger: Ledger) -> None:
             ).scalar_one()
             == 0
         )
-    assert ledger.verify().ok
+    assert ledger.verification.run().ok
 
 
 def test_guards_survive_appends(log: Log, ledger: Ledger) -> None:
     """The application's own writes (head update, key use counting) pass the guards."""
-    before = ledger.size()
-    receipts = ledger.append(
-        ledger.prepare_batch([event(), event("data_privacy_events", user_id=3)]), "bot"
+    before = ledger.log.size()
+    receipts = ledger.appends.append(
+        ledger.appends.prepare_batch([event(), event("data_privacy_events", user_id=3)]), "bot"
     )
     assert [r.seq for r in receipts] == [before, before + 1]
-    assert ledger.checkpoint() is not None
-    report = ledger.verify()
+    assert ledger.log.checkpoint() is not None
+    report = ledger.verification.run()
     assert report.ok, report.problem

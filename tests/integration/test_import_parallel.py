@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from audit_ledger.errors import AuditLedgerError, ImportStoppedError
-from audit_ledger.ledger.service import ImportResult, Ledger
+from audit_ledger.ledger.appends.service import ImportResult
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
 from tests.factories import event
@@ -79,7 +80,7 @@ def twin(
 
 def _stored(ledger: Ledger) -> list[tuple[Any, ...]]:
     """What each entry is, independent of when it was recorded."""
-    size = ledger.size()
+    size = ledger.log.size()
     refs = ledger.store.refs_between(0, size)
     return [
         (e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.writer, refs.get(e.seq))
@@ -88,7 +89,7 @@ def _stored(ledger: Ledger) -> list[tuple[Any, ...]]:
 
 
 def _event_ids(ledger: Ledger) -> list[str]:
-    return [e.event_id for e in ledger.store.entries_between(0, ledger.size())]
+    return [e.event_id for e in ledger.store.entries_between(0, ledger.log.size())]
 
 
 def _forget_frames(error: BaseException | None) -> None:
@@ -102,7 +103,9 @@ def _stop(ledger: Ledger, lines: Lines, jobs: int, batch_size: int = 100) -> Imp
     behind. Exceptions ignored while the abandoned import is finalised are left to
     test_stopped_import_finalises_quietly."""
     with unraisable_recorded(), pytest.raises(ImportStoppedError) as caught:
-        within(60, lambda: ledger.import_lines(lines, "bulk", batch_size=batch_size, jobs=jobs))
+        within(
+            60, lambda: ledger.appends.import_lines(lines, "bulk", batch_size=batch_size, jobs=jobs)
+        )
     error = caught.value
     with unraisable_recorded():
         _forget_frames(error)  # drop the import's frames (and what they hold) now
@@ -117,24 +120,28 @@ def _stop(ledger: Ledger, lines: Lines, jobs: int, batch_size: int = 100) -> Imp
 def test_parallel_import_commits_what_a_serial_one_does(ledger: Ledger, twin: Ledger) -> None:
     raws = _raws(2500)
     lines = _lines(raws)
-    result = ledger.import_lines(lines, "bulk", batch_size=100, jobs=2)
+    result = ledger.appends.import_lines(lines, "bulk", batch_size=100, jobs=2)
     assert result == ImportResult(appended=2500, already_present=0)
     assert child_pids() == []
-    assert twin.import_lines(lines, "bulk", batch_size=100, jobs=1) == result
+    assert twin.appends.import_lines(lines, "bulk", batch_size=100, jobs=1) == result
 
     assert _event_ids(ledger) == [r["event_id"] for r in raws]
     assert _stored(ledger) == _stored(twin)
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
     # The same input again: all of it already present, nothing appended.
-    again = ledger.import_lines(lines, "bulk", batch_size=100, jobs=2)
+    again = ledger.appends.import_lines(lines, "bulk", batch_size=100, jobs=2)
     assert again == ImportResult(appended=0, already_present=2500)
-    assert ledger.size() == 2500
+    assert ledger.log.size() == 2500
     # With more lines after it: only those are appended.
     more = _raws(30)
     extended = _lines(raws + more)
-    assert ledger.import_lines(extended, "bulk", batch_size=100, jobs=2) == ImportResult(30, 2500)
-    assert twin.import_lines(extended, "bulk", batch_size=100, jobs=1) == ImportResult(30, 2500)
+    assert ledger.appends.import_lines(extended, "bulk", batch_size=100, jobs=2) == ImportResult(
+        30, 2500
+    )
+    assert twin.appends.import_lines(extended, "bulk", batch_size=100, jobs=1) == ImportResult(
+        30, 2500
+    )
     assert _stored(ledger) == _stored(twin)
     assert child_pids() == []
 
@@ -142,11 +149,11 @@ def test_parallel_import_commits_what_a_serial_one_does(ledger: Ledger, twin: Le
 def test_batch_sizes_and_job_counts_do_not_change_the_result(ledger: Ledger, twin: Ledger) -> None:
     raws = _raws(250)
     lines = _lines(raws)
-    assert ledger.import_lines(lines, "bulk", batch_size=7, jobs=3) == ImportResult(250, 0)
-    assert twin.import_lines(lines, "bulk", batch_size=1000, jobs=2) == ImportResult(250, 0)
+    assert ledger.appends.import_lines(lines, "bulk", batch_size=7, jobs=3) == ImportResult(250, 0)
+    assert twin.appends.import_lines(lines, "bulk", batch_size=1000, jobs=2) == ImportResult(250, 0)
     assert _stored(ledger) == _stored(twin)
     assert _event_ids(ledger) == [r["event_id"] for r in raws]
-    assert ledger.import_lines([], "bulk", jobs=2) == ImportResult(0, 0)
+    assert ledger.appends.import_lines([], "bulk", jobs=2) == ImportResult(0, 0)
 
 
 def test_default_batch_size_with_workers(ledger: Ledger, twin: Ledger) -> None:
@@ -154,7 +161,7 @@ def test_default_batch_size_with_workers(ledger: Ledger, twin: Ledger) -> None:
     holds) go to the workers and come back without the two ends blocking each other."""
     raws = _raws(2500)
     lines = _lines(raws)
-    result = within(15, lambda: ledger.import_lines(lines, "bulk", jobs=2))
+    result = within(15, lambda: ledger.appends.import_lines(lines, "bulk", jobs=2))
     assert result == ImportResult(appended=2500, already_present=0)
     assert _event_ids(ledger) == [r["event_id"] for r in raws]
     assert child_pids() == []
@@ -202,15 +209,15 @@ def test_bad_line_stops_both_modes_at_the_same_place(
 
     # The corrected input completes the import.
     fixed = _lines(raws)
-    assert ledger.import_lines(fixed, "bulk", batch_size=100, jobs=2) == ImportResult(
+    assert ledger.appends.import_lines(fixed, "bulk", batch_size=100, jobs=2) == ImportResult(
         COUNT - BAD_AT, BAD_AT
     )
-    assert twin.import_lines(fixed, "bulk", batch_size=100, jobs=1) == ImportResult(
+    assert twin.appends.import_lines(fixed, "bulk", batch_size=100, jobs=1) == ImportResult(
         COUNT - BAD_AT, BAD_AT
     )
     assert _event_ids(ledger) == [r["event_id"] for r in raws]
     assert _stored(ledger) == _stored(twin)
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_bad_line_names_the_problem_without_the_value(ledger: Ledger) -> None:
@@ -233,7 +240,7 @@ def test_stopped_import_finalises_quietly(ledger: Ledger) -> None:
     stopped: list[int] = []
     with unraisable_recorded() as ignored:
         try:
-            ledger.import_lines(_numbered(texts), "bulk", batch_size=100, jobs=2)
+            ledger.appends.import_lines(_numbered(texts), "bulk", batch_size=100, jobs=2)
         except ImportStoppedError as exc:
             stopped.append(exc.line)
             _forget_frames(exc)
@@ -286,7 +293,7 @@ def test_conflict_stops_both_modes_at_the_same_place(
     assert "event_id" in str(parallel)
     assert (parallel.appended, parallel.already_present) == (serial.appended, 0)
     assert _event_ids(ledger) == _event_ids(twin)
-    assert ledger.size() == parallel.appended
+    assert ledger.log.size() == parallel.appended
 
 
 @pytest.mark.parametrize("source", [10, 420])
@@ -321,7 +328,7 @@ def test_cli_append_with_jobs_stops_at_a_bad_line(
     assert "line 450" in line
     assert "committed before it: 449" in line
     assert result.stdout == ""
-    assert ledger.size() == 449
+    assert ledger.log.size() == 449
 
     texts[449] = json.dumps(raws[449])
     path.write_text("\n".join(texts) + "\n")
@@ -339,7 +346,7 @@ def test_cli_append_jobs_must_be_positive(
     path.write_text(json.dumps(event()) + "\n")
     line = assert_one_line_error(cli("append", str(path), "--jobs", value, env=env))
     assert "--jobs" in line
-    assert ledger.size() == 0
+    assert ledger.log.size() == 0
 
 
 # --- workers without their keys ----------------------------------------------------------------
@@ -358,11 +365,11 @@ def test_workers_without_keys_give_a_clear_error(
         keys_dir.rename(tmp_path / "moved-keys")
     started = time.monotonic()
     with pytest.raises(AuditLedgerError) as caught:
-        ledger.import_lines(_lines(_raws(250)), "bulk", batch_size=100, jobs=2)
+        ledger.appends.import_lines(_lines(_raws(250)), "bulk", batch_size=100, jobs=2)
     assert time.monotonic() - started < PROMPT_SECONDS * 2
     message = str(caught.value)
     assert "missing key file" in message or "cannot read key file" in message, message
     assert "index.key" in message or "checkpoint.key" in message, message
     assert "Traceback" not in message
-    assert ledger.size() == 0
+    assert ledger.log.size() == 0
     assert child_pids() == []

@@ -17,7 +17,7 @@ from audit_ledger.crypto.keys import (
     retired_kek_ids,
 )
 from audit_ledger.crypto.secret import Secret
-from audit_ledger.ledger.rekey import RewrapReport
+from audit_ledger.ledger.keys import RewrapReport
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from tests.factories import event
@@ -30,15 +30,15 @@ def _populate(ledger: Ledger) -> None:
     raws = [event("financial_transactions", user_id=u, order_id=f"ORD-{u}") for u in range(5)]
     raws += [event("data_privacy_events", user_id=u) for u in range(6)]  # a subject key each
     raws += [event("security_events", user_id=u) for u in range(3)]
-    ledger.append(ledger.prepare_batch(raws), "bot")
-    ledger.erase_subject(5)  # one destroyed key, which nothing re-wraps
+    ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
+    ledger.erasure.erase_subject(5)  # one destroyed key, which nothing re-wraps
 
 
 def _plaintexts(ledger: Ledger) -> dict[int, Any]:
     """Every entry's payload as its readers see it (decrypting through the key rows)."""
     out = {}
-    for seq in range(ledger.size()):
-        view = ledger.entry(ALL_READERS, seq)
+    for seq in range(ledger.log.size()):
+        view = ledger.reads.view_for(ALL_READERS, seq)
         out[seq] = (view.payload_state, view.data)
     return out
 
@@ -64,7 +64,7 @@ def test_rotation_rewraps_every_live_key(ledger: Ledger, settings: Settings) -> 
         plaintexts = _plaintexts(other)
     assert sum(1 for state, data in plaintexts.values() if data is not None) >= 13
 
-    retired, report = ledger.rotate_kek()
+    retired, report = ledger.key_rotation.rotate_kek()
     assert retired == old_id
     assert (report.rewrapped, report.missing) == (len(live), 0)
     rows = _key_rows(ledger)
@@ -80,11 +80,11 @@ def test_rotation_rewraps_every_live_key(ledger: Ledger, settings: Settings) -> 
     with _fresh(settings) as other:
         after = _plaintexts(other)
         assert {seq: after[seq] for seq in plaintexts} == plaintexts
-        report_after = other.verify()
+        report_after = other.verification.run()
         assert report_after.ok, report_after.problem
         assert report_after.keys_checked == len(rows)
     # The rotation is on the record.
-    last = ledger.store.leaves(ledger.size() - 1, ledger.size())[0][1]
+    last = ledger.store.leaves(ledger.log.size() - 1, ledger.log.size())[0][1]
     assert b'"event_type":"kek_rotated"' in last
     assert retired_kek_ids(settings.keys_dir) == [old_id]
 
@@ -94,7 +94,8 @@ def test_a_process_started_before_the_rotation_reads_and_writes_on(
 ) -> None:
     _populate(ledger)
     with _fresh(settings) as running:
-        running.rotate_kek()  # done by "another process": `ledger` still knows the old KEK only
+        # done by "another process": `ledger` still knows the old KEK only
+        running.key_rotation.rotate_kek()
         new_id = running.keys.provider.kek_id
     with _fresh(settings) as reader:
         expected = _plaintexts(reader)
@@ -102,32 +103,32 @@ def test_a_process_started_before_the_rotation_reads_and_writes_on(
     ledger.keyring._cache.clear()
     assert _plaintexts(ledger) == expected
     # ...and a new subject key it makes is wrapped by the new KEK, not the retired one.
-    ledger.append([ledger.prepare(event("data_privacy_events", user_id=77))], "bot")
+    ledger.appends.append([ledger.appends.prepare(event("data_privacy_events", user_id=77))], "bot")
     newest = max(ledger.store.iter_keys(), key=lambda k: k.created_at + k.key_id)
     assert (newest.kek_id, newest.scope_kind) == (new_id, "subject")
 
 
 def test_erasure_after_rotation_still_shreds(ledger: Ledger, settings: Settings) -> None:
     _populate(ledger)
-    ledger.rotate_kek()
-    report = ledger.erase_subject(2)
+    ledger.key_rotation.rotate_kek()
+    report = ledger.erasure.erase_subject(2)
     assert report.to_dict()
     with _fresh(settings) as other:
         states = {
             v.header["refs"].get("user"): v.payload_state
-            for v in (other.entry(ALL_READERS, s) for s in range(other.size()))
+            for v in (other.reads.view_for(ALL_READERS, s) for s in range(other.log.size()))
             if v.header["category"] == "data_privacy_events"
         }
         user2 = other.keys.indexer.index("user", 2)
         assert states[user2] == "erased"
-        assert other.verify().ok
+        assert other.verification.run().ok
 
 
 def test_prune_removes_retired_keks_only_when_nothing_needs_them(
     ledger: Ledger, settings: Settings
 ) -> None:
     _populate(ledger)
-    old_id, _ = ledger.rotate_kek()
+    old_id, _ = ledger.key_rotation.rotate_kek()
     # A process that had not noticed the rotation wrapped one key with the retired KEK.
     old_only = FileKeyProvider(
         _retired_secret(settings.keys_dir, old_id), settings.keys_dir / "subject-keys"
@@ -139,20 +140,20 @@ def test_prune_removes_retired_keks_only_when_nothing_needs_them(
         tx.set_key_wrap(key.key_id, old_id, old_only.wrap(key).blob)
     assert old_id in ledger.store.kek_ids_in_use()
 
-    report, removed, kept = ledger.prune_keks()
+    report, removed, kept = ledger.key_rotation.prune_keks()
     assert (report.rewrapped, removed, kept) == (1, [old_id], [])
     assert retired_kek_ids(settings.keys_dir) == []
     assert ledger.store.kek_ids_in_use() == {ledger.keys.provider.kek_id}
     with _fresh(settings) as other:
         assert other.keys.provider.known_kek_ids == {other.keys.provider.kek_id}
-        assert other.verify().ok
+        assert other.verification.run().ok
         views = _plaintexts(other).values()
         assert all(data is not None for state, data in views if state == "present")
 
     # Nothing left to do: nothing recorded.
-    size = ledger.size()
-    assert ledger.prune_keks() == (RewrapReport(report.kek_id, 0, 0), [], [])
-    assert ledger.size() == size
+    size = ledger.log.size()
+    assert ledger.key_rotation.prune_keks() == (RewrapReport(report.kek_id, 0, 0), [], [])
+    assert ledger.log.size() == size
 
 
 def _retired_secret(keys_dir: Path, kek_id: str) -> Secret:

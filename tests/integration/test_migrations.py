@@ -57,8 +57,8 @@ def test_upgrade_from_0001_keeps_the_log_and_allows_rotation(
     try:
         raws = [event("financial_transactions") for _ in range(3)]
         raws += [event("data_privacy_events", user_id=u) for u in range(3)]
-        ledger.append(ledger.prepare_batch(raws), "bot")
-        assert ledger.checkpoint() is not None
+        ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
+        assert ledger.log.checkpoint() is not None
         with pytest.raises(ConfigError, match="this version needs 0002"):
             ledger.check_schema()
         # Revision 0001's guard refuses a re-wrap, which is why rotation needs the upgrade.
@@ -76,12 +76,12 @@ def test_upgrade_from_0001_keeps_the_log_and_allows_rotation(
 
         _upgrade(empty_url, "head")
         ledger.check_schema()
-        report = ledger.verify()
+        report = ledger.verification.run()
         assert report.ok, report.problem
         keys_before = len(list(ledger.store.iter_keys()))
-        _, rewrap = ledger.rotate_kek()
+        _, rewrap = ledger.key_rotation.rotate_kek()
         assert rewrap.rewrapped == keys_before
-        report = ledger.verify()
+        report = ledger.verification.run()
         assert report.ok, report.problem
     finally:
         ledger.close()

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from audit_ledger.errors import NotFoundError, PermissionDeniedError, ValidationError
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from tests.factories import event
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
@@ -41,7 +42,7 @@ def log(ledger: Ledger) -> Log:
         if i % 2:
             raw["event_type"] = raw["event_type"] + "_retry"
         raws.append(raw)
-    ledger.append(ledger.prepare_batch(raws), "bot")
+    ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
     return Log(ledger, raws)
 
 
@@ -49,7 +50,7 @@ def _all_pages(ledger: Ledger, roles: list[str], q: Query) -> list[list[int]]:
     pages: list[list[int]] = []
     cursor = None
     while True:
-        page = ledger.query(roles, dataclasses.replace(q, cursor=cursor))
+        page = ledger.reads.page_for(roles, dataclasses.replace(q, cursor=cursor))
         pages.append([v.seq for v in page.events])
         cursor = page.next_cursor
         if cursor is None:
@@ -61,21 +62,23 @@ def _all_pages(ledger: Ledger, roles: list[str], q: Query) -> list[list[int]]:
 
 
 def test_reader_sees_its_category_in_plaintext(log: Log) -> None:
-    page = log.ledger.query(["compliance_officer"], Query(category="financial_transactions"))
+    page = log.ledger.reads.page_for(
+        ["compliance_officer"], Query(category="financial_transactions")
+    )
     assert [v.seq for v in page.events] == log.seqs("financial_transactions")[:100]
     for view in page.events:
         assert view.payload_state == "present"
         assert view.data == log.raws[view.seq]["data"]
         assert view.header["category"] == "financial_transactions"
     # Without a category filter a reader gets exactly what it may see.
-    unfiltered = log.ledger.query(["compliance_officer"], Query(limit=1000))
+    unfiltered = log.ledger.reads.page_for(["compliance_officer"], Query(limit=1000))
     assert [v.seq for v in unfiltered.events] == log.seqs("financial_transactions")
-    view = log.ledger.entry(["privacy_officer"], log.seqs("data_privacy_events")[3])
+    view = log.ledger.reads.view_for(["privacy_officer"], log.seqs("data_privacy_events")[3])
     assert view.data == log.raws[view.seq]["data"]
 
 
 def test_auditor_gets_headers_of_every_category_and_no_plaintext(log: Log) -> None:
-    page = log.ledger.query(["auditor"], Query(limit=1000))
+    page = log.ledger.reads.page_for(["auditor"], Query(limit=1000))
     assert [v.seq for v in page.events] == list(range(250))
     assert {v.header["category"] for v in page.events} == set(CATEGORIES)
     for view in page.events:
@@ -83,14 +86,14 @@ def test_auditor_gets_headers_of_every_category_and_no_plaintext(log: Log) -> No
         assert view.data is None
         assert "data" not in view.to_dict()
     for category in CATEGORIES:
-        filtered = log.ledger.query(["auditor"], Query(category=category, limit=1000))
+        filtered = log.ledger.reads.page_for(["auditor"], Query(category=category, limit=1000))
         assert [v.seq for v in filtered.events] == log.seqs(category)
         assert all(v.data is None for v in filtered.events)
-    assert log.ledger.entry(["auditor"], 0).data is None
+    assert log.ledger.reads.view_for(["auditor"], 0).data is None
 
 
 def test_auditor_who_is_also_a_reader_sees_that_category_only_in_plaintext(log: Log) -> None:
-    page = log.ledger.query(["auditor", "security_team"], Query(limit=6))
+    page = log.ledger.reads.page_for(["auditor", "security_team"], Query(limit=6))
     states = {v.header["category"]: (v.payload_state, v.data is not None) for v in page.events}
     assert states == {
         "financial_transactions": ("withheld", False),
@@ -115,7 +118,7 @@ def test_roles_without_access_are_refused(log: Log) -> None:
     allowed = []
     for roles, category in REFUSED:
         try:
-            log.ledger.query(roles, Query(category=category))
+            log.ledger.reads.page_for(roles, Query(category=category))
         except PermissionDeniedError:
             continue
         allowed.append((roles, category))
@@ -126,12 +129,12 @@ def test_entry_of_a_category_the_role_may_not_read_is_refused(log: Log) -> None:
     financial = log.seqs("financial_transactions")[0]
     for roles in (["privacy_officer"], ["writer"], ["admin"]):
         with pytest.raises(PermissionDeniedError):
-            log.ledger.entry(roles, financial)
+            log.ledger.reads.view_for(roles, financial)
 
 
 def test_unknown_category_is_a_validation_error(log: Log) -> None:
     with pytest.raises(ValidationError):
-        log.ledger.query(["auditor"], Query(category="no_such_category"))
+        log.ledger.reads.page_for(["auditor"], Query(category="no_such_category"))
 
 
 # --- pagination --------------------------------------------------------------------------------
@@ -152,9 +155,9 @@ def test_pagination_with_a_filter_and_an_exact_multiple(log: Log) -> None:
     assert [len(p) for p in pages] == [42, 42]
     assert [s for p in pages for s in p] == financial
     # Entries appended after a page was read show up on the following pages.
-    first = log.ledger.query(["auditor"], Query(limit=249))
-    log.ledger.append(log.ledger.prepare_batch([event(), event()]), "bot")
-    rest = log.ledger.query(["auditor"], Query(limit=100, cursor=first.next_cursor))
+    first = log.ledger.reads.page_for(["auditor"], Query(limit=249))
+    log.ledger.appends.append(log.ledger.appends.prepare_batch([event(), event()]), "bot")
+    rest = log.ledger.reads.page_for(["auditor"], Query(limit=100, cursor=first.next_cursor))
     assert [v.seq for v in rest.events] == [249, 250, 251]
     assert rest.next_cursor is None
 
@@ -173,11 +176,11 @@ BAD_CURSORS = [
 def test_bad_cursor_or_limit_is_a_validation_error(log: Log) -> None:
     for cursor in BAD_CURSORS:
         with pytest.raises(ValidationError) as caught:
-            log.ledger.query(["auditor"], Query(cursor=cursor))
+            log.ledger.reads.page_for(["auditor"], Query(cursor=cursor))
         assert [f["field"] for f in caught.value.fields] == ["cursor"], cursor
     for limit in (0, -1, 1001):
         with pytest.raises(ValidationError) as caught:
-            log.ledger.query(["auditor"], Query(limit=limit))
+            log.ledger.reads.page_for(["auditor"], Query(limit=limit))
         assert [f["field"] for f in caught.value.fields] == ["limit"], limit
 
 
@@ -185,30 +188,30 @@ def test_bad_cursor_or_limit_is_a_validation_error(log: Log) -> None:
 
 
 def test_filter_by_event_type(log: Log) -> None:
-    page = log.ledger.query(
+    page = log.ledger.reads.page_for(
         ["security_team"], Query(category="security_events", event_type="login_failed_retry")
     )
     expected = [s for s in log.seqs("security_events") if s % 2]
     assert [v.seq for v in page.events] == expected
-    none = log.ledger.query(["auditor"], Query(event_type="no_such_type"))
+    none = log.ledger.reads.page_for(["auditor"], Query(event_type="no_such_type"))
     assert (none.events, none.next_cursor) == ([], None)
 
 
 def test_filter_by_since_and_until(log: Log) -> None:
     # since is inclusive, until exclusive; bounds given with another offset are normalised.
-    page = log.ledger.query(
+    page = log.ledger.reads.page_for(
         ["auditor"],
         Query(since="2026-11-28T03:10:00Z", until="2026-11-28T12:20:00+09:00", limit=1000),
     )
     assert [v.seq for v in page.events] == list(range(10, 20))
-    open_end = log.ledger.query(["auditor"], Query(since=_occurred(240), limit=1000))
+    open_end = log.ledger.reads.page_for(["auditor"], Query(since=_occurred(240), limit=1000))
     assert [v.seq for v in open_end.events] == list(range(240, 250))
-    open_start = log.ledger.query(["auditor"], Query(until=_occurred(3), limit=1000))
+    open_start = log.ledger.reads.page_for(["auditor"], Query(until=_occurred(3), limit=1000))
     assert [v.seq for v in open_start.events] == [0, 1, 2]
     with pytest.raises(ValidationError):
-        log.ledger.query(["auditor"], Query(since="yesterday"))
+        log.ledger.reads.page_for(["auditor"], Query(since="yesterday"))
     with pytest.raises(ValidationError):
-        log.ledger.query(["auditor"], Query(since=_occurred(5), until=_occurred(4)))
+        log.ledger.reads.page_for(["auditor"], Query(since=_occurred(5), until=_occurred(4)))
 
 
 def test_search_by_user_id_and_order_id_through_the_blind_index(ledger: Ledger) -> None:
@@ -220,11 +223,11 @@ def test_search_by_user_id_and_order_id_through_the_blind_index(ledger: Ledger) 
         event("data_privacy_events", user_id="123"),
         event(user_id=1234, order_id=123),
     ]
-    ledger.append(ledger.prepare_batch(raws), "bot")
+    ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
     officer = ["compliance_officer"]
 
     def seqs(roles: list[str], **filters: Any) -> list[int]:
-        return [v.seq for v in ledger.query(roles, Query(**filters)).events]
+        return [v.seq for v in ledger.reads.page_for(roles, Query(**filters)).events]
 
     assert seqs(officer, user_id=123) == [0, 1]
     assert seqs(officer, user_id="123") == [0, 1]
@@ -234,7 +237,7 @@ def test_search_by_user_id_and_order_id_through_the_blind_index(ledger: Ledger) 
     assert seqs(officer, user_id=123, order_id="ORD-2") == [1]
     assert seqs(officer, user_id=999) == []
     # The stored refs are blind indexes, never the identifier itself.
-    assert ledger.entry(["auditor"], 0).header["refs"] == {
+    assert ledger.reads.view_for(["auditor"], 0).header["refs"] == {
         "user": ledger.keys.indexer.index("user", 123),
         "order": ledger.keys.indexer.index("order", "ORD-1"),
     }
@@ -246,28 +249,28 @@ def test_search_by_user_id_and_order_id_through_the_blind_index(ledger: Ledger) 
 def test_unknown_entry_is_not_found(log: Log) -> None:
     for seq in (250, 10**12, -1):
         with pytest.raises(NotFoundError):
-            log.ledger.entry(["auditor"], seq)
+            log.ledger.reads.view_for(["auditor"], seq)
 
 
 def test_leaves_and_proof_ranges(log: Log) -> None:
     ledger = log.ledger
-    assert [s for s, _ in ledger.leaves(0, 250)] == list(range(250))
-    assert [s for s, _ in ledger.leaves(249, 250)] == [249]
-    assert len(ledger.inclusion_proof(0, 250)) == 8
-    assert ledger.consistency_proof(250, 250) == []
-    assert ledger.consistency_proof(1, 250)
+    assert [s for s, _ in ledger.log.leaves(0, 250)] == list(range(250))
+    assert [s for s, _ in ledger.log.leaves(249, 250)] == [249]
+    assert len(ledger.log.inclusion_proof(0, 250)) == 8
+    assert ledger.log.consistency_proof(250, 250) == []
+    assert ledger.log.consistency_proof(1, 250)
     bad_calls = {
-        "leaves(5, 5)": lambda: ledger.leaves(5, 5),
-        "leaves(6, 5)": lambda: ledger.leaves(6, 5),
-        "leaves(-1, 5)": lambda: ledger.leaves(-1, 5),
-        "leaves(0, 251)": lambda: ledger.leaves(0, 251),
-        "inclusion_proof(5, 5)": lambda: ledger.inclusion_proof(5, 5),
-        "inclusion_proof(-1, 5)": lambda: ledger.inclusion_proof(-1, 5),
-        "inclusion_proof(0, 251)": lambda: ledger.inclusion_proof(0, 251),
-        "inclusion_proof(0, 0)": lambda: ledger.inclusion_proof(0, 0),
-        "consistency_proof(0, 5)": lambda: ledger.consistency_proof(0, 5),
-        "consistency_proof(6, 5)": lambda: ledger.consistency_proof(6, 5),
-        "consistency_proof(1, 251)": lambda: ledger.consistency_proof(1, 251),
+        "leaves(5, 5)": lambda: ledger.log.leaves(5, 5),
+        "leaves(6, 5)": lambda: ledger.log.leaves(6, 5),
+        "leaves(-1, 5)": lambda: ledger.log.leaves(-1, 5),
+        "leaves(0, 251)": lambda: ledger.log.leaves(0, 251),
+        "inclusion_proof(5, 5)": lambda: ledger.log.inclusion_proof(5, 5),
+        "inclusion_proof(-1, 5)": lambda: ledger.log.inclusion_proof(-1, 5),
+        "inclusion_proof(0, 251)": lambda: ledger.log.inclusion_proof(0, 251),
+        "inclusion_proof(0, 0)": lambda: ledger.log.inclusion_proof(0, 0),
+        "consistency_proof(0, 5)": lambda: ledger.log.consistency_proof(0, 5),
+        "consistency_proof(6, 5)": lambda: ledger.log.consistency_proof(6, 5),
+        "consistency_proof(1, 251)": lambda: ledger.log.consistency_proof(1, 251),
     }
     accepted = []
     for name, call in bad_calls.items():
@@ -282,6 +285,8 @@ def test_leaves_and_proof_ranges(log: Log) -> None:
 
 
 def test_leaves_come_in_pages_of_at_most_1000(ledger: Ledger) -> None:
-    ledger.append(ledger.prepare_batch([event("security_events") for _ in range(1001)]), "bot")
-    assert [s for s, _ in ledger.leaves(0, 1001)] == list(range(1000))
-    assert [s for s, _ in ledger.leaves(1000, 1001)] == [1000]
+    ledger.appends.append(
+        ledger.appends.prepare_batch([event("security_events") for _ in range(1001)]), "bot"
+    )
+    assert [s for s, _ in ledger.log.leaves(0, 1001)] == list(range(1000))
+    assert [s for s, _ in ledger.log.leaves(1000, 1001)] == [1000]

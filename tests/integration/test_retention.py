@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import select
 
 from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
-from audit_ledger.ledger.reads import EntryView
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import EntryView, Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.schema import data_keys, payloads
 from tests.factories import event
@@ -96,7 +96,7 @@ def views(ledger: Ledger, roles: list[str], category: str) -> dict[int, EntryVie
     out: dict[int, EntryView] = {}
     cursor = None
     while True:
-        page = ledger.query(roles, Query(category=category, limit=1000, cursor=cursor))
+        page = ledger.reads.page_for(roles, Query(category=category, limit=1000, cursor=cursor))
         out.update((v.seq, v) for v in page.events)
         if page.next_cursor is None:
             return out
@@ -142,10 +142,10 @@ def test_ten_years_of_retention(clocked: tuple[Ledger, list[datetime]]) -> None:
             ]
             for raw in raws:
                 raw["occurred_at"] = format_timestamp(moment)
-            receipts = ledger.append(ledger.prepare_batch(raws), "bot")
+            receipts = ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
             for raw, receipt in zip(raws, receipts, strict=True):
                 assert receipt.recorded_at == format_timestamp(moment)
-                header = ledger.entry(["auditor"], receipt.seq).header
+                header = ledger.reads.view_for(["auditor"], receipt.seq).header
                 tracked[receipt.seq] = Tracked(
                     receipt.seq,
                     raw["category"],
@@ -179,14 +179,14 @@ def test_ten_years_of_retention(clocked: tuple[Ledger, list[datetime]]) -> None:
                     expected_dead.add(key_id)
         newly_dead = {k for k in expected_dead if keys_before[k].wrapped is not None}
 
-        size, stored = ledger.size(), payload_count(ledger)
-        dry = ledger.run_retention(dry_run=True)
+        size, stored = ledger.log.size(), payload_count(ledger)
+        dry = ledger.retention.run(dry_run=True)
         assert dry.dry_run
         assert dry.op_seq is None
-        assert (ledger.size(), payload_count(ledger)) == (size, stored), "a dry run destroyed"
+        assert (ledger.log.size(), payload_count(ledger)) == (size, stored), "a dry run destroyed"
         assert key_rows(ledger) == keys_before
 
-        report = ledger.run_retention()
+        report = ledger.retention.run()
         assert report.op_seq == size  # the run's own ledger_operations entry comes first
         assert report.categories == dry.categories, f"dry run differs at {moment}"
         for category in (PRIV, SEC):
@@ -234,14 +234,14 @@ def test_ten_years_of_retention(clocked: tuple[Ledger, list[datetime]]) -> None:
                     assert "payload_state_seq" not in view.to_dict()
 
         # -- the run is recorded, readable by the security team ----------------------------
-        op = ledger.entry(["security_team"], report.op_seq)
+        op = ledger.reads.view_for(["security_team"], report.op_seq)
         assert op.header["category"] == OPS
         assert op.header["event_type"] == "retention_run"
         assert op.data is not None
         assert op.data["categories"] == report.categories
         assert op.data["run_at"] == format_timestamp(moment)
 
-        check = ledger.verify()
+        check = ledger.verification.run()
         assert check.ok, (moment, check.problem)
         assert check.payloads_purged == sum(e.purged_by is not None for e in tracked.values())
         if moment == T:
@@ -274,11 +274,11 @@ def test_cli_dry_run_destroys_nothing_and_matches_the_real_run(
     ledger = Ledger.open(settings, clock=lambda: now[0])
     try:
         old = [event(SEC, user_id=1), event(PRIV, user_id=2), event(FIN)]
-        ledger.append(ledger.prepare_batch(old), "bot")
+        ledger.appends.append(ledger.appends.prepare_batch(old), "bot")
         now[0] = datetime.now(UTC) - timedelta(days=1)
         fresh = [event(SEC, user_id=3), event(PRIV, user_id=4)]
-        ledger.append(ledger.prepare_batch(fresh), "bot")
-        size = ledger.size()
+        ledger.appends.append(ledger.appends.prepare_batch(fresh), "bot")
+        size = ledger.log.size()
 
         code, out, err = run_cli(monkeypatch, capsys, settings, "retention", "run", "--dry-run")
         assert code == 0, err
@@ -290,7 +290,7 @@ def test_cli_dry_run_destroys_nothing_and_matches_the_real_run(
         assert planned["categories"][PRIV]["seq_ranges"] == [[1, 1]]
         assert len(planned["categories"][SEC]["keys_destroyed"]) == 1
         assert len(planned["categories"][PRIV]["keys_destroyed"]) == 1
-        assert ledger.size() == size
+        assert ledger.log.size() == size
         assert payload_count(ledger) == 5
         assert all(r.wrapped is not None for r in key_rows(ledger).values())
 
@@ -301,6 +301,6 @@ def test_cli_dry_run_destroys_nothing_and_matches_the_real_run(
         assert done["recorded_as_seq"] == size
         assert done["categories"] == planned["categories"]
         assert payload_count(ledger) == 3 + 1  # the run's own record has a payload too
-        assert ledger.verify().ok
+        assert ledger.verification.run().ok
     finally:
         ledger.close()

@@ -27,7 +27,8 @@ from audit_ledger.core.merkle import (
     verify_inclusion,
 )
 from audit_ledger.core.timestamps import format_timestamp
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 
 READER = {
     "financial_transactions": "compliance_officer",
@@ -138,29 +139,35 @@ def test_roundtrip(
 ) -> None:
     batch = [raw for raw, _ in generated]
     expected = {raw["event_id"].lower(): canonical for raw, canonical in generated}
-    before = ledger.size()
-    root_before = ledger.root(before)
+    before = ledger.log.size()
+    root_before = ledger.log.root(before)
 
-    receipts = ledger.append(ledger.prepare_batch(batch), "roundtrip")
-    size = ledger.size()
+    receipts = ledger.appends.append(ledger.appends.prepare_batch(batch), "roundtrip")
+    size = ledger.log.size()
     assert [r.seq for r in receipts] == list(range(before, size))
-    root = ledger.root(size)
+    root = ledger.log.root(size)
 
     # An independent root: the naive RFC 9162 definition over the leaves themselves.
     leaves = []
     while len(leaves) < size:
-        leaves += ledger.leaves(len(leaves), size)
+        leaves += ledger.log.leaves(len(leaves), size)
     assert reference_root([leaf_hash(leaf) for _, leaf in leaves]) == root
     if before:
-        verify_consistency(before, size, root_before, root, ledger.consistency_proof(before, size))
+        verify_consistency(
+            before, size, root_before, root, ledger.log.consistency_proof(before, size)
+        )
         earlier = before // 2 + 1
         verify_consistency(
-            earlier, size, ledger.root(earlier), root, ledger.consistency_proof(earlier, size)
+            earlier,
+            size,
+            ledger.log.root(earlier),
+            root,
+            ledger.log.consistency_proof(earlier, size),
         )
 
     for raw, receipt in zip(batch, receipts, strict=True):
         reader = READER[raw["category"]]
-        view = ledger.entry([reader], receipt.seq)
+        view = ledger.reads.view_for([reader], receipt.seq)
         assert view.payload_state == "present"
         assert view.data == raw["data"]
         header = view.header
@@ -173,10 +180,10 @@ def test_roundtrip(
         assert view.leaf_hash == receipt.leaf_hash
         lh = bytes.fromhex(view.leaf_hash)
         assert lh == leaf_hash(leaves[receipt.seq][1])
-        verify_inclusion(receipt.seq, size, lh, ledger.inclusion_proof(receipt.seq, size), root)
+        verify_inclusion(receipt.seq, size, lh, ledger.log.inclusion_proof(receipt.seq, size), root)
 
         # The same entry through the search, matched by the blind index of its user_id.
-        page = ledger.query(
+        page = ledger.reads.page_for(
             [reader], Query(category=raw["category"], user_id=raw["data"]["user_id"], limit=1000)
         )
         found = [v for v in page.events if v.seq == receipt.seq]
@@ -184,10 +191,10 @@ def test_roundtrip(
         assert found[0].data == raw["data"]
 
     if checkpoint:
-        stored = ledger.checkpoint()
+        stored = ledger.log.checkpoint()
         assert stored is not None
         assert (stored.tree_size, stored.root_hash) == (size, root)
-    report = ledger.verify()
+    report = ledger.verification.run()
     assert report.ok, report.problem
     assert report.size == size
     assert report.root == root.hex()

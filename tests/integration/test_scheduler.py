@@ -25,7 +25,8 @@ import pytest
 from sqlalchemy import text
 
 from audit_ledger.core.timestamps import format_timestamp
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.scheduler import BUSY, DONE, RAN, Job, default_jobs, run_job, start_background
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import jobs
@@ -61,7 +62,7 @@ def tick(moment: datetime, period: int = DAY) -> int:
 def ops_of(ledger: Ledger, event_type: str) -> list[Any]:
     out, cursor = [], None
     while True:
-        page = ledger.query(
+        page = ledger.reads.page_for(
             ["security_team"],
             Query(category="ledger_operations", event_type=event_type, limit=1000, cursor=cursor),
         )
@@ -153,7 +154,9 @@ def test_three_replicas_run_each_daily_tick_once(
     now = [expiry.replace(year=expiry.year - 5)]
     ledger = Ledger.open(settings, clock=lambda: now[0])
     try:
-        (expiring,) = ledger.append(ledger.prepare_batch([event("security_events")]), "bot")
+        (expiring,) = ledger.appends.append(
+            ledger.appends.prepare_batch([event("security_events")]), "bot"
+        )
 
         steps = [WEEK_START + timedelta(hours=h) for h in range(7 * 24 + 1)]
         ticks = sorted({tick(t) for t in steps})
@@ -184,7 +187,7 @@ def test_three_replicas_run_each_daily_tick_once(
         assert purging[0].header["recorded_at"] == format_timestamp(
             min(t for t in first_steps if t >= expiry)
         )
-        view = ledger.entry(["security_team"], expiring.seq)
+        view = ledger.reads.view_for(["security_team"], expiring.seq)
         assert (view.payload_state, view.state_seq) == ("purged", purging[0].seq)
 
         # Down for three days, then back: one catch-up run, not three.
@@ -194,7 +197,7 @@ def test_three_replicas_run_each_daily_tick_once(
         assert step_all(replicas, back + timedelta(hours=1)).count(RAN) == 0
         assert len(ops_of(ledger, "retention_run")) == len(ticks) + 1
         assert jobs.runs(ledger.store)["retention"][0] == tick(back)
-        assert ledger.verify().ok
+        assert ledger.verification.run().ok
     finally:
         ledger.close()
 
@@ -239,22 +242,22 @@ def test_background_scheduler_signs_checkpoints(settings: Settings, tmp_path: Pa
     ledger = Ledger.open(fast)
     scheduler = None
     try:
-        ledger.append(ledger.prepare_batch([event() for _ in range(5)]), "bot")
+        ledger.appends.append(ledger.appends.prepare_batch([event() for _ in range(5)]), "bot")
         scheduler = start_background(ledger)
 
         def covered(timeout: float) -> int:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                latest = ledger.latest_checkpoint()
-                size = ledger.size()
+                latest = ledger.log.latest_checkpoint()
+                size = ledger.log.size()
                 if latest is not None and latest.tree_size == size:
                     return size
                 time.sleep(0.2)
-            raise AssertionError(f"no checkpoint covers the log ({ledger.size()} entries)")
+            raise AssertionError(f"no checkpoint covers the log ({ledger.log.size()} entries)")
 
         first = covered(15)
         assert first >= 5
-        ledger.append(ledger.prepare_batch([event() for _ in range(3)]), "bot")
+        ledger.appends.append(ledger.appends.prepare_batch([event() for _ in range(3)]), "bot")
         assert covered(15) >= first + 3
         ran = jobs.runs(ledger.store)
         assert {"checkpoint", "retention", "verify"} <= set(ran)
@@ -265,7 +268,7 @@ def test_background_scheduler_signs_checkpoints(settings: Settings, tmp_path: Pa
         ledger.close()
     check = Ledger.open(fast)
     try:
-        report = check.verify()
+        report = check.verification.run()
         assert report.ok, report.problem
         assert report.checkpoints >= 2
     finally:
@@ -300,18 +303,18 @@ def test_hand_deleted_payload_is_tampering_even_after_retention(
     try:
         seqs = [
             r.seq
-            for r in ledger.append(
-                ledger.prepare_batch(
+            for r in ledger.appends.append(
+                ledger.appends.prepare_batch(
                     [event(), event("security_events"), event("security_events"), event()]
                 ),
                 "bot",
             )
         ]
-        assert ledger.verify().ok
+        assert ledger.verification.run().ok
         target = seqs[0] if victim == "permanent" else seqs[1]
         delete_payload_as_superuser(ledger, target)
 
-        report = ledger.verify()
+        report = ledger.verification.run()
         assert not report.ok
         assert report.problem is not None
         assert report.problem.seq == target
@@ -323,17 +326,17 @@ def test_hand_deleted_payload_is_tampering_even_after_retention(
         # Six years later retention purges the security payloads it can account for; the
         # hand-deleted one stays unaccounted for (no purge record is invented for it).
         now[0] = now[0].replace(year=2026)
-        run = ledger.run_retention()
+        run = ledger.retention.run()
         purged = run.categories["security_events"]
         expected = [[seqs[1], seqs[2]]] if victim == "permanent" else [[seqs[2], seqs[2]]]
         assert purged["seq_ranges"] == expected
-        assert ledger.entry(["security_team"], seqs[2]).payload_state == "purged"
+        assert ledger.reads.view_for(["security_team"], seqs[2]).payload_state == "purged"
         with ledger.store.reader() as conn:
             recorded = conn.execute(
                 text("SELECT count(*) FROM payload_purges WHERE seq = :s"), {"s": target}
             ).scalar_one()
         assert recorded == 0
-        after = ledger.verify()
+        after = ledger.verification.run()
         assert after.problem is not None
         assert after.problem.seq == target
         assert "payload missing" in after.problem.reason
@@ -362,8 +365,8 @@ def writer(ledger: Ledger) -> Iterator[Ledger]:
 
 def _seed(ledger: Ledger) -> None:
     raws = [event(c) for c in ("financial_transactions", "security_events") for _ in range(6)]
-    ledger.append(ledger.prepare_batch(raws), "bot")
-    assert ledger.checkpoint() is not None
+    ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
+    assert ledger.log.checkpoint() is not None
 
 
 def _hook(monkeypatch: pytest.MonkeyPatch, ledger: Ledger, name: str, action: Any) -> list[int]:
@@ -388,12 +391,14 @@ def test_verify_ignores_appends_that_land_while_it_reads(
     _seed(ledger)
 
     def append_and_sign() -> None:
-        writer.append(writer.prepare_batch([event(), event("security_events")]), "bot")
-        writer.checkpoint()
+        writer.appends.append(
+            writer.appends.prepare_batch([event(), event("security_events")]), "bot"
+        )
+        writer.log.checkpoint()
 
     name = "head" if moment.startswith("before the head") else "count_rows"
     fired = _hook(monkeypatch, ledger, name, append_and_sign)
-    report = ledger.verify()
+    report = ledger.verification.run()
     assert fired
     assert report.ok, report.problem
     assert report.size >= 12
@@ -409,14 +414,14 @@ def test_verify_ignores_a_retention_run_that_lands_while_it_reads(
         ledger,
         "count_rows",
         lambda: purged.append(
-            writer.run_retention().categories["security_events"]["payloads_purged"]
+            writer.retention.run().categories["security_events"]["payloads_purged"]
         ),
     )
-    report = ledger.verify()
+    report = ledger.verification.run()
     assert fired
     assert purged == [6]
     assert report.ok, report.problem
-    assert ledger.verify().payloads_purged == 6
+    assert ledger.verification.run().payloads_purged == 6
 
 
 def test_verify_while_writers_and_retention_run(ledger: Ledger, writer: Ledger) -> None:
@@ -428,23 +433,24 @@ def test_verify_while_writers_and_retention_run(ledger: Ledger, writer: Ledger) 
         try:
             rounds = 0
             while not stop.is_set():
-                writer.append(
-                    writer.prepare_batch([event("security_events") for _ in range(3)]), "bot"
+                writer.appends.append(
+                    writer.appends.prepare_batch([event("security_events") for _ in range(3)]),
+                    "bot",
                 )
-                writer.checkpoint()
+                writer.log.checkpoint()
                 rounds += 1
                 if rounds % 5 == 0:
-                    writer.run_retention()
+                    writer.retention.run()
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             errors.append(exc)
 
     thread = threading.Thread(target=write)
     thread.start()
     try:
-        problems = [r.problem for r in (ledger.verify() for _ in range(12)) if not r.ok]
+        problems = [r.problem for r in (ledger.verification.run() for _ in range(12)) if not r.ok]
     finally:
         stop.set()
         thread.join(timeout=60)
     assert not errors, errors
     assert problems == []
-    assert ledger.verify().ok
+    assert ledger.verification.run().ok

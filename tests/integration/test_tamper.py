@@ -27,7 +27,8 @@ from audit_ledger.core.header import parse_leaf
 from audit_ledger.core.merkle import CompactRange, leaf_hash
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.ledger.verify import Problem, verify_ledger
+from audit_ledger.ledger.verify import verify_ledger
+from audit_ledger.ledger.verify_entries import Problem
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.engine import create_engine_for_url
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
@@ -87,12 +88,12 @@ def _populate(ledger: Ledger) -> None:
                     raw["correlation_id"] = None
                 raws.append(raw)
                 n += 1
-            ledger.append(ledger.prepare_batch(raws), "bot" if n % 2 else "bot-2")
+            ledger.appends.append(ledger.appends.prepare_batch(raws), "bot" if n % 2 else "bot-2")
         elif step == "op":
-            ledger.record_operation("retention_run", {"categories": {}, "note": "nothing due"})
+            ledger.operations.record("retention_run", {"categories": {}, "note": "nothing due"})
         else:
-            assert ledger.checkpoint() is not None
-    assert ledger.size() == SIZE
+            assert ledger.log.checkpoint() is not None
+    assert ledger.log.size() == SIZE
 
 
 @contextmanager
@@ -128,7 +129,7 @@ def populated_template(
 
 
 def _intact(ledger: Ledger) -> None:
-    report = ledger.verify()
+    report = ledger.verification.run()
     assert report.ok, report.problem
     assert report.checkpoints == len(CHECKPOINTS)
 
@@ -168,7 +169,7 @@ class Case:
         return bytes(value) if isinstance(value, memoryview) else value
 
     def problem(self) -> Problem:
-        report = self.ledger.verify()
+        report = self.ledger.verification.run()
         assert report.problem is not None, "tampering went unnoticed"
         return report.problem
 
@@ -283,7 +284,7 @@ def _delete_entries(case: Case, where: str, **params: Any) -> None:
 
 
 def _restored(case: Case) -> None:
-    report = case.ledger.verify()
+    report = case.ledger.verification.run()
     assert report.ok, f"restoring the copy failed: {report.problem}"
 
 
@@ -291,7 +292,7 @@ def _restored(case: Case) -> None:
 
 
 def test_untouched_copy_verifies(case: Case) -> None:
-    report = case.ledger.verify()
+    report = case.ledger.verification.run()
     assert report.ok, report.problem
     assert (report.size, report.checkpoints, report.payloads_present) == (SIZE, 5, SIZE)
     result = case.cli_verify()

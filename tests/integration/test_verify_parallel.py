@@ -33,7 +33,8 @@ from audit_ledger.core.header import parse_leaf
 from audit_ledger.core.merkle import leaf_hash
 from audit_ledger.errors import StorageError
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.ledger.verify import Problem, VerifyReport, verify_ledger
+from audit_ledger.ledger.verify import verify_ledger
+from audit_ledger.ledger.verify_entries import Problem, VerifyReport
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN
 from tests.factories import event
@@ -115,18 +116,18 @@ def _populate(ledger: Ledger) -> None:
                     raw["correlation_id"] = None
                 raws.append(raw)
                 n += 1
-            ledger.append(ledger.prepare_batch(raws), "bot" if n % 2 else "bot-2")
+            ledger.appends.append(ledger.appends.prepare_batch(raws), "bot" if n % 2 else "bot-2")
         elif step == "op":
-            ledger.record_operation("retention_run", {"note": "nothing due"})
+            ledger.operations.record("retention_run", {"note": "nothing due"})
         elif step == "erase":
-            ledger.erase_subject(ERASED_USER)
+            ledger.erasure.erase_subject(ERASED_USER)
         else:
-            assert ledger.checkpoint() is not None
-    assert ledger.size() == SIZE
+            assert ledger.log.checkpoint() is not None
+    assert ledger.log.size() == SIZE
 
 
 def _intact(ledger: Ledger) -> None:
-    report = ledger.verify(jobs=1)
+    report = ledger.verification.run(jobs=1)
     assert report.ok, report.problem
     assert (report.checkpoints, report.payloads_purged) == (len(CHECKPOINTS), 3)
 
@@ -234,7 +235,7 @@ def test_untouched_log_gives_the_same_report_in_every_mode(case: Case) -> None:
     assert (first["size"], first["checkpoints"]) == (SIZE, len(CHECKPOINTS))
     assert (first["payloads_present"], first["payloads_purged"]) == (SIZE - 3, 3)
     assert first["keys_checked"] != 0
-    assert first["root"] == case.ledger.verify(jobs=1).root
+    assert first["root"] == case.ledger.verification.run(jobs=1).root
     for mode, report in dicts.items():
         assert report == first, mode
 
@@ -571,10 +572,10 @@ def test_ledger_verify_with_a_missing_head_row_reports_it(case: Case) -> None:
     """``Ledger.verify`` picks the number of jobs itself; a deleted head row is tampering to
     report (as with explicit jobs), not a crash while sizing the log."""
     case.run("DELETE FROM ledger_head")
-    explicit = case.ledger.verify(jobs=2)
+    explicit = case.ledger.verification.run(jobs=2)
     assert explicit.problem is not None
     assert "head" in explicit.problem.reason
-    automatic = case.ledger.verify()
+    automatic = case.ledger.verification.run()
     assert automatic.problem == explicit.problem
 
 

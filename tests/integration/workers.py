@@ -75,7 +75,7 @@ def run_appender(cfg: dict[str, Any]) -> None:
     writer = f"worker-{cfg['worker']}"
     ledger = open_ledger(cfg)
     try:
-        ledger.size()  # connect before the start signal
+        ledger.log.size()  # connect before the start signal
         shared: list[dict[str, Any]] = json.loads(Path(cfg["shared"]).read_text())
         shared_ids = [r["event_id"] for r in shared]
         rng.shuffle(shared)
@@ -108,7 +108,7 @@ def run_appender(cfg: dict[str, Any]) -> None:
                 raws.insert(rng.randint(0, len(raws)), bad)
                 roles = ["conflict" if r is bad else "rejected" for r in raws]
                 try:
-                    ledger.append(ledger.prepare_batch(raws), writer)
+                    ledger.appends.append(ledger.appends.prepare_batch(raws), writer)
                 except ConflictError:
                     submissions.append(
                         {
@@ -121,7 +121,7 @@ def run_appender(cfg: dict[str, Any]) -> None:
                     continue
                 raise AssertionError("a conflicting batch was accepted")
             if draw > 0.98:
-                ledger.checkpoint()
+                ledger.log.checkpoint()
                 checkpoints += 1
             n = min(remaining, 1 if rng.random() < 0.5 else rng.randint(2, 50))
             raws = [new_event(rng) for _ in range(n)]
@@ -175,7 +175,7 @@ def _roles_for(
 def _submit(
     ledger: Ledger, writer: str, kind: str, raws: list[dict[str, Any]], roles: list[str]
 ) -> dict[str, Any]:
-    receipts = ledger.append(ledger.prepare_batch(raws), writer)
+    receipts = ledger.appends.append(ledger.appends.prepare_batch(raws), writer)
     return {
         "kind": kind,
         "event_ids": [r["event_id"] for r in raws],
@@ -186,7 +186,7 @@ def _submit(
 
 def run_crash_writer(cfg: dict[str, Any]) -> None:
     ledger = open_ledger(cfg)
-    prepared = ledger.prepare_batch(json.loads(Path(cfg["events"]).read_text()))
+    prepared = ledger.appends.prepare_batch(json.loads(Path(cfg["events"]).read_text()))
     # Connect now (and learn the server pid on PostgreSQL) so the append is all that is left.
     with ledger.store.reader() as conn:
         pid = (
@@ -198,7 +198,7 @@ def run_crash_writer(cfg: dict[str, Any]) -> None:
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("no go")
     print("starting", flush=True)
-    receipts = ledger.append(prepared, "crash-writer")
+    receipts = ledger.appends.append(prepared, "crash-writer")
     print(f"committed {receipts[0].seq} {receipts[-1].leaf_hash}", flush=True)
     time.sleep(300)  # the parent kills us
     raise SystemExit("not killed")

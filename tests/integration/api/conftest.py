@@ -149,9 +149,9 @@ def make_server(settings: Settings, tmp_path: Path, workers: int = 1) -> LiveSer
     ledger = Ledger.open(settings)
     try:
         for role in ROLE_NAMES:
-            server.tokens[role] = ledger.add_principal(f"p-{role}", [role])
-        server.tokens["revoked"] = ledger.add_principal("p-revoked", ["auditor"])
-        ledger.revoke_principal("p-revoked")
+            server.tokens[role] = ledger.principals.add(f"p-{role}", [role])
+        server.tokens["revoked"] = ledger.principals.add("p-revoked", ["auditor"])
+        ledger.principals.revoke("p-revoked")
     finally:
         ledger.close()
     return server

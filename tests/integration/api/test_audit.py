@@ -42,7 +42,7 @@ def _append(server: LiveServer, count: int) -> None:
 
 def _checkpoint(settings: Settings) -> int:
     with open_ledger(settings) as ledger:
-        made = ledger.checkpoint()
+        made = ledger.log.checkpoint()
     assert made is not None
     return made.tree_size
 
@@ -53,7 +53,7 @@ def _audit(
     token = mirror.parent / f"{role}.token"
     token.write_text(server.tokens[role] + "\n")
     with open_ledger(server.settings) as ledger:
-        verifier_key = key or ledger.verifier_key()
+        verifier_key = key or ledger.log.verifier_key()
     args = ["audit", "--mirror", str(mirror), "--verifier-key", verifier_key, "--json", *extra]
     if "--offline" not in extra:
         args += ["--url", server.url, "--token-file", str(token)]
@@ -88,7 +88,7 @@ def test_mirror_follows_the_log_and_rechecks_offline(
     assert report["consistency_proof"] is False
     with open_ledger(live_server.settings) as ledger:
         assert _mirror_leaves(mirror) == ledger.store.leaves(0, first)
-        assert report["root_hash"] == ledger.root(first).hex()
+        assert report["root_hash"] == ledger.log.root(first).hex()
 
     # More entries (the auditor's own page reads among them) and a newer checkpoint: only the
     # new leaves are fetched, and the new checkpoint must extend the old one.
@@ -125,7 +125,7 @@ def test_text_output_and_usage_errors(live_server: LiveServer, tmp_path: Path) -
     _append(live_server, 5)
     _checkpoint(live_server.settings)
     with open_ledger(live_server.settings) as ledger:
-        key = ledger.verifier_key()
+        key = ledger.log.verifier_key()
     token = tmp_path / "token"
     token.write_text(live_server.tokens["auditor"])
     base = ["audit", "--mirror", str(mirror), "--verifier-key", key]
@@ -236,7 +236,7 @@ def test_another_history_under_the_same_key_is_caught(
         # The fork's own principals exist (make_server), so the "ops" entries differ from
         # the original's; top it up to the same size, or beyond.
         with open_ledger(fork.settings) as ledger:
-            have = ledger.size()
+            have = ledger.log.size()
         _append(fork, size - have + (25 if longer else 0))
         assert _checkpoint(fork.settings) == size + (25 if longer else 0)
         result, report = _audit(fork, mirror)

@@ -28,7 +28,8 @@ from audit_ledger.client import (
     UnknownEventTypeError,
     correlation_id_var,
 )
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from tests.conftest import ORIGIN
 from tests.integration.api.conftest import LiveServer
@@ -80,13 +81,13 @@ def all_headers(settings: Settings) -> tuple[list[dict[str, Any]], int, bool]:
         headers: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            page = ledger.query(["auditor"], Query(limit=1000, cursor=cursor))
+            page = ledger.reads.page_for(["auditor"], Query(limit=1000, cursor=cursor))
             headers.extend(view.header for view in page.events)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-        report = ledger.verify()
-        return headers, ledger.size(), report.ok
+        report = ledger.verification.run()
+        return headers, ledger.log.size(), report.ok
     finally:
         ledger.close()
 
@@ -276,9 +277,9 @@ def test_auth_errors_and_log_reads(live_server: LiveServer, settings: Settings) 
         async with client(live_server, "auditor") as auditor:
             ledger = Ledger.open(settings)
             try:
-                made = ledger.checkpoint()  # principals made the log non-empty
+                made = ledger.log.checkpoint()  # principals made the log non-empty
                 assert made is not None
-                assert verifier == ledger.verifier_key()
+                assert verifier == ledger.log.verifier_key()
             finally:
                 ledger.close()
             # The latest checkpoint: this one, or a later one if the scheduler made one since.

@@ -207,7 +207,7 @@ def assert_no_traceback_logged(server: LiveServer) -> None:
 
 def assert_verifies(settings: Settings) -> None:
     with open_ledger(settings) as ledger:
-        report = ledger.verify()
+        report = ledger.verification.run()
     assert report.ok, report.problem
 
 
@@ -475,8 +475,8 @@ def test_reads_survive_killed_sessions(live_server: LiveServer) -> None:
             )
             assert r.status_code == 201, r.text
         with open_ledger(server.settings) as ledger:
-            assert ledger.checkpoint() is not None
-            size = ledger.size()
+            assert ledger.log.checkpoint() is not None
+            size = ledger.log.size()
         hashes: list[bytes] = []
         while len(hashes) < size:  # pages of at most 1000 leaves
             params = {"start": len(hashes), "end": min(size, len(hashes) + 1000)}
@@ -557,10 +557,10 @@ def test_a_copy_cut_short_is_one_clean_error(
     above its one-line error), and nothing written."""
     caplog.set_level(logging.DEBUG)
     with open_ledger(settings) as ledger, psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        size = ledger.size()
+        size = ledger.log.size()
         with pytest.raises(DatabaseUnavailableError):
             _copy_killed_after_first_row(ledger.store, admin)
-        assert ledger.size() == size
+        assert ledger.log.size() == size
     noise = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert noise == [], [r.getMessage() for r in noise]
 

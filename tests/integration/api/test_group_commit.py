@@ -1,4 +1,4 @@
-"""Group commit (audit_ledger.api.committer): requests share transactions, never outcomes.
+"""Group commit (ledger.appends.group_commit): requests share transactions, never outcomes.
 
 The committer locks the head first and only then takes the queued requests, writing without a
 replay probe; a replay or a conflict in the group sends it down the ordinary path. These tests
@@ -18,9 +18,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from audit_ledger.api.committer import GroupCommitter
 from audit_ledger.errors import ConflictError
-from audit_ledger.ledger.append import Receipt
+from audit_ledger.ledger.appends.group_commit import GroupCommitter
+from audit_ledger.ledger.appends.write import Receipt
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from tests.factories import event
@@ -29,33 +29,40 @@ from tests.integration.api.conftest import make_server
 pytestmark = pytest.mark.timeout(180)
 
 
+def _awaitable(committer: GroupCommitter, events: Any, writer: str) -> Any:
+    """The committer's future as an awaitable (as the API awaits it)."""
+    return asyncio.wrap_future(committer.submit(events, writer))
+
+
 def _submit_all(
     ledger: Ledger, requests: list[list[dict[str, Any]]]
 ) -> list[list[Receipt] | BaseException]:
     """Submit every request concurrently to one committer; each request's outcome."""
 
     async def main() -> list[list[Receipt] | BaseException]:
-        committer = GroupCommitter(ledger)
+        committer = GroupCommitter(ledger.appender)
         committer.start()
         try:
             tasks = [
-                asyncio.create_task(committer.submit([ledger.prepare(r) for r in raws], "bot"))
+                asyncio.create_task(
+                    _awaitable(committer, [ledger.appends.prepare(r) for r in raws], "bot")
+                )
                 for raws in requests
             ]
             return list(await asyncio.gather(*tasks, return_exceptions=True))
         finally:
-            await committer.stop()
+            committer.stop()
 
     return asyncio.run(main())
 
 
 def _ids(ledger: Ledger) -> list[str]:
-    return [e.event_id for e in ledger.store.entries_between(0, ledger.size())]
+    return [e.event_id for e in ledger.store.entries_between(0, ledger.log.size())]
 
 
 def test_group_with_replays_and_a_conflict(ledger: Ledger) -> None:
     logged = event()
-    [original] = ledger.append([ledger.prepare(logged)], "bot")
+    [original] = ledger.appends.append([ledger.appends.prepare(logged)], "bot")
     clash = event()
     clash["event_id"] = logged["event_id"]  # same id, other content
     fresh = [event() for _ in range(4)]
@@ -80,7 +87,7 @@ def test_group_with_replays_and_a_conflict(ledger: Ledger) -> None:
     # Nothing of the conflicting request, everything else exactly once.
     kept = [logged, fresh[0], fresh[2], twice, fresh[3]]
     assert sorted(_ids(ledger)) == sorted(r["event_id"] for r in kept)
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def _hold_head_lock(
@@ -108,20 +115,24 @@ def test_requests_queued_while_waiting_for_the_lock_join_the_group(ledger: Ledge
     later = [[event()] for _ in range(5)] + [[event(), event()]]
 
     async def main() -> list[list[Receipt]]:
-        committer = GroupCommitter(ledger)
+        committer = GroupCommitter(ledger.appender)
         committer.start()
         try:
-            first = asyncio.create_task(committer.submit([ledger.prepare(event())], "bot"))
+            first = asyncio.create_task(
+                _awaitable(committer, [ledger.appends.prepare(event())], "bot")
+            )
             await asyncio.sleep(0.5)  # its commit has started and waits for the lock
             rest = [
-                asyncio.create_task(committer.submit([ledger.prepare(r) for r in raws], "bot"))
+                asyncio.create_task(
+                    _awaitable(committer, [ledger.appends.prepare(r) for r in raws], "bot")
+                )
                 for raws in later
             ]
             await asyncio.sleep(0.5)
             release.set()
             return list(await asyncio.gather(first, *rest))
         finally:
-            await committer.stop()
+            committer.stop()
 
     outcomes = asyncio.run(main())
     holder.join(30)
@@ -130,7 +141,7 @@ def test_requests_queued_while_waiting_for_the_lock_join_the_group(ledger: Ledge
     # One transaction: one commit clock, contiguous seqs in submission order.
     assert len({r.recorded_at for r in receipts}) == 1
     assert [r.seq for r in receipts] == list(range(8))
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
 
 
 def test_a_failed_transaction_fails_its_waiters(
@@ -187,7 +198,7 @@ def test_two_workers_under_concurrent_clients(two_workers: Any, ledger: Ledger) 
 
     asyncio.run(main())
     assert conflicts > 0
-    ids = [e.event_id for e in ledger.store.entries_between(0, ledger.size())]
+    ids = [e.event_id for e in ledger.store.entries_between(0, ledger.log.size())]
     assert len(ids) == len(set(ids))
     assert {e for e in ids if e in sent} == set(sent)
     assert len(sent) == 32 * 15
@@ -196,7 +207,7 @@ def test_two_workers_under_concurrent_clients(two_workers: Any, ledger: Ledger) 
         assert entry is not None
         assert entry.event_id == event_id
         assert entry.leaf_hash.hex() == receipt["leaf_hash"]
-    assert ledger.verify(jobs=1).ok
+    assert ledger.verification.run(jobs=1).ok
     metrics = httpx.get(two_workers.url + "/metrics").text
     values = {
         line.split()[0]: float(line.split()[1])
@@ -209,4 +220,4 @@ def test_two_workers_under_concurrent_clients(two_workers: Any, ledger: Ledger) 
     assert commits < appended  # requests shared transactions
     with ledger.store.reader() as conn:
         uses = conn.execute(text("SELECT sum(uses) FROM data_keys")).scalar_one()
-    assert uses == ledger.size()  # one seal per entry (the principals' records included)
+    assert uses == ledger.log.size()  # one seal per entry (the principals' records included)

@@ -106,7 +106,7 @@ def test_database_unreachable_is_503_and_recovers(live_server: LiveServer, backe
     # Nothing refused during the outage was written: the log holds the two acknowledged events
     # (plus principal changes and records of reads), each exactly once.
     with open_ledger(server.settings) as ledger:
-        assert ledger.verify().ok
+        assert ledger.verification.run().ok
 
 
 def test_page_size_bounds(live_server: LiveServer) -> None:
@@ -122,7 +122,7 @@ def test_page_size_bounds(live_server: LiveServer) -> None:
         )
         assert_problem(over, 413)
         with open_ledger(server.settings) as ledger:
-            size = ledger.size()
+            size = ledger.log.size()
         assert size > 1000
 
         for bad in (0, 1001, -1, 10**6):

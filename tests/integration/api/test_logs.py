@@ -452,7 +452,7 @@ def test_errors_land_in_error_log(settings: Settings, tmp_path: Path) -> None:
     """A failed scheduled verification is logged at error level: security and error tiers."""
     ledger = Ledger.open(settings)
     try:
-        ledger.append([ledger.prepare(event()) for _ in range(3)], "writer")
+        ledger.appends.append([ledger.appends.prepare(event()) for _ in range(3)], "writer")
         with ledger.store.engine.begin() as conn:
             # A payload deleted without a recorded purge is tampering (guards off to do it).
             if ledger.store.dialect == "sqlite":

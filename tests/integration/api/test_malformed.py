@@ -616,7 +616,7 @@ def test_case_ids_are_unique() -> None:
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
 def test_malformed_request_is_a_4xx_problem(server: LiveServer, probe: Ledger, case: Case) -> None:
-    size = probe.size()
+    size = probe.log.size()
     reads = records_read_count(probe)
     r = _send(server, case)
     assert r.status_code < 500, f"{case.id}: {r.status_code} {r.text}"
@@ -625,7 +625,7 @@ def test_malformed_request_is_a_4xx_problem(server: LiveServer, probe: Ledger, c
         fields = [e["field"] for e in r.json()["errors"]]
         assert case.field in fields, fields
     # Nothing is written by a refused request: no event, and no record of a read.
-    assert probe.size() == size
+    assert probe.log.size() == size
     assert records_read_count(probe) == reads
 
 
@@ -701,7 +701,7 @@ def test_bad_batch_writes_nothing(server: LiveServer) -> None:
     good = [event(c) for c in ("financial_transactions", "data_privacy_events", "security_events")]
     bad = ev(occurred_at=CANARY)
     with open_ledger(server.settings) as ledger:
-        size = ledger.size()
+        size = ledger.log.size()
         for position in range(len(good) + 1):
             events = [*good[:position], bad, *good[position:]]
             r = httpx.post(
@@ -711,13 +711,13 @@ def test_bad_batch_writes_nothing(server: LiveServer) -> None:
             )
             assert_problem(r, 422, secrets=(CANARY,))
             assert [e["field"] for e in r.json()["errors"]] == [f"events[{position}].occurred_at"]
-            assert ledger.size() == size
+            assert ledger.log.size() == size
         # A conflict inside a batch (reused event_id, other content) also writes nothing.
         first = httpx.post(
             server.url + "/v1/events", json=good[0], headers=server.headers("writer")
         )
         assert first.status_code == 201
-        size = ledger.size()
+        size = ledger.log.size()
         changed = {**good[0], "event_type": "payment_refunded"}
         r = httpx.post(
             server.url + "/v1/events/batch",
@@ -725,7 +725,7 @@ def test_bad_batch_writes_nothing(server: LiveServer) -> None:
             headers=server.headers("writer"),
         )
         assert_problem(r, 409)
-        assert ledger.size() == size
+        assert ledger.log.size() == size
         # The good events were never written: appending them now is new, not a replay.
         r = httpx.post(
             server.url + "/v1/events/batch",
@@ -733,14 +733,14 @@ def test_bad_batch_writes_nothing(server: LiveServer) -> None:
             headers=server.headers("writer"),
         )
         assert r.status_code == 201, r.text
-        assert ledger.size() == size + 2
+        assert ledger.log.size() == size + 2
 
 
 def test_same_event_id_twice_in_one_batch(server: LiveServer) -> None:
     """Within one batch: the same event twice is a replay; other content is a conflict."""
     raw = event()
     with open_ledger(server.settings) as ledger:
-        size = ledger.size()
+        size = ledger.log.size()
         changed = {**raw, "event_type": "payment_refunded"}
         r = httpx.post(
             server.url + "/v1/events/batch",
@@ -749,7 +749,7 @@ def test_same_event_id_twice_in_one_batch(server: LiveServer) -> None:
         )
         assert r.status_code in {409, 422}, r.text
         assert_problem(r, r.status_code)
-        assert ledger.size() == size
+        assert ledger.log.size() == size
         r = httpx.post(
             server.url + "/v1/events/batch",
             json={"events": [raw, raw]},
@@ -759,10 +759,10 @@ def test_same_event_id_twice_in_one_batch(server: LiveServer) -> None:
         if r.status_code == 201:
             first, second = r.json()["receipts"]
             assert first == second
-            assert ledger.size() == size + 1
+            assert ledger.log.size() == size + 1
         else:
             assert_problem(r, r.status_code)
-            assert ledger.size() == size
+            assert ledger.log.size() == size
 
 
 def test_replay_with_other_content_is_409_without_echo(server: LiveServer) -> None:

@@ -29,7 +29,8 @@ import pytest
 from sqlalchemy import func, select
 
 from audit_ledger.crypto.keys import init_keys
-from audit_ledger.ledger.service import Ledger, Query
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.schema import entries
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
@@ -250,9 +251,9 @@ def _seed(server: LiveServer) -> dict[str, int]:
         assert r.status_code == 201, r.text
         seq_of[category] = r.json()["seq"]
     with open_ledger(server.settings) as ledger:
-        ops = ledger.query({"security_team"}, Query(category="ledger_operations", limit=1))
+        ops = ledger.reads.page_for({"security_team"}, Query(category="ledger_operations", limit=1))
         seq_of["ledger_operations"] = ops.events[0].seq
-        assert ledger.checkpoint() is not None
+        assert ledger.log.checkpoint() is not None
     return seq_of
 
 
@@ -435,7 +436,7 @@ def test_plaintext_reaches_only_the_category_reader(server: LiveServer) -> None:
                 leaked = any(text in b for b in bodies)
                 assert leaked == (role == READER_OF[category]), (category, role)
         # The records_read entries name who read and what, never the identifiers searched for.
-        ops = ledger.query(
+        ops = ledger.reads.page_for(
             {"security_team"},
             Query(category="ledger_operations", event_type="records_read", limit=1000),
         )

@@ -238,7 +238,7 @@ def _assert_traffic(samples: Samples, types: dict[str, str]) -> None:
 
 def _assert_ledger_state(samples: Samples, ledger: Ledger) -> None:
     assert value(samples, "ledger_database_up") == 1
-    assert value(samples, "ledger_log_size") == ledger.size()
+    assert value(samples, "ledger_log_size") == ledger.log.size()
 
 
 # --- tests --------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def _check_jobs(server: LiveServer, settings: Settings) -> None:
 
     ledger = Ledger.open(settings)
     try:
-        made = ledger.checkpoint()
+        made = ledger.log.checkpoint()
         assert made is not None
         jobs = {job.name: job for job in default_jobs(ledger)}
         runs_here = REGISTRY.get_sample_value("ledger_retention_runs_total") or 0.0
@@ -267,7 +267,7 @@ def _check_jobs(server: LiveServer, settings: Settings) -> None:
         assert run_job(ledger, jobs["retention"]) == RAN  # appends a ledger_operations entry
         _, after, _ = scrape(server)
         _assert_ledger_state(after, ledger)
-        size = ledger.size()
+        size = ledger.log.size()
     finally:
         ledger.close()
     assert value(after, "ledger_checkpoint_size") == made.tree_size

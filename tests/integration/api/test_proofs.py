@@ -100,7 +100,7 @@ def test_an_auditor_verifies_the_log_over_http(live_server: LiveServer) -> None:
         # More entries (over 1000 in all, so leaves come in several pages), a newer checkpoint.
         receipts |= _append(server, client, 800)
         with open_ledger(server.settings) as ledger:
-            made = ledger.checkpoint()
+            made = ledger.log.checkpoint()
         assert made is not None
         note, new = _checkpoint(server, client)
         assert note == made.note

@@ -55,7 +55,7 @@ def seed(server: LiveServer) -> list[int]:
             event(FIN, user_id=CANARY),
             event(PRIV, user_id="held-subject"),
         ]
-        return [r.seq for r in ledger.append(ledger.prepare_batch(raws), "bot")]
+        return [r.seq for r in ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")]
     finally:
         ledger.close()
 
@@ -63,7 +63,7 @@ def seed(server: LiveServer) -> list[int]:
 def log_size(server: LiveServer) -> int:
     ledger = Ledger.open(server.settings)
     try:
-        return ledger.size()
+        return ledger.log.size()
     finally:
         ledger.close()
 

@@ -16,7 +16,7 @@ def test_server_reads_and_writes_across_a_rotation(
 ) -> None:
     with open_ledger(settings) as ledger:  # appended here: the server has none of these cached
         raws = [event("financial_transactions", user_id=u) for u in range(4)]
-        ledger.append(ledger.prepare_batch(raws), "bot")
+        ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
         old_kek = ledger.keys.provider.kek_id
 
     rotated = run_cli(settings, "keys", "rotate-kek")
@@ -43,4 +43,4 @@ def test_server_reads_and_writes_across_a_rotation(
         keks = {k.kek_id for k in ledger.store.iter_keys() if k.wrapped is not None}
         assert keks == {ledger.keys.provider.kek_id}
         assert old_kek not in keks
-        assert ledger.verify().ok
+        assert ledger.verification.run().ok

@@ -85,7 +85,7 @@ def served_by(log_dir: Path, route: str) -> Counter[int]:
 def ledger_size(settings: Settings) -> int:
     ledger = Ledger.open(settings)
     try:
-        return ledger.size()
+        return ledger.log.size()
     finally:
         ledger.close()
 

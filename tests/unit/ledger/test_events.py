@@ -12,7 +12,7 @@ from audit_ledger.core.canonical import MAX_SAFE_INTEGER, canonical_json
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.secret import Secret
 from audit_ledger.errors import ValidationError
-from audit_ledger.ledger.events import PreparedEvent, prepare_event
+from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
 from audit_ledger.policy import Policy, load_policy
 from tests.factories import event
 

@@ -21,7 +21,7 @@ import pytest
 
 from audit_ledger.crypto.keys import init_keys, load_keys
 from audit_ledger.errors import DatabaseUnavailableError, StorageError
-from audit_ledger.ledger.events import PreparedLines, prepare_lines
+from audit_ledger.ledger.appends.prepare import PreparedLines, prepare_lines
 from audit_ledger.ledger.workers import AHEAD, WorkerPool
 from audit_ledger.policy import load_policy
 from tests.factories import event

@@ -41,9 +41,9 @@ from audit_ledger.errors import (
     DuplicateEntryError,
     ExternalKeyMissingError,
 )
-from audit_ledger.ledger.events import PreparedEvent
+from audit_ledger.ledger.appends.prepare import PreparedEvent
+from audit_ledger.ledger.identity import check_name
 from audit_ledger.ledger.keyring import DataKeyRing
-from audit_ledger.ledger.principals import check_name
 from audit_ledger.policy import Policy
 from audit_ledger.storage.appends import EntryRows
 from audit_ledger.storage.entries import Head, StoredEntry

@@ -17,8 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from audit_ledger.errors import ConflictError, ImportStoppedError
-from audit_ledger.ledger.append import Appender, SealedBatch
-from audit_ledger.ledger.events import PreparedEvent
+from audit_ledger.ledger.appends.prepare import PreparedEvent
+from audit_ledger.ledger.appends.write import Appender, SealedBatch
 from audit_ledger.storage.entries import Head
 
 

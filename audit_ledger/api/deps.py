@@ -1,0 +1,147 @@
+"""What every route shares: the ledger of the running app, the caller's principal and role
+checks, and reading a JSON body within the configured limit. Transport only: the rules are the
+ledger's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+
+from audit_ledger.api.problems import UnsupportedMediaTypeError
+from audit_ledger.core.canonical import strict_loads
+from audit_ledger.errors import (
+    AuthenticationError,
+    FormatError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from audit_ledger.ledger.identity import Principal
+from audit_ledger.ledger.service import Ledger
+from audit_ledger.observability import metrics
+from audit_ledger.observability.logging import get_logger
+from audit_ledger.roles import (
+    ADMIN,
+    AUDITOR,
+    COMPLIANCE_OFFICER,
+    PRIVACY_OFFICER,
+    SECURITY_TEAM,
+    WRITER,
+)
+
+security_log = get_logger("security")
+READER_ROLES = frozenset({COMPLIANCE_OFFICER, PRIVACY_OFFICER, SECURITY_TEAM, AUDITOR})
+JSON_TYPES = ("application/json", "application/problem+json")
+T = TypeVar("T")
+
+
+def ledger_of(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+async def run(func: Callable[..., T], *args: Any) -> T:
+    """Run blocking ledger work (database I/O) in a worker thread."""
+    return await asyncio.to_thread(func, *args)
+
+
+async def settle(future: Future[T]) -> T:
+    """Await a ledger future (group commit) without holding a thread."""
+    return await asyncio.wrap_future(future)
+
+
+def route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthenticationError("missing")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("malformed")
+    return token.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    principals = ledger_of(request).principals
+    try:
+        token = _bearer_token(request)
+        # A cached token needs no database: answer it here, not through a worker thread.
+        cached = principals.cached(token)
+        principal = cached if cached is not None else await run(principals.authenticate, token)
+    except AuthenticationError as exc:
+        reason = str(exc)
+        metrics.AUTH_FAILURES.labels(reason).inc()
+        security_log.warning("authentication_failed", reason=reason, route=route_of(request))
+        raise
+    request.state.principal = principal.name
+    return principal
+
+
+def require(*roles: str) -> Callable[[Request, Principal], Awaitable[Principal]]:
+    allowed = frozenset(roles)
+
+    async def check(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
+        if not principal.has_any(allowed):
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            security_log.warning(
+                "permission_denied",
+                principal=principal.name,
+                route=f"{request.method} {route_of(request)}",
+            )
+            raise PermissionDeniedError("your roles do not allow this endpoint")
+        return principal
+
+    return check
+
+
+Writer = Annotated[Principal, Depends(require(WRITER))]
+Reader = Annotated[Principal, Depends(require(*READER_ROLES))]
+Auditor = Annotated[Principal, Depends(require(AUDITOR))]
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+PrivacyOfficer = Annotated[Principal, Depends(require(PRIVACY_OFFICER))]
+HoldManager = Annotated[Principal, Depends(require(ADMIN, COMPLIANCE_OFFICER))]
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as strict JSON, refusing bodies over the configured limit (413)."""
+    limit = ledger_of(request).settings.max_body_bytes
+    content_type = request.headers.get("content-type", "application/json").split(";")[0]
+    if content_type.strip().lower() not in JSON_TYPES:
+        raise UnsupportedMediaTypeError("request body must be application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return strict_loads(b"".join(chunks))
+    except FormatError as exc:
+        raise ValidationError(
+            "request body is not valid JSON", [{"field": "body", "problem": str(exc)}]
+        ) from None
+
+
+def body_schema(model: Any) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body that the route reads itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

@@ -1,0 +1,91 @@
+"""Erasure requests (privacy officer) and legal holds (admin, compliance officer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from audit_ledger.api.deps import HoldManager, PrivacyOfficer, ledger_of, read_json, run
+from audit_ledger.errors import ValidationError
+from audit_ledger.ledger.holds import hold_view
+from audit_ledger.ledger.operations import json_object
+
+router = APIRouter(tags=["retention"])
+
+
+@router.post("/v1/erasure-requests", status_code=201)
+async def erasure_request(request: Request, principal: PrivacyOfficer) -> dict[str, Any]:
+    """Erase one data subject (crypto-shredding); refused for categories kept by law."""
+    body = json_object(await read_json(request), {"user_id", "categories"}, "erasure request")
+    user_id = body.get("user_id")
+    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, str | int):
+        raise ValidationError(
+            "user_id is required (a string or an integer)",
+            [{"field": "user_id", "problem": "required"}],
+        )
+    categories = body.get("categories")
+    if categories is not None and (
+        not isinstance(categories, list) or not all(isinstance(c, str) for c in categories)
+    ):
+        raise ValidationError(
+            "categories must be a list of strings",
+            [{"field": "categories", "problem": "must be a list of strings"}],
+        )
+    erasure = ledger_of(request).erasure
+    report = await run(
+        lambda: erasure.erase_subject(user_id, categories=categories, actor=principal.name)
+    )
+    return report.to_dict()
+
+
+@router.post("/v1/legal-holds", status_code=201)
+async def create_hold(request: Request, principal: HoldManager) -> dict[str, Any]:
+    body = json_object(
+        await read_json(request),
+        {"scope", "user_id", "order_id", "category", "since", "until", "reason"},
+        "legal hold",
+    )
+    scope = body.get("scope")
+    if not isinstance(scope, str):
+        raise ValidationError("scope is required", [{"field": "scope", "problem": "required"}])
+    for name in ("category", "since", "until", "reason"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise ValidationError(
+                f"{name} must be a string", [{"field": name, "problem": "must be a string"}]
+            )
+    value = (
+        body.get("user_id")
+        if scope == "subject"
+        else (body.get("order_id") if scope == "order" else body.get("category"))
+    )
+    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+        raise ValidationError(
+            "identifier must be a string or an integer",
+            [{"field": "value", "problem": "must be a string or an integer"}],
+        )
+    holds = ledger_of(request).holds
+    hold = await run(
+        lambda: holds.create(
+            scope,
+            value=value,
+            since=body.get("since"),
+            until=body.get("until"),
+            reason=body.get("reason"),
+            actor=principal.name,
+        )
+    )
+    return hold_view(hold)
+
+
+@router.get("/v1/legal-holds")
+async def list_holds(request: Request, principal: HoldManager) -> dict[str, Any]:
+    holds = await run(ledger_of(request).holds.all)
+    return {"holds": [hold_view(h) for h in holds]}
+
+
+@router.post("/v1/legal-holds/{hold_id}/release")
+async def release_hold(request: Request, principal: HoldManager, hold_id: str) -> dict[str, Any]:
+    holds = ledger_of(request).holds
+    seq = await run(lambda: holds.release(hold_id, actor=principal.name))
+    return {"hold_id": hold_id, "released_seq": seq}

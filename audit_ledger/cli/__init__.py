@@ -1,0 +1,273 @@
+"""The ``audit-ledger`` command line: a thin shell over the ledger service.
+
+Exit codes: 0 success (for ``verify``: intact), 1 tampering or inconsistency found, 2 usage,
+configuration, input or database error. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit_ledger.auditor.monitor import DEFAULT_INCLUSION_CHECKS
+from audit_ledger.cli.audit import cmd_audit, cmd_export
+from audit_ledger.cli.commands import (
+    cmd_append,
+    cmd_checkpoint,
+    cmd_db_grants,
+    cmd_db_upgrade,
+    cmd_erasure_request,
+    cmd_holds_create,
+    cmd_holds_list,
+    cmd_holds_release,
+    cmd_keys_init,
+    cmd_keys_prune_keks,
+    cmd_keys_rotate_kek,
+    cmd_principals_add,
+    cmd_principals_list,
+    cmd_principals_revoke,
+    cmd_retention_run,
+    cmd_scheduler,
+    cmd_serve,
+    cmd_verify,
+)
+from audit_ledger.cli.common import (
+    AUDIT_TOKEN_ENV,
+    CLI_WRITER,
+    EXIT_ERROR,
+    MAX_IMPORT_JOBS,
+    CliError,
+    _err,
+)
+from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
+from audit_ledger.roles import ROLES
+from audit_ledger.settings import load_settings
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("must be a non-negative integer")
+    return int(text)
+
+
+def _mirror_options(parser: argparse.ArgumentParser, func: Callable[..., int]) -> None:
+    """What ``audit`` and ``export`` share: the mirror, the proofs sampled, the report."""
+    parser.add_argument("--mirror", required=True, help="directory of the auditor's mirror")
+    parser.add_argument(
+        "--inclusion-checks",
+        type=_count,
+        default=DEFAULT_INCLUSION_CHECKS,
+        help="inclusion proofs to check among the new leaves (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable report")
+    parser.set_defaults(func=func)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would exit 2 with usage; keep one line
+        raise CliError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="audit-ledger",
+        description="Append-only, hash-chained, Merkle-tree compliance audit ledger.",
+        epilog="Configuration comes from AUDIT_LEDGER_* environment variables "
+        "(AUDIT_LEDGER_DATABASE_URL, AUDIT_LEDGER_KEYS_DIR, AUDIT_LEDGER_CHECKPOINT_ORIGIN, ...).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    keys = sub.add_parser("keys", help="key files").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    init = keys.add_parser("init", help="create the key files (refuses to overwrite)")
+    init.add_argument("--keys-dir", help="default: AUDIT_LEDGER_KEYS_DIR or ./keys")
+    init.add_argument("--origin", help="checkpoint origin / key name")
+    init.set_defaults(func=cmd_keys_init)
+    keys.add_parser(
+        "rotate-kek",
+        help="new key-encryption key; re-wraps every data key (the old KEK is kept as retired)",
+    ).set_defaults(func=cmd_keys_rotate_kek)
+    keys.add_parser(
+        "prune-keks",
+        help="delete retired key-encryption keys no data key needs (after restarting services)",
+    ).set_defaults(func=cmd_keys_prune_keks)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+    grants = db.add_parser("grants", help="least-privilege grants for the application role")
+    grants.add_argument("--role", required=True)
+    grants.add_argument("--apply", action="store_true", help="execute them (PostgreSQL)")
+    grants.set_defaults(func=cmd_db_grants)
+
+    append = sub.add_parser("append", help="append JSON-lines events (bulk import)")
+    append.add_argument("file", nargs="?", default="-", help="file of JSON lines, or - (stdin)")
+    append.add_argument("--writer", default=CLI_WRITER, help="writer name recorded in headers")
+    append.add_argument("--batch-size", type=_positive_int, default=1000)
+    append.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="processes that parse and validate lines ahead of the commits (default: one per "
+        f"core, at most {MAX_IMPORT_JOBS}, for files of 4 MiB or more)",
+    )
+    append.set_defaults(func=cmd_append)
+
+    sub.add_parser("checkpoint", help="sign a checkpoint of the current log").set_defaults(
+        func=cmd_checkpoint
+    )
+    verify = sub.add_parser("verify", help="verify the whole ledger")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="processes that check entries (default: one per core for large logs)",
+    )
+    verify.set_defaults(func=cmd_verify)
+    audit = sub.add_parser(
+        "audit",
+        help="as an auditor: check a server's signed checkpoint and leaves into a local mirror",
+        description="Check the latest signed checkpoint of a server, that it extends the one "
+        "checked last time (consistency proof), and every new leaf (chain, format, Merkle root, "
+        "sampled inclusion proofs), keeping the verified leaves in MIRROR; with --offline, "
+        "re-check MIRROR alone. Exit 0 intact, 1 a contradiction (documents kept in "
+        "MIRROR/evidence/), 2 usage, configuration or connection error. Needs no database "
+        "and no keys but the verifier key.",
+    )
+    _mirror_options(audit, func=cmd_audit)
+    audit.add_argument("--url", help="the ledger's base URL (e.g. https://ledger.internal)")
+    audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
+    key = audit.add_mutually_exclusive_group(required=True)
+    key.add_argument("--verifier-key", help="the published verifier key (name+hash+key)")
+    key.add_argument("--verifier-key-file", help="a file holding the verifier key")
+    audit.add_argument(
+        "--token-file", help=f"file holding an auditor bearer token (default: ${AUDIT_TOKEN_ENV})"
+    )
+    export = sub.add_parser(
+        "export",
+        help="write the log's headers into an auditor's mirror (checked like audit)",
+        description="Copy the leaves covered by the latest checkpoint from the database into "
+        "MIRROR (the format 'audit' keeps), checking them exactly as 'audit' does, for an "
+        "auditor to re-check with 'audit --offline'. Headers only, never plaintext; the "
+        "export is recorded in ledger_operations. Exit codes as for 'audit'.",
+    )
+    _mirror_options(export, func=cmd_export)
+    serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
+    serve_p.add_argument("--host", default="127.0.0.1")
+    serve_p.add_argument("--port", type=_positive_int, default=8000)
+    serve_p.add_argument("--workers", type=_positive_int, default=1)
+    serve_p.set_defaults(func=cmd_serve)
+
+    principals = sub.add_parser("principals", help="API principals and their roles")
+    psub = principals.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    add = psub.add_parser("add", help="create a principal; prints its token on the last line")
+    add.add_argument("name")
+    add.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        help=f"one of: {', '.join(sorted(ROLES))} (repeatable)",
+    )
+    add.set_defaults(func=cmd_principals_add)
+    psub.add_parser("list", help="list principals").set_defaults(func=cmd_principals_list)
+    revoke = psub.add_parser("revoke", help="revoke a principal's token")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_principals_revoke)
+    ret = sub.add_parser("retention", help="tiered retention").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    run = ret.add_parser("run", help="purge expired payloads and destroy expired keys now")
+    run.add_argument("--dry-run", action="store_true", help="print what would be destroyed")
+    run.set_defaults(func=cmd_retention_run)
+
+    erasure = sub.add_parser("erasure", help="data-subject erasure").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    req = erasure.add_parser("request", help="erase one subject's data (crypto-shredding)")
+    req.add_argument("--user-id", required=True)
+    req.add_argument("--category", action="append", help="limit to these categories")
+    req.set_defaults(func=cmd_erasure_request)
+
+    holds = sub.add_parser("holds", help="legal holds").add_subparsers(
+        dest="sub", required=True, parser_class=_Parser
+    )
+    create = holds.add_parser("create", help="place a legal hold; prints its id")
+    create.add_argument(
+        "--scope", required=True, choices=["subject", "order", "category", "time_range"]
+    )
+    create.add_argument("--user-id")
+    create.add_argument("--order-id")
+    create.add_argument("--category")
+    create.add_argument("--since", help="RFC 3339, inclusive (occurred_at)")
+    create.add_argument("--until", help="RFC 3339, exclusive (occurred_at)")
+    create.add_argument("--reason")
+    create.set_defaults(func=cmd_holds_create)
+    holds.add_parser("list", help="list legal holds").set_defaults(func=cmd_holds_list)
+    release = holds.add_parser("release", help="release a legal hold")
+    release.add_argument("hold_id")
+    release.set_defaults(func=cmd_holds_release)
+
+    sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(
+        func=cmd_scheduler
+    )
+    return parser
+
+
+class _OneLineWarnings(logging.Formatter):
+    """Library warnings on stderr as one line each, never with a traceback (a command's own
+    error is its last line; without a handler Python would print such records raw)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = " ".join(record.getMessage().split())
+        return f"audit-ledger: {record.levelname.lower()}: {record.name}: {message}"
+
+
+def _stderr_warnings() -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLineWarnings())
+    handler._audit_ledger = True  # type: ignore[attr-defined] # replaced by configure_logging
+    root.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _stderr_warnings()
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.func(args, load_settings())
+    except CliError as exc:
+        _err(str(exc))
+    except DatabaseUnavailableError:
+        _err("database is unreachable (check AUDIT_LEDGER_DATABASE_URL and that it is running)")
+    except AuditLedgerError as exc:
+        _err(str(exc))
+    except SQLAlchemyError as exc:  # a driver error not mapped by the storage layer
+        _err(f"database error: {exc.__class__.__name__}")
+    except KeyboardInterrupt:
+        _err("interrupted")
+    else:
+        return code
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

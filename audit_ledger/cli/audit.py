@@ -1,0 +1,125 @@
+"""The auditor's commands: ``audit`` (over HTTP, or ``--offline`` on the mirror) and ``export``
+(the database's leaves into a mirror, recorded as a read)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from audit_ledger.auditor.mirror import Mirror, open_mirror
+from audit_ledger.auditor.monitor import (
+    AuditFailedError,
+    AuditReport,
+    audit_server,
+    verify_mirror,
+)
+from audit_ledger.cli.common import (
+    AUDIT_TOKEN_ENV,
+    CLI_WRITER,
+    EXIT_OK,
+    EXIT_TAMPERED,
+    CliError,
+    _ledger,
+)
+from audit_ledger.client import AuditLedgerClient
+from audit_ledger.core.checkpoint import Verifier, parse_verifier_key
+from audit_ledger.errors import (
+    CheckpointError,
+)
+from audit_ledger.settings import Settings
+
+
+def _read_small_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the {what} file: {exc}") from None
+
+
+def _audit_verifier(args: argparse.Namespace) -> Verifier:
+    text = (
+        _read_small_file(args.verifier_key_file, "verifier key")
+        if args.verifier_key_file
+        else args.verifier_key.strip()
+    )
+    try:
+        return parse_verifier_key(text)
+    except CheckpointError as exc:
+        raise CliError(f"bad verifier key: {exc}") from None
+
+
+def _audit_token(args: argparse.Namespace) -> str:
+    # Never from the command line, where every user of the machine could read it (ps).
+    token = (
+        _read_small_file(args.token_file, "token")
+        if args.token_file
+        else os.environ.get(AUDIT_TOKEN_ENV, "").strip()
+    )
+    if not token:
+        raise CliError(f"an auditor token is needed: --token-file or {AUDIT_TOKEN_ENV}")
+    return token
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    verifier = _audit_verifier(args)
+    if args.offline == bool(args.url):
+        raise CliError("give either --url (check the server) or --offline (check the mirror)")
+
+    def run(mirror: Mirror) -> AuditReport:
+        if args.offline:
+            return verify_mirror(mirror, verifier)
+
+        async def online() -> AuditReport:
+            async with AuditLedgerClient(args.url, _audit_token(args)) as client:
+                return await audit_server(
+                    client, mirror, verifier, inclusion_checks=args.inclusion_checks
+                )
+
+        return asyncio.run(online())
+
+    return _report_audit(args, Path(args.mirror), run, create=not args.offline)
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+
+        def run(mirror: Mirror) -> AuditReport:
+            return ledger.export(
+                mirror, inclusion_checks=args.inclusion_checks, principal=CLI_WRITER
+            )
+
+        return _report_audit(args, Path(args.mirror), run, create=True)
+
+
+def _report_audit(
+    args: argparse.Namespace, directory: Path, run: Callable[[Mirror], AuditReport], *, create: bool
+) -> int:
+    """Run an audit on the locked mirror and print its outcome; exit 1 on a contradiction."""
+    try:
+        with open_mirror(directory, create=create) as mirror:
+            report = run(mirror)
+    except AuditFailedError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "problem": str(exc)}, sort_keys=True))
+        print(f"AUDIT FAILED: {exc}", file=sys.stderr)
+        return EXIT_TAMPERED
+    if args.json:
+        print(json.dumps({"ok": True, **report.to_dict()}, sort_keys=True))
+    elif getattr(args, "offline", False):
+        print(
+            f"ok: the mirror's {report.tree_size} leaves match its checkpoint, "
+            f"root {report.root_hash}"
+        )
+    else:
+        print(
+            f"ok: checkpoint of {report.tree_size} entries, root {report.root_hash}; "
+            f"{report.new_leaves} new leaves verified since {report.previous_size}, "
+            f"{report.inclusion_proofs} inclusion proofs"
+            + (", consistency proof" if report.consistency_proof else "")
+        )
+    return EXIT_OK

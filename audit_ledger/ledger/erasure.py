@@ -1,0 +1,96 @@
+"""Erasing one data subject (crypto-shredding), the privacy officer's use case.
+
+The subject's keys in every erasable category (or the ones named) are destroyed and their
+payloads deleted, in one transaction that first records the erasure as an operation. Naming a
+category whose policy forbids erasure (financial records kept by law) is refused; data under a
+legal hold is skipped and reported. Leaves never change, so every proof stays valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from audit_ledger.core.timestamps import format_timestamp
+from audit_ledger.crypto.blind_index import BlindIndexer
+from audit_ledger.errors import RefusedError
+from audit_ledger.ledger.appends.prepare import SUBJECT_REF
+from audit_ledger.ledger.appends.write import Appender
+from audit_ledger.ledger.holds import HoldMatcher
+from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations, bad
+from audit_ledger.ledger.retention import ERASURE, RetentionReport, Shredder, apply, plan_erasure
+from audit_ledger.policy import Policy
+from audit_ledger.storage.store import WriteTx
+
+
+class ErasureStore(Protocol):
+    def writer(self) -> AbstractContextManager[WriteTx]: ...
+
+
+class Erasure:
+    """Erase one subject's erasable data."""
+
+    def __init__(  # noqa: PLR0917 - wired once, by the composition root
+        self,
+        store: ErasureStore,
+        policy: Policy,
+        indexer: BlindIndexer,
+        operations: Operations,
+        appender: Appender,
+        shredder: Shredder,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.indexer = indexer
+        self.operations = operations
+        self.appender = appender
+        self.shredder = shredder
+
+    def erase_subject(
+        self, user_id: str | int, *, categories: Sequence[str] | None = None, actor: str = "cli"
+    ) -> RetentionReport:
+        """Erase one data subject: destroy its keys in every erasable category (or the ones
+        named) and delete those payloads. Naming a category whose policy forbids erasure is
+        refused; held data is skipped and reported."""
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+            raise bad("user_id", "must be a non-empty string or an integer")
+        names = list(categories) if categories else None
+        for name in names or []:
+            category = self.policy.category(name)
+            if not category.erasable:
+                raise RefusedError(
+                    f"{name} may not be erased: its policy keeps these records "
+                    f"({category.retention}) — e.g. financial records kept by law"
+                )
+        targets = [
+            c
+            for c in self.policy.categories.values()
+            if c.erasable and (names is None or c.name in names)
+        ]
+        subject = self.indexer.index(SUBJECT_REF, user_id)
+        when = format_timestamp(self.operations.clock())
+        kept = sorted(
+            c.name
+            for c in self.policy.categories.values()
+            if not c.erasable and not c.system and names is None
+        )
+        with self.store.writer() as tx:
+            tx.head()
+            plan = plan_erasure(tx, targets, subject, HoldMatcher(tx.active_holds()))
+            report = RetentionReport(when, {k: v.to_dict() for k, v in plan.items()}, False)
+            op = self.operations.event(
+                "erasure",
+                {
+                    "run_at": when,
+                    "subject_ref": subject,
+                    "requested_by": actor,
+                    "categories": report.categories,
+                    "kept_by_policy": kept,
+                },
+            )
+            report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            apply(tx, plan, report.op_seq, ERASURE, when)
+        self.shredder.destroy([k for o in plan.values() for k in o.keys])
+        report.kept_by_policy = kept
+        return report

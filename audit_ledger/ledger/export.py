@@ -1,0 +1,56 @@
+"""Exporting the log for an auditor without network access: the leaves covered by the latest
+checkpoint, written into an auditor's mirror and checked exactly as ``audit-ledger audit``
+checks a server. Headers only, but records leave the service, so the export is recorded like
+any read (``leaves_exported``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from audit_ledger.auditor.mirror import Mirror
+from audit_ledger.auditor.monitor import AuditReport, audit_server
+from audit_ledger.core.checkpoint import parse_verifier_key
+
+if TYPE_CHECKING:
+    from audit_ledger.ledger.log import Log
+    from audit_ledger.ledger.operations import Operations
+
+
+class LedgerSource:
+    """The auditor's reads straight from a ledger's database, as a
+    :class:`~audit_ledger.auditor.monitor.LogSource` (run in a thread, so the next page is read
+    while the current one is checked); over HTTP the source is the client."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    async def get_checkpoint(self) -> str | None:
+        latest = await asyncio.to_thread(self.log.latest_checkpoint)
+        return latest.note if latest is not None else None
+
+    async def get_leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        return await asyncio.to_thread(self.log.leaves, start, end)
+
+    async def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+        return await asyncio.to_thread(self.log.inclusion_proof, seq, tree_size)
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return await asyncio.to_thread(self.log.consistency_proof, first, second)
+
+
+def export_to_mirror(
+    log: Log, operations: Operations, mirror: Mirror, *, inclusion_checks: int, principal: str
+) -> AuditReport:
+    """Bring ``mirror`` up to the latest checkpoint, checking as an audit does; recorded."""
+    verifier = parse_verifier_key(log.verifier_key())
+    report = asyncio.run(
+        audit_server(LedgerSource(log), mirror, verifier, inclusion_checks=inclusion_checks)
+    )
+    if report.new_leaves:
+        operations.record(
+            "leaves_exported",
+            {"principal": principal, "tree_size": report.tree_size, "count": report.new_leaves},
+        )
+    return report

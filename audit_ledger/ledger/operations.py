@@ -1,0 +1,102 @@
+"""The service's own records (``ledger_operations``) and small rules every use case shares.
+
+Reads of records, retention runs, erasures, legal holds, key events and principal changes are
+all entries the service appends about itself, written as :data:`SYSTEM_WRITER`. They go through
+the same append pipeline as the bot's events (group commit in a serving process).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
+from audit_ledger.crypto.blind_index import BlindIndexer
+from audit_ledger.errors import FormatError, ValidationError
+from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
+from audit_ledger.ledger.appends.write import Receipt
+from audit_ledger.policy import LEDGER_OPERATIONS, Policy
+
+#: Writer name of the entries the service records about itself.
+SYSTEM_WRITER = "audit-ledger"
+#: Size bound of the service's own records (a retention run lists seq ranges and key ids).
+SYSTEM_MAX_DATA_BYTES = 8 * 1024 * 1024
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def bad(field: str, problem: str) -> ValidationError:
+    """A one-field validation error."""
+    return ValidationError(f"{field}: {problem}", [{"field": field, "problem": problem}])
+
+
+def timestamp_bound(name: str, value: str | None) -> str | None:
+    """A caller's RFC 3339 bound in the ledger's canonical form (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return normalise_timestamp(value)
+    except FormatError:
+        raise bad(name, "must be an RFC 3339 timestamp with offset") from None
+
+
+def json_object(body: Any, allowed: Iterable[str], what: str) -> Mapping[str, Any]:
+    """``body`` as a JSON object with only ``allowed`` members (422 otherwise)."""
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"{what} must be a JSON object", [{"field": "body", "problem": "not an object"}]
+        )
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValidationError(
+            f"{what} has unknown members",
+            [{"field": name, "problem": "unknown member"} for name in unknown],
+        )
+    return body
+
+
+class Submitter(Protocol):
+    """Where appended events go: the group committer (or a direct append outside a server)."""
+
+    def submit(self, events: Sequence[PreparedEvent], writer: str) -> Future[list[Receipt]]: ...
+
+
+class Operations:
+    """Builds and records ``ledger_operations`` entries."""
+
+    def __init__(
+        self, policy: Policy, indexer: BlindIndexer, clock: Clock, submitter: Submitter
+    ) -> None:
+        self.policy = policy
+        self.indexer = indexer
+        self.clock = clock
+        self.submitter = submitter
+
+    def event(self, event_type: str, data: Mapping[str, Any]) -> PreparedEvent:
+        """A prepared ``ledger_operations`` event written by the service itself."""
+        raw = {
+            "event_id": str(uuid.uuid4()),
+            "category": LEDGER_OPERATIONS,
+            "event_type": event_type,
+            "occurred_at": format_timestamp(self.clock()),
+            "correlation_id": None,
+            "data": dict(data),
+        }
+        return prepare_event(
+            raw,
+            self.policy,
+            self.indexer,
+            max_data_bytes=SYSTEM_MAX_DATA_BYTES,
+            allow_system=True,
+        )
+
+    def record(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
+        """Append one operation record and wait until it is committed."""
+        return self.submitter.submit([self.event(event_type, data)], SYSTEM_WRITER).result()[0]

@@ -1,0 +1,92 @@
+"""Inside a worker process of a :class:`~audit_ledger.ledger.workers.WorkerPool`.
+
+``python -m audit_ledger.ledger.worker_main`` reads one set-up message naming its job (checking
+ranges of entries for verify, or validating lines for a bulk import), then answers tasks in
+order until its stdin ends. Kept apart from the pool so that the pool's users (verify, import)
+and the jobs they run do not import each other.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from audit_ledger.crypto.keys import load_keys
+from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
+from audit_ledger.ledger.appends.prepare import prepare_lines
+from audit_ledger.ledger.verify_entries import check_range
+from audit_ledger.ledger.workers import receive, send
+from audit_ledger.parent_death import die_with_parent
+from audit_ledger.policy import load_policy
+from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.store import Store
+
+
+def _verify_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
+    """Check ranges ``(lo, hi)`` of entries (see :func:`check_range`)."""
+    store = Store(create_engine_for_url(setup["database_url"]))
+    return (lambda task: check_range(store, *task)), store.dispose
+
+
+def _prepare_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
+    """Validate numbered JSON lines (see :func:`prepare_lines`)."""
+    policy = load_policy(setup["policy_file"])
+    indexer = load_keys(setup["keys_dir"], setup["origin"]).indexer
+    limit = setup["max_data_bytes"]
+    return (lambda task: prepare_lines(task, policy, indexer, max_data_bytes=limit)), _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+JOBS = {"verify": _verify_job, "prepare": _prepare_job}
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    """SIGTERM (the parent died): unwind from wherever the worker is — a task, a query
+    (psycopg cancels it in the server), a read — running the ``finally`` that closes the
+    database connections, and exit quietly: a requested stop, no traceback."""
+    raise SystemExit(0)
+
+
+def main() -> None:
+    """Worker loop: read the set-up, then answer each task in order."""
+    signal.signal(signal.SIGTERM, _stop)  # first: a parent dying right after takes this path
+    die_with_parent()
+    source, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        job, setup = receive(source)
+    except EOFError:
+        return
+    try:
+        handle, cleanup = JOBS[job](setup)
+    except AuditLedgerError as exc:  # e.g. a missing key file: every task gets the error
+        message = str(exc)
+
+        def refuse(task: Any) -> Any:
+            raise StorageError(message)
+
+        handle, cleanup = refuse, _nothing
+    try:
+        while True:
+            try:
+                task = receive(source)
+            except EOFError:
+                return
+            try:
+                send(out, ("ok", handle(task)))
+            except DatabaseUnavailableError as exc:
+                send(out, ("unavailable", str(exc)))
+            except AuditLedgerError as exc:
+                send(out, ("error", str(exc)))
+    except BrokenPipeError:
+        pass  # the parent stopped reading: it found a problem or was interrupted
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
