@@ -29,9 +29,9 @@ from tests.integration.api.conftest import make_server
 pytestmark = pytest.mark.timeout(180)
 
 
-def _awaitable(committer: GroupCommitter, events: Any, writer: str) -> Any:
-    """The committer's future as an awaitable (as the API awaits it)."""
-    return asyncio.wrap_future(committer.submit(events, writer))
+async def _awaitable(committer: GroupCommitter, events: Any, writer: str) -> Any:
+    """Submit, and await the committer's future as the API does."""
+    return await asyncio.wrap_future(committer.submit(events, writer))
 
 
 def _submit_all(

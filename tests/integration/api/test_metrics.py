@@ -41,7 +41,8 @@ SEARCHES = 1  # POST /v1/events/search
 UNMATCHED = 2  # GET on a path no route matches
 
 #: The app's route templates: the only route label values besides "unmatched".
-ROUTE_TEMPLATES = frozenset(str(getattr(r, "path", "")) for r in create_app().routes)
+#: Every route template the app serves (routers are included lazily: read them from OpenAPI).
+ROUTE_TEMPLATES = frozenset(create_app().openapi()["paths"])
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
