@@ -7,6 +7,7 @@ else, so a re-encoding check is built into parsing.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,23 +27,37 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 # Ref names are ASCII identifiers so that the fast JCS path (sort_keys) stays exact.
 _REF_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
-_MEMBERS = frozenset(
-    {
-        "v",
-        "seq",
-        "event_id",
-        "category",
-        "event_type",
-        "occurred_at",
-        "recorded_at",
-        "writer",
-        "correlation_id",
-        "refs",
-        "key_id",
-        "payload_sha256",
-        "prev",
-    }
+#: Every member of a v1 header (DESIGN §3): the one list the header, the columns, the queries
+#: and verification are derived from.
+HEADER_MEMBERS = (
+    "v",
+    "seq",
+    "event_id",
+    "category",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "writer",
+    "correlation_id",
+    "refs",
+    "key_id",
+    "payload_sha256",
+    "prev",
 )
+#: Header members the database also keeps as columns of ``entries``, for queries (besides
+#: ``seq``); verification checks each against its leaf.
+INDEXED_MEMBERS = (
+    "event_id",
+    "category",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "writer",
+    "key_id",
+)
+#: A header's (or a header dict's) :data:`INDEXED_MEMBERS` values, in that order.
+indexed_values = operator.itemgetter(*INDEXED_MEMBERS)
+_MEMBERS = frozenset(HEADER_MEMBERS)
 
 
 @dataclass(frozen=True, slots=True)

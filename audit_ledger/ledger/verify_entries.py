@@ -9,10 +9,12 @@ verification reports.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from audit_ledger.core.header import INDEXED_MEMBERS, indexed_values
 from audit_ledger.core.verify import SegmentVerifier
 from audit_ledger.crypto.envelope import blob_sha256
 from audit_ledger.errors import (
@@ -99,22 +101,15 @@ def fail(
     return FoundProblemError(Problem(reason, seq, checkpoint, key_id))
 
 
-_COLUMNS = ("event_id", "category", "event_type", "occurred_at", "recorded_at", "writer", "key_id")
+#: An entry's indexed columns, in :data:`INDEXED_MEMBERS` order (compared with its header's).
+_columns = operator.attrgetter(*INDEXED_MEMBERS)
 
 
 def _check_columns(entry: StoredEntry, header: Mapping[str, Any], leaf_hash: bytes) -> None:
     if entry.leaf_hash != leaf_hash:
         raise fail("stored leaf hash differs from the hash of the leaf", seq=entry.seq)
-    if (
-        entry.event_id != header["event_id"]
-        or entry.category != header["category"]
-        or entry.event_type != header["event_type"]
-        or entry.occurred_at != header["occurred_at"]
-        or entry.recorded_at != header["recorded_at"]
-        or entry.writer != header["writer"]
-        or entry.key_id != header["key_id"]
-    ):  # one expression for the common case; then find which column to name
-        for name in _COLUMNS:
+    if _columns(entry) != indexed_values(header):  # two C-level getters; then name the column
+        for name in INDEXED_MEMBERS:
             if getattr(entry, name) != header[name]:
                 raise fail(f"stored column {name} differs from the leaf", seq=entry.seq)
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from audit_ledger.core.header import INDEXED_MEMBERS
 from audit_ledger.core.merkle import CompactRange
 from audit_ledger.errors import StorageError
 from audit_ledger.storage.database import (
@@ -82,13 +83,7 @@ class EntryFilter:
 
 ENTRY_COLUMNS = (
     entries.c.seq,
-    entries.c.event_id,
-    entries.c.category,
-    entries.c.event_type,
-    entries.c.occurred_at,
-    entries.c.recorded_at,
-    entries.c.writer,
-    entries.c.key_id,
+    *(entries.c[member] for member in INDEXED_MEMBERS),
     entries.c.leaf_hash,
     entries.c.leaf,
 )

@@ -18,7 +18,7 @@ from audit_ledger.storage.database import (
     Database,
     raw_rows,
 )
-from audit_ledger.storage.entries import StoredEntry, page_entry
+from audit_ledger.storage.entries import ENTRY_ROW, StoredEntry, page_entry
 from audit_ledger.storage.schema import (
     data_keys,
     entries,
@@ -29,8 +29,8 @@ from audit_ledger.storage.schema import (
 )
 
 _ENTRY_RANGE = (
-    "SELECT e.seq, e.event_id, e.category, e.event_type, e.occurred_at, e.recorded_at, e.writer,"
-    " e.key_id, e.leaf_hash, e.leaf, p.blob, pp.op_seq, pp.reason FROM entries e"
+    f"SELECT {', '.join('e.' + column for column in ENTRY_ROW)}, p.blob, pp.op_seq, pp.reason"  # noqa: S608 - fixed identifiers
+    " FROM entries e"
     " LEFT JOIN payloads p ON p.seq = e.seq AND p.seq >= ? AND p.seq < ?"
     " LEFT JOIN payload_purges pp ON pp.seq = e.seq AND pp.seq >= ? AND pp.seq < ?"
     " WHERE e.seq >= ? AND e.seq < ? ORDER BY e.seq"

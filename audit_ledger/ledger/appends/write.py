@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from audit_ledger.core.canonical import canonical_json_ascii_keys
-from audit_ledger.core.header import ZERO_HASH_HEX, header_dict, parse_leaf
+from audit_ledger.core.header import ZERO_HASH_HEX, header_dict, indexed_values, parse_leaf
 from audit_ledger.core.merkle import leaf_hash
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.crypto.envelope import DataKey, blob_sha256, payload_aad
@@ -347,39 +347,26 @@ class Appender:
             # ids), so the header is encoded straight from its members: building a LeafHeader
             # would validate them all again, which costs more than the encoding. Verification
             # parses every leaf strictly.
-            leaf = canonical_json_ascii_keys(
-                header_dict(
-                    seq=seq,
-                    event_id=event.event_id,
-                    category=event.category,
-                    event_type=event.event_type,
-                    occurred_at=event.occurred_at,
-                    recorded_at=recorded_at,
-                    writer=writer,
-                    correlation_id=event.correlation_id,
-                    refs=event.refs,
-                    key_id=key.key_id,
-                    payload_sha256=blob_sha256(blob),
-                    prev=prev,
-                )
+            header = header_dict(
+                seq=seq,
+                event_id=event.event_id,
+                category=event.category,
+                event_type=event.event_type,
+                occurred_at=event.occurred_at,
+                recorded_at=recorded_at,
+                writer=writer,
+                correlation_id=event.correlation_id,
+                refs=event.refs,
+                key_id=key.key_id,
+                payload_sha256=blob_sha256(blob),
+                prev=prev,
             )
+            leaf = canonical_json_ascii_keys(header)
             last_hash = leaf_hash(leaf)
             rows.nodes.extend(frontier.append(last_hash)[1:])  # [0] is the leaf itself
             prev = last_hash.hex()
-            rows.entries.append(
-                (
-                    seq,
-                    event.event_id,
-                    event.category,
-                    event.event_type,
-                    event.occurred_at,
-                    recorded_at,
-                    writer,
-                    key.key_id,
-                    last_hash,
-                    leaf,
-                )
-            )
+            # The columns come from the header itself (ENTRY_ROW order), never restated.
+            rows.entries.append((seq, *indexed_values(header), last_hash, leaf))
             rows.refs.extend([(seq, name, value) for name, value in event.refs.items()])
             rows.payloads.append((seq, blob))
             receipts.append(Receipt(seq, event.event_id, prev, recorded_at))
