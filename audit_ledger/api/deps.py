@@ -13,14 +13,12 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 
 from audit_ledger.api.problems import UnsupportedMediaTypeError
-from audit_ledger.core.canonical import strict_loads
 from audit_ledger.errors import (
     AuthenticationError,
-    FormatError,
     PayloadTooLargeError,
     PermissionDeniedError,
-    ValidationError,
 )
+from audit_ledger.ledger.bodies import parse_json
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
@@ -129,12 +127,7 @@ async def read_json(request: Request) -> Any:
         if size > limit:
             raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-    try:
-        return strict_loads(b"".join(chunks))
-    except FormatError as exc:
-        raise ValidationError(
-            "request body is not valid JSON", [{"field": "body", "problem": str(exc)}]
-        ) from None
+    return parse_json(b"".join(chunks))
 
 
 def body_schema(model: Any) -> dict[str, Any]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit_ledger.auditor.monitor import DEFAULT_INCLUSION_CHECKS
-from audit_ledger.cli.audit import cmd_audit, cmd_export
+from audit_ledger.cli.audit import cmd_audit, cmd_export, mirror_options
 from audit_ledger.cli.commands import (
     cmd_append,
     cmd_checkpoint,
@@ -55,25 +54,6 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return int(text)
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError("must be a non-negative integer")
-    return int(text)
-
-
-def _mirror_options(parser: argparse.ArgumentParser, func: Callable[..., int]) -> None:
-    """What ``audit`` and ``export`` share: the mirror, the proofs sampled, the report."""
-    parser.add_argument("--mirror", required=True, help="directory of the auditor's mirror")
-    parser.add_argument(
-        "--inclusion-checks",
-        type=_count,
-        default=DEFAULT_INCLUSION_CHECKS,
-        help="inclusion proofs to check among the new leaves (default: %(default)s)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable report")
-    parser.set_defaults(func=func)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "MIRROR/evidence/), 2 usage, configuration or connection error. Needs no database "
         "and no keys but the verifier key.",
     )
-    _mirror_options(audit, func=cmd_audit)
+    mirror_options(audit, func=cmd_audit)
     audit.add_argument("--url", help="the ledger's base URL (e.g. https://ledger.internal)")
     audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
     key = audit.add_mutually_exclusive_group(required=True)
@@ -167,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auditor to re-check with 'audit --offline'. Headers only, never plaintext; the "
         "export is recorded in ledger_operations. Exit codes as for 'audit'.",
     )
-    _mirror_options(export, func=cmd_export)
+    mirror_options(export, func=cmd_export)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)

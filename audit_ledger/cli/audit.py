@@ -13,6 +13,7 @@ from pathlib import Path
 
 from audit_ledger.auditor.mirror import Mirror, open_mirror
 from audit_ledger.auditor.monitor import (
+    DEFAULT_INCLUSION_CHECKS,
     AuditFailedError,
     AuditReport,
     audit_server,
@@ -123,3 +124,22 @@ def _report_audit(
             + (", consistency proof" if report.consistency_proof else "")
         )
     return EXIT_OK
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("must be a non-negative integer")
+    return int(text)
+
+
+def mirror_options(parser: argparse.ArgumentParser, func: Callable[..., int]) -> None:
+    """What ``audit`` and ``export`` share: the mirror, the proofs sampled, the report."""
+    parser.add_argument("--mirror", required=True, help="directory of the auditor's mirror")
+    parser.add_argument(
+        "--inclusion-checks",
+        type=count,
+        default=DEFAULT_INCLUSION_CHECKS,
+        help="inclusion proofs to check among the new leaves (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable report")
+    parser.set_defaults(func=func)

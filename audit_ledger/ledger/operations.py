@@ -8,7 +8,7 @@ the same append pipeline as the bot's events (group commit in a serving process)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,21 +45,6 @@ def timestamp_bound(name: str, value: str | None) -> str | None:
         return normalise_timestamp(value)
     except FormatError:
         raise bad(name, "must be an RFC 3339 timestamp with offset") from None
-
-
-def json_object(body: Any, allowed: Iterable[str], what: str) -> Mapping[str, Any]:
-    """``body`` as a JSON object with only ``allowed`` members (422 otherwise)."""
-    if not isinstance(body, dict):
-        raise ValidationError(
-            f"{what} must be a JSON object", [{"field": "body", "problem": "not an object"}]
-        )
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ValidationError(
-            f"{what} has unknown members",
-            [{"field": name, "problem": "unknown member"} for name in unknown],
-        )
-    return body
 
 
 class Submitter(Protocol):

@@ -24,8 +24,8 @@ from audit_ledger.api.models import (
 )
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.appends.write import Receipt
+from audit_ledger.ledger.bodies import json_object
 from audit_ledger.ledger.identity import Principal
-from audit_ledger.ledger.operations import json_object
 from audit_ledger.ledger.reads import Query as LedgerQuery
 
 router = APIRouter()

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 
 from audit_ledger.api.deps import HoldManager, PrivacyOfficer, ledger_of, read_json, run
 from audit_ledger.errors import ValidationError
+from audit_ledger.ledger.bodies import json_object
 from audit_ledger.ledger.holds import hold_view
-from audit_ledger.ledger.operations import json_object
 
 router = APIRouter(tags=["retention"])
 

@@ -36,8 +36,8 @@ from audit_ledger.ledger.appends.prepare import (
     prepare_lines,
 )
 from audit_ledger.ledger.appends.write import Appender, Receipt
+from audit_ledger.ledger.bodies import json_object
 from audit_ledger.ledger.identity import check_name
-from audit_ledger.ledger.operations import json_object
 from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.observability import metrics
 from audit_ledger.observability.logging import get_logger
