@@ -65,10 +65,11 @@ class GroupCommitter:
 
     def stop(self) -> None:
         """Finish the commit in progress, then fail whatever is still queued."""
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is None:
             return
-        self._stopping = True
+        self._stopping = True  # before ``running`` turns False: nothing more is taken
+        self._thread = None
         self._wake.set()
         thread.join()
         left = list(self._pending)
