@@ -23,7 +23,7 @@ import pytest
 
 from audit_ledger.ledger.service import Ledger
 from tests.conftest import ORIGIN
-from tests.factories import event
+from tests.support.factories import event
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_EVENTS = 24

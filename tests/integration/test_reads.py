@@ -11,7 +11,7 @@ import pytest
 
 from audit_ledger.errors import NotFoundError, PermissionDeniedError, ValidationError
 from audit_ledger.ledger.service import Ledger, Query
-from tests.factories import event
+from tests.support.factories import event
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from audit_ledger.ledger.service import Ledger, Query
-from tests.factories import event
+from tests.support.factories import event
 
 
 def test_append_read_verify(ledger: Ledger) -> None:

@@ -19,9 +19,9 @@ from audit_ledger.core.checkpoint import parse_verifier_key, verify_checkpoint
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.settings import Settings
 from tests.conftest import ORIGIN
-from tests.factories import event
 from tests.integration.api.conftest import LiveServer, make_server, run_cli
-from tests.integration.api.test_matrix import open_ledger
+from tests.support.api import open_ledger
+from tests.support.factories import event
 
 SECRET_ORDER = "ORD-PLAINTEXT-7731"
 

@@ -54,9 +54,9 @@ from audit_ledger.errors import DatabaseUnavailableError
 from audit_ledger.settings import Settings
 from audit_ledger.storage.repository import EntryRows, Store
 from tests.conftest import PG_ADMIN_URL
-from tests.factories import event
 from tests.integration.api.conftest import LiveServer, cli_env
-from tests.integration.api.test_matrix import CATEGORIES, assert_problem, open_ledger
+from tests.support.api import CATEGORIES, assert_problem, open_ledger
+from tests.support.factories import event
 
 pytestmark = [
     pytest.mark.postgres,

@@ -23,8 +23,8 @@ from audit_ledger.errors import ConflictError
 from audit_ledger.ledger.append import Receipt
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
 from tests.integration.api.conftest import make_server
+from tests.support.factories import event
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,9 +23,9 @@ from sqlalchemy import text
 
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
 from tests.integration.api.conftest import cli_env
 from tests.integration.api.test_metrics import ObservedServer, observed_server
+from tests.support.factories import event
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}\Z")
 

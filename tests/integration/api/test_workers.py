@@ -32,10 +32,10 @@ import pytest
 from audit_ledger.api.server import WORKER_START_GRACE_SECONDS
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
 from tests.integration.api.conftest import LiveServer, cli_env, free_port
 from tests.integration.api.test_metrics import observed_server
-from tests.processes import (
+from tests.support.factories import event
+from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
     children_of,

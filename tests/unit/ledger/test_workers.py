@@ -24,8 +24,8 @@ from audit_ledger.errors import DatabaseUnavailableError, StorageError
 from audit_ledger.ledger.events import PreparedLines, prepare_lines
 from audit_ledger.ledger.workers import AHEAD, WorkerPool
 from audit_ledger.policy import load_policy
-from tests.factories import event
-from tests.processes import (
+from tests.support.factories import event
+from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
     child_pids,
