@@ -42,6 +42,7 @@ from audit_ledger.storage.schema import entries
 from tests.conftest import ORIGIN
 from tests.support.factories import event
 
+pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 20
 BATCH = 1000

@@ -38,6 +38,13 @@ __all__ = [
 ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on a real server process is a ``process`` test, marked or not."""
+    for item in items:
+        if "live_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.process)
+
+
 @pytest.fixture
 def app_server(settings: Settings) -> Iterator[InProcessServer]:
     with in_process_server(settings) as server:

@@ -23,6 +23,8 @@ from tests.integration.api.conftest import LiveServer, make_server, run_cli
 from tests.support.api import open_ledger
 from tests.support.factories import event
 
+# The audit CLI (a subprocess) talks to the server over a socket; some tests restart it.
+pytestmark = pytest.mark.process
 SECRET_ORDER = "ORD-PLAINTEXT-7731"
 
 

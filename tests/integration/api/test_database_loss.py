@@ -60,6 +60,7 @@ from tests.support.factories import event
 
 pytestmark = [
     pytest.mark.postgres,
+    pytest.mark.process,  # sessions of a serving process are killed under it
     # SQLite is a file opened in-process: there are no sessions to lose.
     pytest.mark.parametrize("backend", ["postgresql"]),
     pytest.mark.timeout(240),

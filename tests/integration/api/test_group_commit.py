@@ -154,6 +154,7 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.mark.process
 def test_two_workers_under_concurrent_clients(two_workers: Any, ledger: Ledger) -> None:
     """32 clients on a two-worker server: fresh events, replays and conflicts interleaved.
     Every acknowledged event is stored once, replays get the first receipt, the log verifies,

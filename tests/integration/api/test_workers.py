@@ -43,6 +43,7 @@ from tests.support.processes import (
     processes_with_args,
 )
 
+pytestmark = pytest.mark.process
 WORKER_MODULE = "audit_ledger.api.server"
 CONNECTIONS = 24
 REQUESTS_PER_CONNECTION = 3  # one append and two reads of the verifier key
