@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,10 +36,10 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from audit_ledger.api.app import create_app
-from audit_ledger.crypto.keys import init_keys
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.settings import Settings, load_settings
-from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
+from audit_ledger.settings import Settings
+from tests.conftest import ORIGIN
+from tests.support.databases import BACKENDS, fresh_settings
 
 ROLE_NAMES = (
     "writer",
@@ -50,7 +49,6 @@ ROLE_NAMES = (
     "auditor",
     "admin",
 )
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def free_port() -> int:
@@ -166,30 +164,6 @@ def in_process_server(settings: Settings) -> Iterator[InProcessServer]:
                 portal.call(client.aclose)
     finally:
         ledger.close()
-
-
-@contextmanager
-def fresh_settings(
-    backend: str, request: pytest.FixtureRequest, tmp: Path
-) -> Iterator[tuple[Settings, Path]]:
-    """A migrated database of ``backend`` (copied from the session template) and new keys, for
-    fixtures wider than one test; dropped afterwards."""
-    pg_name: str | None = None
-    if backend == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp / "ledger.sqlite3"
-        shutil.copyfile(template, path)
-        url = f"sqlite:///{path}"
-    else:
-        pg_name = create_pg_database(template=request.getfixturevalue("pg_template"))
-        url = pg_url(pg_name)
-    try:
-        keys = tmp / "keys"
-        init_keys(keys, ORIGIN)
-        yield load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN), tmp
-    finally:
-        if pg_name is not None:
-            drop_pg_database(pg_name)
 
 
 def module_app_server(name: str = "server") -> Any:
