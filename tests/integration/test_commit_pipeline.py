@@ -22,7 +22,7 @@ from audit_ledger.ledger.bulk import CommitPipeline
 from audit_ledger.ledger.service import ImportResult, Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.repository import Head
-from tests.integration.test_cli import env_for
+from tests.support.cli import env_for
 from tests.support.factories import event
 
 pytestmark = pytest.mark.timeout(180)

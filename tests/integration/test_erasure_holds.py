@@ -30,7 +30,7 @@ from audit_ledger.ledger.service import Ledger, Query
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.repository import StoredHold
 from tests.conftest import ORIGIN
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
 from tests.support.factories import event
 
 FIN, PRIV, SEC, OPS = (

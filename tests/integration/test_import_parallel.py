@@ -22,7 +22,7 @@ from audit_ledger.errors import AuditLedgerError, ImportStoppedError
 from audit_ledger.ledger.service import ImportResult, Ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
-from tests.integration.test_cli import assert_one_line_error, cli, env_for
+from tests.support.cli import assert_one_line_error, cli, env_for
 from tests.support.factories import event
 from tests.support.processes import child_pids, unraisable_recorded, within
 

@@ -20,7 +20,7 @@ from audit_ledger.crypto.secret import Secret
 from audit_ledger.ledger.rekey import RewrapReport
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
 from tests.support.factories import event
 
 ALL_READERS = ("compliance_officer", "privacy_officer", "security_team")

@@ -36,7 +36,6 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.ledger.verify import Problem, VerifyReport, verify_ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN
-from tests.integration.test_cli import cli, env_for
 from tests.integration.test_tamper import (
     Case,
     _alter,
@@ -47,6 +46,7 @@ from tests.integration.test_tamper import (
     populated_template,
     tampering_copy,
 )
+from tests.support.cli import cli, env_for
 from tests.support.factories import event
 from tests.support.processes import (
     ORPHAN_TIMEOUT,
