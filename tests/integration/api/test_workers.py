@@ -236,7 +236,7 @@ def test_killed_worker_is_replaced_while_the_other_serves(
         thread.start()
     try:
         assert keep_alive.get("/v1/log/verifier-key").status_code == 200
-        time.sleep(0.5)
+        wait_until(lambda: len(outcomes) >= TRAFFIC_THREADS, 20, "traffic before the kill")
         victim, survivor = original
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -256,7 +256,13 @@ def test_killed_worker_is_replaced_while_the_other_serves(
             assert fresh_get(server, "/healthz") == 200
             time.sleep(0.02)
         serving_again_at = time.monotonic()
-        time.sleep(1)
+        wait_until(
+            lambda: (
+                sum(began > serving_again_at for began, _, _ in list(outcomes)) >= TRAFFIC_THREADS
+            ),
+            20,
+            "traffic after the replacement serves",
+        )
         try:
             r = keep_alive.get("/v1/log/verifier-key")
         except httpx.TransportError:  # it was on the killed worker: a new connection works
