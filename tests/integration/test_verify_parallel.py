@@ -36,16 +36,6 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.ledger.verify import Problem, VerifyReport, verify_ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN
-from tests.integration.test_tamper import (
-    Case,
-    _alter,
-    _delete_entries,
-    _flip,
-    _leaf_hashes,
-    _set_head,
-    populated_template,
-    tampering_copy,
-)
 from tests.support.cli import cli, env_for
 from tests.support.factories import event
 from tests.support.processes import (
@@ -55,6 +45,12 @@ from tests.support.processes import (
     kill_children,
     pool_owner,
 )
+from tests.support.tamper import Case, populated_template, tampering_copy
+from tests.support.tamper import alter as _alter
+from tests.support.tamper import delete_entries as _delete_entries
+from tests.support.tamper import flip as _flip
+from tests.support.tamper import leaf_hashes as _leaf_hashes
+from tests.support.tamper import set_head as _set_head
 
 pytestmark = pytest.mark.timeout(120)
 
