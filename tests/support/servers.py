@@ -7,6 +7,9 @@
   the test, so the app configures no logging, starts no scheduler and freezes no garbage
   collector (all process-wide), which is what a test process needs. Use it for everything that
   is about the HTTP contract.
+* :class:`ThreadedServer` (:func:`threaded_server`) serves the same app with uvicorn on a real
+  socket from a thread of the test process, for clients that need a URL (a CLI subprocess, an
+  HTTP client with an event loop of its own).
 * :class:`LiveServer` (:func:`make_server`) starts the CLI (``audit-ledger serve``) in a
   subprocess on a free port. Keep it for what needs a real process (tests marked ``process``):
   crashes and signals, worker processes, parent death, ports, exit codes, restarts, log files
@@ -24,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +37,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from audit_ledger.api.app import create_app
@@ -40,6 +45,7 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from tests.conftest import ORIGIN
 from tests.support.databases import BACKENDS, fresh_settings
+from tests.support.polling import wait_until
 
 ROLE_NAMES = (
     "writer",
@@ -184,6 +190,82 @@ def module_app_server(name: str = "server") -> Any:
             yield server
 
     return _server
+
+
+# --- on a socket, in this process -------------------------------------------------------------
+
+
+@dataclass
+class ThreadedServer:
+    """The application on a real socket, served by uvicorn in a thread of the test process.
+
+    For clients that need a URL (the CLI in a subprocess, an HTTP client with its own event
+    loop) without the cost of starting a server process. ``stop``/``start`` serve again on the
+    same port with a freshly opened ledger, as a restarted server would.
+    """
+
+    settings: Settings
+    tokens: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+    _ledger: Ledger | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def start(self) -> None:
+        assert self._server is None, "already serving"
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = int(sock.getsockname()[1])
+        self._ledger = Ledger.open(self.settings)
+        config = uvicorn.Config(
+            create_app(ledger=self._ledger),
+            loop="asyncio",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        server, thread = self._server, self._thread
+        wait_until(
+            lambda: server.started or not thread.is_alive(),
+            timeout=60,
+            message="the threaded server did not start",
+        )
+        if not server.started:
+            self.stop()
+            raise RuntimeError("the threaded server did not start")
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the threaded server did not stop"
+        if self._ledger is not None:
+            self._ledger.close()
+        self._server = self._thread = self._ledger = None
+
+
+@contextmanager
+def threaded_server(settings: Settings) -> Iterator[ThreadedServer]:
+    """Principals as :func:`add_principals` makes them; the server runs until the block ends."""
+    server = ThreadedServer(settings, add_principals(settings))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # --- a real process -------------------------------------------------------------------------
