@@ -1,7 +1,7 @@
 """Malformed input on every endpoint → a 4xx problem+json, never a 5xx (DESIGN §4).
 
-Every case runs against the application in the test process on both backends (the one about
-the raw socket against a real server). Bad values carry a canary string and no
+Every case runs against the application in the test process on both backends (the one that
+writes raw HTTP against it on a real socket). Bad values carry a canary string and no
 error body may contain it: submitted values are never echoed back. A batch with one bad event
 writes nothing.
 """
@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from audit_ledger.ledger.service import Ledger
-from tests.integration.api.conftest import LiveServer
+from tests.integration.api.conftest import ThreadedServer
 from tests.support.api import assert_problem, open_ledger, records_read_count
 from tests.support.factories import event
 from tests.support.servers import InProcessServer, module_app_server
@@ -649,19 +649,18 @@ def test_streamed_body_over_the_limit_is_413(server: InProcessServer) -> None:
         assert_problem(r, 413)
 
 
-@pytest.mark.process
 def test_declared_length_over_the_limit_is_refused_before_reading(
-    live_server: LiveServer,
+    socket_server: ThreadedServer,
 ) -> None:
     """A Content-Length over the limit is refused up front (httpx will not send such a lie)."""
     body = json.dumps(event()).encode()
     request = (
         f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: Bearer {live_server.tokens['writer']}\r\n"
+        f"Authorization: Bearer {socket_server.tokens['writer']}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {4 * MiB + 1}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + body
-    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", socket_server.port), timeout=10) as sock:
         sock.sendall(request)  # and never the rest: the answer must not wait for it
         reply = b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
