@@ -26,7 +26,7 @@ from tests.support.cli import assert_one_line_error, cli, env_for
 from tests.support.factories import event
 from tests.support.processes import child_pids, unraisable_recorded, within
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]  # imports in worker processes
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 #: Stopping an import must not wait for the workers' unread answers.

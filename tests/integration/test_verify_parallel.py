@@ -52,7 +52,7 @@ from tests.support.tamper import flip as _flip
 from tests.support.tamper import leaf_hashes as _leaf_hashes
 from tests.support.tamper import set_head as _set_head
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]  # verify in worker processes
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 #: The data subject erased in the template: three privacy events, all in the first 80 entries.

@@ -36,7 +36,7 @@ from tests.support.processes import (
     within,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]  # worker processes through pipes
 
 ORIGIN = "test.example/ledger"
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
