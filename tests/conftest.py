@@ -68,6 +68,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line("PostgreSQL backend: tested", green=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with ``process`` tests (servers, CLIs and worker processes: the long ones) run
+    first, each module's tests in their own order. With several pytest workers (scripts/test)
+    the long modules then start early instead of ending the run on one busy worker."""
+    heavy = {
+        item.path
+        for item in items
+        if item.get_closest_marker("process") or "live_server" in getattr(item, "fixturenames", ())
+    }
+    items.sort(key=lambda item: item.path not in heavy)
+
+
 def pg_url(dbname: str) -> str:
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     return f"{base}/{dbname}"

@@ -18,7 +18,7 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.store import WriteTx
-from tests.factories import event
+from tests.support.factories import event
 
 AUDITOR = ["auditor"]
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import stat
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,7 +23,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from audit_ledger.cli import main as cli_main
 from audit_ledger.core.checkpoint import parse_verifier_key, verify_checkpoint
 from audit_ledger.crypto.keys import load_keys
 from audit_ledger.ledger.reads import Query
@@ -34,59 +31,10 @@ from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import jobs
 from audit_ledger.storage.engine import create_engine_for_url
 from tests.conftest import ORIGIN, PG_ADMIN_URL, create_pg_database, drop_pg_database, pg_url
-from tests.factories import event
+from tests.support.cli import assert_one_line_error, cli, env_for
+from tests.support.factories import event
 
 CANARY_PASSWORD = "canarypw"
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_LEDGER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "audit_ledger.cli", *args],
-        env={**clean, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    settings: Settings,
-    *args: str,
-) -> tuple[int, str, str]:
-    """``audit-ledger <args>`` in this process (argument parsing, settings from the environment,
-    output): much cheaper than a subprocess per call on a loaded machine."""
-    monkeypatch.setenv("AUDIT_LEDGER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("AUDIT_LEDGER_KEYS_DIR", str(settings.keys_dir))
-    monkeypatch.setenv("AUDIT_LEDGER_CHECKPOINT_ORIGIN", ORIGIN)
-    capsys.readouterr()
-    code = cli_main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit 2 with exactly one line on stderr and no traceback; returns that line."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("audit-ledger: error: ")
-    return lines[0]
-
-
-def env_for(database_url: str, keys_dir: Path) -> dict[str, str]:
-    return {
-        "AUDIT_LEDGER_DATABASE_URL": database_url,
-        "AUDIT_LEDGER_KEYS_DIR": str(keys_dir),
-        "AUDIT_LEDGER_CHECKPOINT_ORIGIN": ORIGIN,
-    }
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from audit_ledger.ledger.appends.service import ImportResult
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.entries import Head
-from tests.factories import event
-from tests.integration.test_cli import env_for
+from tests.support.cli import env_for
+from tests.support.factories import event
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,8 +23,9 @@ import pytest
 
 from audit_ledger.ledger.service import Ledger
 from tests.conftest import ORIGIN
-from tests.factories import event
+from tests.support.factories import event
 
+pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_EVENTS = 24
 START_TIMEOUT = 120.0

@@ -40,8 +40,9 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.schema import entries
 from tests.conftest import ORIGIN
-from tests.factories import event
+from tests.support.factories import event
 
+pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 20
 BATCH = 1000

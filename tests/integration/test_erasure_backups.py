@@ -14,7 +14,7 @@ from audit_ledger.ledger.reads import Query
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
-from tests.factories import event
+from tests.support.factories import event
 
 ERASED_USER = "erase-me-7f3c9"
 KEPT_USER = "keep-me-51ab2"

@@ -30,8 +30,8 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage.holds import StoredHold
 from tests.conftest import ORIGIN
-from tests.factories import event
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.factories import event
 
 FIN, PRIV, SEC, OPS = (
     "financial_transactions",

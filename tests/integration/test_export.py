@@ -12,8 +12,8 @@ import pytest
 from audit_ledger.auditor.mirror import LEAVES_FILE, parse_leaf_line
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.factories import event
 
 Run = tuple[int, str, str]
 

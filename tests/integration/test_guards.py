@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.engine import create_engine_for_url
-from tests.factories import event
+from tests.support.factories import event
 
 TABLES = (
     "entries",

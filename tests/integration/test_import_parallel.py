@@ -23,11 +23,11 @@ from audit_ledger.ledger.appends.service import ImportResult
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
-from tests.factories import event
-from tests.integration.test_cli import assert_one_line_error, cli, env_for
-from tests.processes import child_pids, unraisable_recorded, within
+from tests.support.cli import assert_one_line_error, cli, env_for
+from tests.support.factories import event
+from tests.support.processes import child_pids, unraisable_recorded, within
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]  # imports in worker processes
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 #: Stopping an import must not wait for the workers' unread answers.

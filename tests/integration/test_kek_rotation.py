@@ -20,8 +20,8 @@ from audit_ledger.crypto.secret import Secret
 from audit_ledger.ledger.keys import RewrapReport
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.factories import event
 
 ALL_READERS = ("compliance_officer", "privacy_officer", "security_team")
 

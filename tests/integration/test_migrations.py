@@ -18,7 +18,7 @@ from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
-from tests.factories import event
+from tests.support.factories import event
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 from audit_ledger.errors import NotFoundError, PermissionDeniedError, ValidationError
 from audit_ledger.ledger.reads import Query
 from audit_ledger.ledger.service import Ledger
-from tests.factories import event
+from tests.support.databases import BACKENDS, fresh_settings
+from tests.support.factories import event
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 
@@ -32,8 +34,7 @@ def _occurred(i: int) -> str:
     return f"2026-11-28T{minutes // 60:02d}:{minutes % 60:02d}:00.000000+07:00"
 
 
-@pytest.fixture
-def log(ledger: Ledger) -> Log:
+def _populate(ledger: Ledger) -> Log:
     """250 events: categories in turn, occurred_at one minute apart, two event types each."""
     raws = []
     for i in range(250):
@@ -44,6 +45,27 @@ def log(ledger: Ledger) -> Log:
         raws.append(raw)
     ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
     return Log(ledger, raws)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+    """The 250-event log, built once per backend for the module's tests, which only read it
+    (checked at the end: nothing was appended)."""
+    tmp = tmp_path_factory.mktemp(f"reads-{request.param}")
+    with fresh_settings(str(request.param), request, tmp) as (settings, _):
+        ledger = Ledger.open(settings)
+        try:
+            shared = _populate(ledger)
+            yield shared
+            assert ledger.log.size() == len(shared.raws), "a test wrote to the shared log"
+        finally:
+            ledger.close()
+
+
+@pytest.fixture
+def fresh_log(ledger: Ledger) -> Log:
+    """The same log on a database of its own, for a test that appends."""
+    return _populate(ledger)
 
 
 def _all_pages(ledger: Ledger, roles: list[str], q: Query) -> list[list[int]]:
@@ -147,7 +169,8 @@ def test_keyset_pagination_over_all_events(log: Log) -> None:
     assert flat == list(range(250))  # no duplicates, no gaps, in order
 
 
-def test_pagination_with_a_filter_and_an_exact_multiple(log: Log) -> None:
+def test_pagination_with_a_filter_and_an_exact_multiple(fresh_log: Log) -> None:
+    log = fresh_log
     financial = log.seqs("financial_transactions")  # 84 entries
     pages = _all_pages(
         log.ledger, ["compliance_officer"], Query(category="financial_transactions", limit=42)

@@ -24,8 +24,8 @@ from audit_ledger.ledger.reads import EntryView, Query
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from audit_ledger.storage.schema import data_keys, payloads
-from tests.factories import event
-from tests.integration.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.factories import event
 
 FIN, PRIV, SEC, OPS = (
     "financial_transactions",

@@ -9,7 +9,7 @@ import pytest
 from audit_ledger.ledger import retention
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
+from tests.support.factories import event
 
 
 def test_backlog_is_split_into_bounded_recorded_runs(

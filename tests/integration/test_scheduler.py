@@ -31,7 +31,7 @@ from audit_ledger.scheduler import BUSY, DONE, RAN, Job, default_jobs, run_job, 
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import jobs
 from tests.conftest import ORIGIN
-from tests.factories import event
+from tests.support.factories import event
 
 DAY = 86_400
 #: A scheduler replica: reads one simulated instant per line, runs the retention job at it with

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from audit_ledger.ledger.reads import Query
 from audit_ledger.ledger.service import Ledger
-from tests.factories import event
+from tests.support.factories import event
 
 
 def test_append_read_verify(ledger: Ledger) -> None:

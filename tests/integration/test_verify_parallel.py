@@ -37,27 +37,23 @@ from audit_ledger.ledger.verify import verify_ledger
 from audit_ledger.ledger.verify_entries import Problem, VerifyReport
 from audit_ledger.settings import Settings, load_settings
 from tests.conftest import ORIGIN
-from tests.factories import event
-from tests.integration.test_cli import cli, env_for
-from tests.integration.test_tamper import (
-    Case,
-    _alter,
-    _delete_entries,
-    _flip,
-    _leaf_hashes,
-    _set_head,
-    populated_template,
-    tampering_copy,
-)
-from tests.processes import (
+from tests.support.cli import cli, env_for
+from tests.support.factories import event
+from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
     child_pids,
     kill_children,
     pool_owner,
 )
+from tests.support.tamper import Case, populated_template, tampering_copy
+from tests.support.tamper import alter as _alter
+from tests.support.tamper import delete_entries as _delete_entries
+from tests.support.tamper import flip as _flip
+from tests.support.tamper import leaf_hashes as _leaf_hashes
+from tests.support.tamper import set_head as _set_head
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]  # verify in worker processes
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 #: The data subject erased in the template: three privacy events, all in the first 80 entries.

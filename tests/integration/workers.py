@@ -40,7 +40,7 @@ from audit_ledger.errors import ConflictError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.settings import load_settings
-from tests.factories import event
+from tests.support.factories import event
 
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
 

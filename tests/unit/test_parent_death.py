@@ -14,9 +14,10 @@ import sys
 import pytest
 
 from audit_ledger.parent_death import PARENT_PID_ENV, child_environment
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 pytestmark = [
+    pytest.mark.process,
     pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux only"),
     pytest.mark.timeout(60),
 ]

@@ -1,6 +1,7 @@
-"""``audit-ledger audit`` against a real server: an auditor's mirror follows the log, and every
-kind of contradiction (rollback, fork, altered leaves, a forged checkpoint, a damaged mirror)
-ends in exit 1 with the contradicting documents kept as evidence."""
+"""``audit-ledger audit`` (a subprocess) against a server on a real socket (the application in a
+thread of the test process): an auditor's mirror follows the log, and every kind of
+contradiction (rollback, fork, altered leaves, a forged checkpoint, a damaged mirror) ends in
+exit 1 with the contradicting documents kept as evidence."""
 
 from __future__ import annotations
 
@@ -19,14 +20,18 @@ from audit_ledger.core.checkpoint import parse_verifier_key, verify_checkpoint
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.settings import Settings
 from tests.conftest import ORIGIN
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer, make_server, run_cli
-from tests.integration.api.test_matrix import open_ledger
+from tests.integration.api.conftest import ThreadedServer, run_cli
+from tests.support.api import open_ledger
+from tests.support.factories import event
+from tests.support.servers import add_principals
 
+# The audit CLI runs as a subprocess (its exit codes are the point) and talks to the server
+# over a socket; some tests stop or restart the server.
+pytestmark = pytest.mark.process
 SECRET_ORDER = "ORD-PLAINTEXT-7731"
 
 
-def _append(server: LiveServer, count: int) -> None:
+def _append(server: ThreadedServer, count: int) -> None:
     events = [
         event("financial_transactions", user_id=4242, order_id=SECRET_ORDER) for _ in range(count)
     ]
@@ -48,7 +53,7 @@ def _checkpoint(settings: Settings) -> int:
 
 
 def _audit(
-    server: LiveServer, mirror: Path, *extra: str, key: str | None = None, role: str = "auditor"
+    server: ThreadedServer, mirror: Path, *extra: str, key: str | None = None, role: str = "auditor"
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     token = mirror.parent / f"{role}.token"
     token.write_text(server.tokens[role] + "\n")
@@ -73,43 +78,43 @@ def _evidence(mirror: Path) -> list[Path]:
 
 
 def test_mirror_follows_the_log_and_rechecks_offline(
-    live_server: LiveServer, tmp_path: Path
+    socket_server: ThreadedServer, tmp_path: Path
 ) -> None:
     mirror = tmp_path / "mirror"
-    _append(live_server, 1150)  # more than one page of leaves
-    first = _checkpoint(live_server.settings)
+    _append(socket_server, 1150)  # more than one page of leaves
+    first = _checkpoint(socket_server.settings)
 
-    result, report = _audit(live_server, mirror)
+    result, report = _audit(socket_server, mirror)
     assert result.returncode == 0, result.stderr
     assert report["ok"] is True
     assert report["tree_size"] == first
     assert (report["previous_size"], report["new_leaves"]) == (0, first)
     assert report["inclusion_proofs"] == 8
     assert report["consistency_proof"] is False
-    with open_ledger(live_server.settings) as ledger:
+    with open_ledger(socket_server.settings) as ledger:
         assert _mirror_leaves(mirror) == ledger.store.leaves(0, first)
         assert report["root_hash"] == ledger.log.root(first).hex()
 
     # More entries (the auditor's own page reads among them) and a newer checkpoint: only the
     # new leaves are fetched, and the new checkpoint must extend the old one.
-    _append(live_server, 130)
-    second = _checkpoint(live_server.settings)
-    result, report = _audit(live_server, mirror)
+    _append(socket_server, 130)
+    second = _checkpoint(socket_server.settings)
+    result, report = _audit(socket_server, mirror)
     assert result.returncode == 0, result.stderr
     assert (report["previous_size"], report["tree_size"]) == (first, second)
     assert report["new_leaves"] == second - first
     assert report["consistency_proof"] is True
-    with open_ledger(live_server.settings) as ledger:
+    with open_ledger(socket_server.settings) as ledger:
         assert _mirror_leaves(mirror) == ledger.store.leaves(0, second)
 
     # Nothing new signed: nothing to fetch.
-    result, report = _audit(live_server, mirror)
+    result, report = _audit(socket_server, mirror)
     assert result.returncode == 0, result.stderr
     assert (report["tree_size"], report["new_leaves"]) == (second, 0)
 
     # Offline, with no server at all, from seq 0.
-    live_server.stop()
-    result, report = _audit(live_server, mirror, "--offline")
+    socket_server.stop()
+    result, report = _audit(socket_server, mirror, "--offline")
     assert result.returncode == 0, result.stderr
     assert (report["tree_size"], report["new_leaves"]) == (second, second)
 
@@ -120,25 +125,27 @@ def test_mirror_follows_the_log_and_rechecks_offline(
     assert _evidence(mirror) == []
 
 
-def test_text_output_and_usage_errors(live_server: LiveServer, tmp_path: Path) -> None:
+def test_text_output_and_usage_errors(socket_server: ThreadedServer, tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
-    _append(live_server, 5)
-    _checkpoint(live_server.settings)
-    with open_ledger(live_server.settings) as ledger:
+    _append(socket_server, 5)
+    _checkpoint(socket_server.settings)
+    with open_ledger(socket_server.settings) as ledger:
         key = ledger.log.verifier_key()
     token = tmp_path / "token"
-    token.write_text(live_server.tokens["auditor"])
+    token.write_text(socket_server.tokens["auditor"])
     base = ["audit", "--mirror", str(mirror), "--verifier-key", key]
 
-    ok = run_cli(live_server.settings, *base, "--url", live_server.url, "--token-file", str(token))
+    ok = run_cli(
+        socket_server.settings, *base, "--url", socket_server.url, "--token-file", str(token)
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("ok: checkpoint of ")
 
     writer_token = tmp_path / "writer"
-    writer_token.write_text(live_server.tokens["writer"])
+    writer_token.write_text(socket_server.tokens["writer"])
     cases = {
-        "no token": [*base, "--url", live_server.url],
-        "both modes": [*base, "--url", live_server.url, "--offline"],
+        "no token": [*base, "--url", socket_server.url],
+        "both modes": [*base, "--url", socket_server.url, "--offline"],
         "no mode": base,
         "bad key": ["audit", "--mirror", str(mirror), "--verifier-key", "nonsense", "--offline"],
         # The checkpoint is any principal's to read, the leaves an auditor's: a fresh mirror.
@@ -147,7 +154,7 @@ def test_text_output_and_usage_errors(live_server: LiveServer, tmp_path: Path) -
             str(tmp_path / "writer-mirror"),
             *base[3:],
             "--url",
-            live_server.url,
+            socket_server.url,
             "--token-file",
             str(writer_token),
         ],
@@ -162,39 +169,39 @@ def test_text_output_and_usage_errors(live_server: LiveServer, tmp_path: Path) -
         ],
     }
     for name, args in cases.items():
-        env_less = run_cli(live_server.settings, *args)
+        env_less = run_cli(socket_server.settings, *args)
         assert env_less.returncode == 2, (name, env_less.stderr)
         assert env_less.stderr.count("\n") == 1, (name, env_less.stderr)
         assert "Traceback" not in env_less.stderr
-        assert live_server.tokens["writer"] not in env_less.stderr
+        assert socket_server.tokens["writer"] not in env_less.stderr
     # A failed run leaves the mirror as it was: the next one still verifies.
-    again = run_cli(live_server.settings, *base, "--offline")
+    again = run_cli(socket_server.settings, *base, "--offline")
     assert again.returncode == 0, again.stderr
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_rollback_is_caught_with_evidence(
-    live_server: LiveServer, settings: Settings, tmp_path: Path
+    socket_server: ThreadedServer, settings: Settings, tmp_path: Path
 ) -> None:
     """A database restored from a backup serves an older (smaller) checkpoint."""
     mirror = tmp_path / "mirror"
-    _append(live_server, 40)
+    _append(socket_server, 40)
     _checkpoint(settings)
     database = Path(settings.database_url.removeprefix("sqlite:///"))
-    live_server.stop()
+    socket_server.stop()
     backup = tmp_path / "backup.sqlite3"
     shutil.copyfile(database, backup)
-    live_server.start()
-    _append(live_server, 40)
+    socket_server.start()
+    _append(socket_server, 40)
     newer = _checkpoint(settings)
-    result, _ = _audit(live_server, mirror)
+    result, _ = _audit(socket_server, mirror)
     assert result.returncode == 0, result.stderr
 
-    live_server.stop()
+    socket_server.stop()
     shutil.copyfile(backup, database)
-    live_server.start()
+    socket_server.start()
     before = (mirror / STATE_FILE).read_bytes()
-    result, report = _audit(live_server, mirror)
+    result, report = _audit(socket_server, mirror)
     assert result.returncode == 1, result.stderr
     assert report["ok"] is False
     assert "rollback" in report["problem"]
@@ -210,30 +217,29 @@ def test_rollback_is_caught_with_evidence(
     assert min(sizes) < newer
 
 
-def _second_ledger(settings: Settings, tmp_path: Path) -> LiveServer:
+def _second_ledger(settings: Settings, tmp_path: Path) -> ThreadedServer:
     """Another database signed with the same keys: a server showing a different history."""
     other = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'fork.sqlite3'}"})
     result = run_cli(other, "db", "upgrade")
     assert result.returncode == 0, result.stderr
-    (tmp_path / "fork").mkdir()
-    return make_server(other, tmp_path / "fork")
+    return ThreadedServer(other, add_principals(other))
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("longer", [True, False], ids=["inconsistent", "fork"])
 def test_another_history_under_the_same_key_is_caught(
-    live_server: LiveServer, settings: Settings, tmp_path: Path, longer: bool
+    socket_server: ThreadedServer, settings: Settings, tmp_path: Path, longer: bool
 ) -> None:
     mirror = tmp_path / "mirror"
-    _append(live_server, 30)
+    _append(socket_server, 30)
     size = _checkpoint(settings)
-    result, _ = _audit(live_server, mirror)
+    result, _ = _audit(socket_server, mirror)
     assert result.returncode == 0, result.stderr
 
     fork = _second_ledger(settings, tmp_path)
     fork.start()
     try:
-        # The fork's own principals exist (make_server), so the "ops" entries differ from
+        # The fork's own principals exist (add_principals), so the "ops" entries differ from
         # the original's; top it up to the same size, or beyond.
         with open_ledger(fork.settings) as ledger:
             have = ledger.log.size()
@@ -250,12 +256,12 @@ def test_another_history_under_the_same_key_is_caught(
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_altered_leaf_on_the_server_is_caught(
-    live_server: LiveServer, settings: Settings, tmp_path: Path
+    socket_server: ThreadedServer, settings: Settings, tmp_path: Path
 ) -> None:
     """A superuser rewrites a leaf after it was signed: the served leaves no longer give the
     checkpoint's root, whatever the server's own hashes say."""
     mirror = tmp_path / "mirror"
-    _append(live_server, 1100)  # the next page is on its way when the first one fails
+    _append(socket_server, 1100)  # the next page is on its way when the first one fails
     _checkpoint(settings)
     database = settings.database_url.removeprefix("sqlite:///")
     with sqlite3.connect(database) as conn:
@@ -266,7 +272,7 @@ def test_altered_leaf_on_the_server_is_caught(
         altered = leaf.replace(b'"occurred_at":"20', b'"occurred_at":"19', 1)
         assert altered != leaf
         conn.execute("UPDATE entries SET leaf = ? WHERE seq = 12", (altered,))
-    result, report = _audit(live_server, mirror)
+    result, report = _audit(socket_server, mirror)
     assert result.returncode == 1, result.stderr
     assert "seq 13" in report["problem"] or "root" in report["problem"]
     assert not (mirror / STATE_FILE).exists()
@@ -274,13 +280,13 @@ def test_altered_leaf_on_the_server_is_caught(
 
 
 def test_forged_checkpoint_is_caught(
-    live_server: LiveServer, settings: Settings, tmp_path: Path
+    socket_server: ThreadedServer, settings: Settings, tmp_path: Path
 ) -> None:
     """The server's checkpoint is checked with the auditor's key, never the server's."""
-    _append(live_server, 3)
+    _append(socket_server, 3)
     _checkpoint(settings)
     other = init_keys(tmp_path / "other-keys", ORIGIN)
-    result, report = _audit(live_server, tmp_path / "mirror", key=other.encode())
+    result, report = _audit(socket_server, tmp_path / "mirror", key=other.encode())
     assert result.returncode == 1, result.stderr
     assert "does not verify" in report["problem"]
     (folder,) = _evidence(tmp_path / "mirror")
@@ -292,12 +298,12 @@ def test_forged_checkpoint_is_caught(
     "damage", ["leaf byte", "missing line", "state edited", "last leaf edited", "cut short"]
 )
 def test_offline_check_catches_a_damaged_mirror(
-    live_server: LiveServer, settings: Settings, tmp_path: Path, damage: str
+    socket_server: ThreadedServer, settings: Settings, tmp_path: Path, damage: str
 ) -> None:
     mirror = tmp_path / "mirror"
-    _append(live_server, 12)
+    _append(socket_server, 12)
     _checkpoint(settings)
-    result, _ = _audit(live_server, mirror)
+    result, _ = _audit(socket_server, mirror)
     assert result.returncode == 0, result.stderr
     leaves = mirror / LEAVES_FILE
     lines = leaves.read_bytes().splitlines(keepends=True)
@@ -318,6 +324,6 @@ def test_offline_check_catches_a_damaged_mirror(
         (mirror / STATE_FILE).write_text(json.dumps(state))
     else:
         leaves.write_bytes(b"".join(lines[:-1]))
-    result, report = _audit(live_server, mirror, "--offline")
+    result, report = _audit(socket_server, mirror, "--offline")
     assert result.returncode == 1, (damage, result.stderr)
     assert report["ok"] is False

@@ -55,12 +55,13 @@ from audit_ledger.settings import Settings
 from audit_ledger.storage.appends import EntryRows
 from audit_ledger.storage.store import Store
 from tests.conftest import PG_ADMIN_URL
-from tests.factories import event
 from tests.integration.api.conftest import LiveServer, cli_env
-from tests.integration.api.test_matrix import CATEGORIES, assert_problem, open_ledger
+from tests.support.api import CATEGORIES, assert_problem, open_ledger
+from tests.support.factories import event
 
 pytestmark = [
     pytest.mark.postgres,
+    pytest.mark.process,  # sessions of a serving process are killed under it
     # SQLite is a file opened in-process: there are no sessions to lose.
     pytest.mark.parametrize("backend", ["postgresql"]),
     pytest.mark.timeout(240),

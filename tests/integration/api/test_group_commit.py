@@ -23,8 +23,8 @@ from audit_ledger.ledger.appends.group_commit import GroupCommitter
 from audit_ledger.ledger.appends.write import Receipt
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
 from tests.integration.api.conftest import make_server
+from tests.support.factories import event
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -165,6 +165,7 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.mark.process
 def test_two_workers_under_concurrent_clients(two_workers: Any, ledger: Ledger) -> None:
     """32 clients on a two-worker server: fresh events, replays and conflicts interleaved.
     Every acknowledged event is stored once, replays get the first receipt, the log verifies,

@@ -22,9 +22,9 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_ADMIN_URL
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer
-from tests.integration.api.test_matrix import assert_problem, open_ledger
+from tests.integration.api.conftest import InProcessServer, LiveServer
+from tests.support.api import assert_problem, open_ledger
+from tests.support.factories import event
 
 
 @contextmanager
@@ -58,6 +58,7 @@ def _wait_ready(server: LiveServer, timeout: float = 30) -> httpx.Response:
         time.sleep(0.2)
 
 
+@pytest.mark.process
 def test_database_unreachable_is_503_and_recovers(live_server: LiveServer, backend: str) -> None:
     if backend == "sqlite":
         pytest.skip("SQLite is a local file opened in-process: there is no server to lose")
@@ -109,10 +110,10 @@ def test_database_unreachable_is_503_and_recovers(live_server: LiveServer, backe
         assert ledger.verification.run().ok
 
 
-def test_page_size_bounds(live_server: LiveServer) -> None:
-    server = live_server
+def test_page_size_bounds(app_server: InProcessServer) -> None:
+    server = app_server
     writer, auditor = server.headers("writer"), server.headers("auditor")
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.session() as client:
         r = client.post(
             "/v1/events/batch", json={"events": [event() for _ in range(1000)]}, headers=writer
         )

@@ -23,10 +23,12 @@ from sqlalchemy import text
 
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
 from tests.integration.api.conftest import cli_env
 from tests.integration.api.test_metrics import ObservedServer, observed_server
+from tests.support.factories import event
 
+# Log files and stderr of a serving process: configure_logging is process-wide.
+pytestmark = pytest.mark.process
 GENERATED_ID = re.compile(r"[0-9a-f]{32}\Z")
 
 

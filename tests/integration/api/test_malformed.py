@@ -1,6 +1,7 @@
 """Malformed input on every endpoint → a 4xx problem+json, never a 5xx (DESIGN §4).
 
-Every case runs against a real server on both backends. Bad values carry a canary string and no
+Every case runs against the application in the test process on both backends (the one that
+writes raw HTTP against it on a real socket). Bad values carry a canary string and no
 error body may contain it: submitted values are never echoed back. A batch with one bad event
 writes nothing.
 """
@@ -19,24 +20,20 @@ import httpx
 import pytest
 
 from audit_ledger.ledger.service import Ledger
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer
-from tests.integration.api.test_matrix import (
-    assert_problem,
-    module_live_server,
-    open_ledger,
-    records_read_count,
-)
+from tests.integration.api.conftest import ThreadedServer
+from tests.support.api import assert_problem, open_ledger, records_read_count
+from tests.support.factories import event
+from tests.support.servers import InProcessServer, module_app_server
 
 CANARY = "k4n4ry" + uuid.uuid4().hex
 UUID = "0b6c6f3e-5f5e-4d5c-9c1a-3f0e2d1c0b0a"
 MiB = 1024 * 1024
 
-server = module_live_server()
+server = module_app_server()
 
 
 @pytest.fixture(scope="module")
-def probe(server: LiveServer) -> Iterator[Ledger]:
+def probe(server: InProcessServer) -> Iterator[Ledger]:
     """An in-process ledger on the server's database, to look at the log without the API."""
     with open_ledger(server.settings) as ledger:
         yield ledger
@@ -596,7 +593,7 @@ LOG_CASES = [
 ALL_CASES = EVENT_CASES + BATCH_CASES + SEARCH_CASES + LIST_CASES + ENTRY_CASES + LOG_CASES
 
 
-def _send(server: LiveServer, case: Case) -> httpx.Response:
+def _send(server: InProcessServer, case: Case) -> httpx.Response:
     headers = dict(case.headers)
     if case.role is not None:
         headers.update(server.headers(case.role))
@@ -606,7 +603,7 @@ def _send(server: LiveServer, case: Case) -> httpx.Response:
         headers.setdefault("Content-Type", "application/json")
     elif case.json is not None:
         kwargs["json"] = case.json
-    return httpx.request(case.method, server.url + case.path, **kwargs)
+    return server.request(case.method, case.path, **kwargs)
 
 
 def test_case_ids_are_unique() -> None:
@@ -615,7 +612,9 @@ def test_case_ids_are_unique() -> None:
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
-def test_malformed_request_is_a_4xx_problem(server: LiveServer, probe: Ledger, case: Case) -> None:
+def test_malformed_request_is_a_4xx_problem(
+    server: InProcessServer, probe: Ledger, case: Case
+) -> None:
     size = probe.log.size()
     reads = records_read_count(probe)
     r = _send(server, case)
@@ -638,11 +637,11 @@ def _chunks(total: int) -> Iterator[bytes]:
     yield b'"}'
 
 
-def test_streamed_body_over_the_limit_is_413(server: LiveServer) -> None:
+def test_streamed_body_over_the_limit_is_413(server: InProcessServer) -> None:
     """Without a Content-Length the limit is enforced while reading."""
     for path, role in (("/v1/events", "writer"), ("/v1/events/search", "auditor")):
-        r = httpx.post(
-            server.url + path,
+        r = server.post(
+            path,
             content=_chunks(5 * MiB),
             headers={**server.headers(role), "Content-Type": "application/json"},
             timeout=60,
@@ -650,16 +649,18 @@ def test_streamed_body_over_the_limit_is_413(server: LiveServer) -> None:
         assert_problem(r, 413)
 
 
-def test_declared_length_over_the_limit_is_refused_before_reading(server: LiveServer) -> None:
+def test_declared_length_over_the_limit_is_refused_before_reading(
+    socket_server: ThreadedServer,
+) -> None:
     """A Content-Length over the limit is refused up front (httpx will not send such a lie)."""
     body = json.dumps(event()).encode()
     request = (
         f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: Bearer {server.tokens['writer']}\r\n"
+        f"Authorization: Bearer {socket_server.tokens['writer']}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {4 * MiB + 1}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + body
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", socket_server.port), timeout=10) as sock:
         sock.sendall(request)  # and never the rest: the answer must not wait for it
         reply = b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
@@ -675,20 +676,20 @@ def test_declared_length_over_the_limit_is_refused_before_reading(server: LiveSe
     assert json.loads(payload.decode())["status"] == 413
 
 
-def test_nesting_at_the_limit_is_accepted_and_read_back(server: LiveServer) -> None:
+def test_nesting_at_the_limit_is_accepted_and_read_back(server: InProcessServer) -> None:
     raw = data(deep=nested(31), listed=[[[[1]]]])
-    r = httpx.post(server.url + "/v1/events", json=raw, headers=server.headers("writer"))
+    r = server.post("/v1/events", json=raw, headers=server.headers("writer"))
     assert r.status_code == 201, r.text
     seq = r.json()["seq"]
-    r = httpx.get(server.url + f"/v1/events/{seq}", headers=server.headers("compliance_officer"))
+    r = server.get(f"/v1/events/{seq}", headers=server.headers("compliance_officer"))
     assert r.status_code == 200, r.text
     assert r.json()["data"] == raw["data"]
 
 
-def test_search_identifier_beyond_2_53_is_not_a_5xx(server: LiveServer) -> None:
+def test_search_identifier_beyond_2_53_is_not_a_5xx(server: InProcessServer) -> None:
     """Not pinned down by DESIGN §4 (its integer rule is about ``data``): 200 or 422."""
-    r = httpx.post(
-        server.url + "/v1/events/search",
+    r = server.post(
+        "/v1/events/search",
         json={"user_id": 2**60},
         headers=server.headers("auditor"),
     )
@@ -697,15 +698,15 @@ def test_search_identifier_beyond_2_53_is_not_a_5xx(server: LiveServer) -> None:
         assert_problem(r, 422)
 
 
-def test_bad_batch_writes_nothing(server: LiveServer) -> None:
+def test_bad_batch_writes_nothing(server: InProcessServer) -> None:
     good = [event(c) for c in ("financial_transactions", "data_privacy_events", "security_events")]
     bad = ev(occurred_at=CANARY)
     with open_ledger(server.settings) as ledger:
         size = ledger.log.size()
         for position in range(len(good) + 1):
             events = [*good[:position], bad, *good[position:]]
-            r = httpx.post(
-                server.url + "/v1/events/batch",
+            r = server.post(
+                "/v1/events/batch",
                 json={"events": events},
                 headers=server.headers("writer"),
             )
@@ -713,22 +714,20 @@ def test_bad_batch_writes_nothing(server: LiveServer) -> None:
             assert [e["field"] for e in r.json()["errors"]] == [f"events[{position}].occurred_at"]
             assert ledger.log.size() == size
         # A conflict inside a batch (reused event_id, other content) also writes nothing.
-        first = httpx.post(
-            server.url + "/v1/events", json=good[0], headers=server.headers("writer")
-        )
+        first = server.post("/v1/events", json=good[0], headers=server.headers("writer"))
         assert first.status_code == 201
         size = ledger.log.size()
         changed = {**good[0], "event_type": "payment_refunded"}
-        r = httpx.post(
-            server.url + "/v1/events/batch",
+        r = server.post(
+            "/v1/events/batch",
             json={"events": [good[1], changed, good[2]]},
             headers=server.headers("writer"),
         )
         assert_problem(r, 409)
         assert ledger.log.size() == size
         # The good events were never written: appending them now is new, not a replay.
-        r = httpx.post(
-            server.url + "/v1/events/batch",
+        r = server.post(
+            "/v1/events/batch",
             json={"events": good[1:]},
             headers=server.headers("writer"),
         )
@@ -736,22 +735,22 @@ def test_bad_batch_writes_nothing(server: LiveServer) -> None:
         assert ledger.log.size() == size + 2
 
 
-def test_same_event_id_twice_in_one_batch(server: LiveServer) -> None:
+def test_same_event_id_twice_in_one_batch(server: InProcessServer) -> None:
     """Within one batch: the same event twice is a replay; other content is a conflict."""
     raw = event()
     with open_ledger(server.settings) as ledger:
         size = ledger.log.size()
         changed = {**raw, "event_type": "payment_refunded"}
-        r = httpx.post(
-            server.url + "/v1/events/batch",
+        r = server.post(
+            "/v1/events/batch",
             json={"events": [raw, changed]},
             headers=server.headers("writer"),
         )
         assert r.status_code in {409, 422}, r.text
         assert_problem(r, r.status_code)
         assert ledger.log.size() == size
-        r = httpx.post(
-            server.url + "/v1/events/batch",
+        r = server.post(
+            "/v1/events/batch",
             json={"events": [raw, raw]},
             headers=server.headers("writer"),
         )
@@ -765,12 +764,12 @@ def test_same_event_id_twice_in_one_batch(server: LiveServer) -> None:
             assert ledger.log.size() == size
 
 
-def test_replay_with_other_content_is_409_without_echo(server: LiveServer) -> None:
+def test_replay_with_other_content_is_409_without_echo(server: InProcessServer) -> None:
     raw = event()
-    r = httpx.post(server.url + "/v1/events", json=raw, headers=server.headers("writer"))
+    r = server.post("/v1/events", json=raw, headers=server.headers("writer"))
     assert r.status_code == 201
     secret = {**raw, "data": {**raw["data"], "payment_method": CANARY}}
-    r = httpx.post(server.url + "/v1/events", json=secret, headers=server.headers("writer"))
+    r = server.post("/v1/events", json=secret, headers=server.headers("writer"))
     assert_problem(r, 409, secrets=(CANARY,))
     # Normalised forms are the same request: upper-case event_id, another offset, same instant.
     same = {
@@ -778,5 +777,5 @@ def test_replay_with_other_content_is_409_without_echo(server: LiveServer) -> No
         "event_id": raw["event_id"].upper(),
         "occurred_at": "2026-11-28T03:55:17.123456Z",
     }
-    r2 = httpx.post(server.url + "/v1/events", json=same, headers=server.headers("writer"))
+    r2 = server.post("/v1/events", json=same, headers=server.headers("writer"))
     assert r2.status_code == 200, r2.text

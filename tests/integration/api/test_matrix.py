@@ -9,132 +9,30 @@ Two parts:
   everything it may, and the strings must show up only for the category's plaintext reader. Each
   successful read must append exactly one ``records_read`` entry to ``ledger_operations``.
 
-This module also holds the helpers the other API test modules share: a module-scoped live server
-(one ``audit-ledger serve`` per backend per module instead of one per test) and problem+json
-checks.
+The application runs in the test process (:func:`tests.support.servers.module_app_server`), one
+per backend for the whole module.
 """
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
-from audit_ledger.crypto.keys import init_keys
 from audit_ledger.ledger.reads import Query
-from audit_ledger.ledger.service import Ledger
-from audit_ledger.settings import Settings, load_settings
-from audit_ledger.storage.schema import entries
-from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer, make_server
-
-# --- shared helpers (imported by the other API test modules) ------------------------------------
-
-PROBLEM_JSON = "application/problem+json"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")
-READER_OF = {
-    "financial_transactions": "compliance_officer",
-    "data_privacy_events": "privacy_officer",
-    "security_events": "security_team",
-    "ledger_operations": "security_team",
-}
-
-
-def module_live_server(name: str = "server") -> Any:
-    """A module-scoped fixture named ``name``: one started live server per backend.
-
-    The function-scoped ``live_server`` costs a server start and a fresh database per test; a
-    module full of small requests shares one instead. Tests using it must not assume an empty
-    log (reads append ``records_read`` entries, other tests append events).
-    """
-
-    @pytest.fixture(scope="module", name=name, params=BACKENDS)
-    def _server(
-        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-    ) -> Iterator[LiveServer]:
-        backend = str(request.param)
-        tmp = tmp_path_factory.mktemp(f"live-{backend}")
-        pg_name: str | None = None
-        if backend == "sqlite":
-            template: Path = request.getfixturevalue("sqlite_template")
-            path = tmp / "ledger.sqlite3"
-            shutil.copyfile(template, path)
-            url = f"sqlite:///{path}"
-        else:
-            pg_name = create_pg_database(template=request.getfixturevalue("pg_template"))
-            url = pg_url(pg_name)
-        try:
-            keys = tmp / "keys"
-            init_keys(keys, ORIGIN)
-            settings = load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
-            server = make_server(settings, tmp)
-            server.start()
-            try:
-                yield server
-            finally:
-                server.stop()
-        finally:
-            if pg_name is not None:
-                drop_pg_database(pg_name)
-
-    return _server
-
-
-@contextmanager
-def open_ledger(settings: Settings) -> Iterator[Ledger]:
-    """An in-process ledger on the server's database (reads through it record nothing)."""
-    ledger = Ledger.open(settings)
-    try:
-        yield ledger
-    finally:
-        ledger.close()
-
-
-def records_read_count(ledger: Ledger) -> int:
-    """Number of ``records_read`` entries in ``ledger_operations``."""
-    stmt = (
-        select(func.count())
-        .select_from(entries)
-        .where(entries.c.category == "ledger_operations", entries.c.event_type == "records_read")
-    )
-    with ledger.store.reader() as conn:
-        return int(conn.execute(stmt).scalar_one())
-
-
-def assert_problem(response: httpx.Response, status: int, *, secrets: tuple[str, ...] = ()) -> None:
-    """``response`` is an RFC 9457 problem with ``status`` that echoes none of ``secrets``."""
-    where = f"{response.request.method} {response.request.url.path}"
-    assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
-    assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON, where
-    body = response.json()
-    assert {"type", "title", "status", "detail"} <= set(body), body
-    assert body["status"] == status, body
-    assert isinstance(body["type"], str), body
-    assert body["type"], body
-    assert isinstance(body["detail"], str), body
-    if status == 422:
-        assert body.get("errors"), body
-        assert all(isinstance(e, dict) and isinstance(e.get("field"), str) for e in body["errors"])
-    if status == 401:
-        assert response.headers.get("www-authenticate", "").startswith("Bearer"), where
-    else:
-        assert "www-authenticate" not in response.headers, where
-    if status == 503:
-        assert response.headers.get("retry-after", "").isdigit(), where
-    for secret in secrets:
-        assert secret not in response.text, f"{where} echoes a submitted value"
-        assert secret.lower() not in response.text.lower(), f"{where} echoes a submitted value"
-
+from tests.support.api import (
+    CATEGORIES,
+    READER_OF,
+    assert_problem,
+    open_ledger,
+    records_read_count,
+)
+from tests.support.factories import event
+from tests.support.servers import InProcessServer, module_app_server
 
 # --- the role-by-endpoint matrix ------------------------------------------------------------
 
@@ -144,7 +42,7 @@ CALLERS = (*ROLES, "anonymous", "revoked", "unknown", "malformed")
 UNKNOWN_TOKEN = "alt_" + "A" * 43
 
 
-def caller_headers(server: LiveServer, caller: str) -> dict[str, str]:
+def caller_headers(server: InProcessServer, caller: str) -> dict[str, str]:
     if caller in server.tokens:
         return server.headers(caller)
     if caller == "anonymous":
@@ -238,16 +136,14 @@ RECORDED = {
 RECORDED.add("GET /v1/log/leaves")
 TEXT_PLAIN = {"GET /v1/log/checkpoint", "GET /v1/log/verifier-key", "GET /metrics"}
 
-server = module_live_server()
+server = module_app_server()
 
 
-def _seed(server: LiveServer) -> dict[str, int]:
+def _seed(server: InProcessServer) -> dict[str, int]:
     """One event per category plus a checkpoint; the seq of each (and of an operations entry)."""
     seq_of: dict[str, int] = {}
     for category in CATEGORIES:
-        r = httpx.post(
-            server.url + "/v1/events", json=event(category), headers=server.headers("writer")
-        )
+        r = server.post("/v1/events", json=event(category), headers=server.headers("writer"))
         assert r.status_code == 201, r.text
         seq_of[category] = r.json()["seq"]
     with open_ledger(server.settings) as ledger:
@@ -257,17 +153,17 @@ def _seed(server: LiveServer) -> dict[str, int]:
     return seq_of
 
 
-def test_role_endpoint_matrix(server: LiveServer) -> None:
+def test_role_endpoint_matrix(server: InProcessServer) -> None:
     assert set(MATRIX) == set(_calls(dict.fromkeys((*CATEGORIES, "ledger_operations"), 0)))
     calls = _calls(_seed(server))
     failures = []
-    with open_ledger(server.settings) as ledger, httpx.Client(base_url=server.url) as client:
+    with open_ledger(server.settings) as ledger:
         for name, expected_row in MATRIX.items():
             call = calls[name]
             for caller, expected in zip(CALLERS, expected_row, strict=True):
                 before = records_read_count(ledger)
                 body = call.body() if call.body is not None else None
-                r = client.request(
+                r = server.request(
                     call.method,
                     call.path,
                     params=call.params,
@@ -304,23 +200,23 @@ def test_role_endpoint_matrix(server: LiveServer) -> None:
         b"Bearer alt_\xff\xfe" + b"A" * 41,
     ],
 )
-def test_bad_authorization_headers_are_401(server: LiveServer, authorization: str | bytes) -> None:
+def test_bad_authorization_headers_are_401(
+    server: InProcessServer, authorization: str | bytes
+) -> None:
     value = authorization if isinstance(authorization, bytes) else authorization.encode()
     for method, path in (("GET", "/v1/events"), ("POST", "/v1/events"), ("GET", "/v1/log/leaves")):
-        r = httpx.request(method, server.url + path, headers={b"Authorization": value})
+        r = server.request(method, path, headers={b"Authorization": value})
         assert_problem(r, 401)
         assert UNKNOWN_TOKEN not in r.text
 
 
-def test_scheme_is_case_insensitive(server: LiveServer) -> None:
+def test_scheme_is_case_insensitive(server: InProcessServer) -> None:
     token = server.tokens["auditor"]
     for scheme in ("bearer", "BEARER", "Bearer"):
-        r = httpx.get(
-            server.url + "/v1/log/verifier-key", headers={"Authorization": f"{scheme} {token}"}
-        )
+        r = server.get("/v1/log/verifier-key", headers={"Authorization": f"{scheme} {token}"})
         assert r.status_code == 200
-        r = httpx.get(
-            server.url + "/v1/events",
+        r = server.get(
+            "/v1/events",
             params={"limit": 1},
             headers={"Authorization": f"{scheme} {token}"},
         )
@@ -353,22 +249,22 @@ def _canary_events() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     return canary, raws
 
 
-def test_plaintext_reaches_only_the_category_reader(server: LiveServer) -> None:
+def test_plaintext_reaches_only_the_category_reader(server: InProcessServer) -> None:
     canary, raws = _canary_events()
     seqs: dict[str, int] = {}
     for category, raw in raws.items():
-        r = httpx.post(server.url + "/v1/events", json=raw, headers=server.headers("writer"))
+        r = server.post("/v1/events", json=raw, headers=server.headers("writer"))
         assert r.status_code == 201, r.text
         seqs[category] = r.json()["seq"]
 
     seen: dict[str, list[str]] = {role: [] for role in ROLES}
     reads = 0
-    with open_ledger(server.settings) as ledger, httpx.Client(base_url=server.url) as client:
+    with open_ledger(server.settings) as ledger:
 
         def fetch(role: str, method: str, path: str, **kw: Any) -> httpx.Response:
             nonlocal reads
             before = records_read_count(ledger)
-            r = client.request(method, path, headers=server.headers(role), **kw)
+            r = server.request(method, path, headers=server.headers(role), **kw)
             assert r.status_code in {200, 403}, f"{method} {path} as {role}: {r.text}"
             seen[role].append(r.text)
             recorded = records_read_count(ledger) - before

@@ -23,10 +23,12 @@ from audit_ledger.observability import metrics
 from audit_ledger.scheduler import RAN, default_jobs, run_job
 from audit_ledger.settings import Settings
 from tests.conftest import drop_pg_database
-from tests.factories import event
 from tests.integration.api.conftest import LiveServer, make_server
+from tests.support.factories import event
 
 # Traffic sent by ``_drive``; the assertions below are written in these terms.
+# Metrics of serving processes (process-wide registry, multi-process mode, workers).
+pytestmark = pytest.mark.process
 SINGLES = 5  # financial_transactions, one per POST /v1/events
 BATCHES = 2  # POST /v1/events/batch, each of BATCH_EVENTS data_privacy_events
 BATCH_EVENTS = 3

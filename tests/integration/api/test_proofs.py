@@ -12,20 +12,20 @@ import base64
 import random
 from typing import Any
 
-import httpx
-
 from audit_ledger.core import merkle
 from audit_ledger.core.checkpoint import Checkpoint, parse_verifier_key, verify_checkpoint
 from audit_ledger.core.header import parse_leaf
 from tests.conftest import ORIGIN
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer, run_cli
-from tests.integration.api.test_matrix import CATEGORIES, open_ledger
+from tests.integration.api.conftest import InProcessServer, run_cli
+from tests.support.api import CATEGORIES, open_ledger
+from tests.support.factories import event
 
 ZERO = "0" * 64
 
 
-def _append(server: LiveServer, client: httpx.Client, count: int) -> dict[int, dict[str, Any]]:
+def _append(
+    server: InProcessServer, client: InProcessServer, count: int
+) -> dict[int, dict[str, Any]]:
     """Append ``count`` events (mostly in batches, some alone); receipts by seq."""
     receipts: dict[int, dict[str, Any]] = {}
     rng = random.Random(count)
@@ -50,7 +50,7 @@ def _append(server: LiveServer, client: httpx.Client, count: int) -> dict[int, d
     return receipts
 
 
-def _checkpoint(server: LiveServer, client: httpx.Client) -> tuple[str, Checkpoint]:
+def _checkpoint(server: InProcessServer, client: InProcessServer) -> tuple[str, Checkpoint]:
     key = client.get("/v1/log/verifier-key")
     assert key.status_code == 200
     assert key.headers["content-type"].startswith("text/plain")
@@ -64,7 +64,7 @@ def _checkpoint(server: LiveServer, client: httpx.Client) -> tuple[str, Checkpoi
     return r.text, checkpoint
 
 
-def _leaves(server: LiveServer, client: httpx.Client, size: int) -> list[bytes]:
+def _leaves(server: InProcessServer, client: InProcessServer, size: int) -> list[bytes]:
     """Every leaf of the first ``size`` entries, page by page (at most 1000 a page)."""
     leaves: list[bytes] = []
     while len(leaves) < size:
@@ -83,9 +83,9 @@ def _leaves(server: LiveServer, client: httpx.Client, size: int) -> list[bytes]:
     return leaves
 
 
-def test_an_auditor_verifies_the_log_over_http(live_server: LiveServer) -> None:
-    server = live_server
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+def test_an_auditor_verifies_the_log_over_http(app_server: InProcessServer) -> None:
+    server = app_server
+    with server.session() as client:
         r = client.get("/v1/log/checkpoint", headers=server.headers("auditor"))
         assert r.status_code == 404  # principals exist, but no checkpoint was made yet
         receipts = _append(server, client, 300)

@@ -1,4 +1,5 @@
-"""HTTP: erasure requests and legal holds against a real server, on each backend (DESIGN §4).
+"""HTTP: erasure requests and legal holds, on each backend, against the application served in
+the test process (DESIGN §4).
 
 POST /v1/erasure-requests is for the privacy officer; /v1/legal-holds for admin and compliance
 officer. Refusals by policy are 409 problem+json, bad bodies 422 problem+json — never a 5xx,
@@ -12,8 +13,8 @@ from typing import Any
 import httpx
 
 from audit_ledger.ledger.service import Ledger
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer
+from tests.integration.api.conftest import InProcessServer
+from tests.support.factories import event
 
 PRIV, FIN, SEC = "data_privacy_events", "financial_transactions", "security_events"
 CANARY = "canary-api-subject-9c04d1"
@@ -24,15 +25,15 @@ NOT_ALLOWED = {
 }
 
 
-def post(server: LiveServer, path: str, role: str | None, body: Any = None, **kw: Any) -> Any:
+def post(server: InProcessServer, path: str, role: str | None, body: Any = None, **kw: Any) -> Any:
     headers = server.headers(role) if role else {}
     if body is not None:
         kw["json"] = body
-    return httpx.post(server.url + path, headers={**headers, **kw.pop("headers", {})}, **kw)
+    return server.post(path, headers={**headers, **kw.pop("headers", {})}, **kw)
 
 
-def get(server: LiveServer, path: str, role: str) -> httpx.Response:
-    return httpx.get(server.url + path, headers=server.headers(role))
+def get(server: InProcessServer, path: str, role: str) -> httpx.Response:
+    return server.get(path, headers=server.headers(role))
 
 
 def assert_problem(r: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def assert_problem(r: httpx.Response, status: int, slug: str | None = None) -> d
     return body
 
 
-def seed(server: LiveServer) -> list[int]:
+def seed(server: InProcessServer) -> list[int]:
     ledger = Ledger.open(server.settings)
     try:
         raws = [
@@ -60,7 +61,7 @@ def seed(server: LiveServer) -> list[int]:
         ledger.close()
 
 
-def log_size(server: LiveServer) -> int:
+def log_size(server: InProcessServer) -> int:
     ledger = Ledger.open(server.settings)
     try:
         return ledger.log.size()
@@ -84,32 +85,32 @@ BAD_ERASURES: list[Any] = [
 ]
 
 
-def test_erasure_requests(live_server: LiveServer) -> None:
-    seqs = seed(live_server)
+def test_erasure_requests(app_server: InProcessServer) -> None:
+    seqs = seed(app_server)
     mine, other, fin = seqs[0], seqs[1], seqs[2]
 
     for role in NOT_ALLOWED["erasure"]:
         assert_problem(
-            post(live_server, "/v1/erasure-requests", role, {"user_id": CANARY}), 403, "forbidden"
+            post(app_server, "/v1/erasure-requests", role, {"user_id": CANARY}), 403, "forbidden"
         )
-    assert_problem(post(live_server, "/v1/erasure-requests", None, {"user_id": CANARY}), 401)
+    assert_problem(post(app_server, "/v1/erasure-requests", None, {"user_id": CANARY}), 401)
 
-    size = log_size(live_server)
+    size = log_size(app_server)
     for names in ([FIN], [PRIV, FIN], [SEC]):
         r = post(
-            live_server,
+            app_server,
             "/v1/erasure-requests",
             "privacy_officer",
             {"user_id": CANARY, "categories": names},
         )
         assert_problem(r, 409, "refused")
     for body in BAD_ERASURES:
-        r = post(live_server, "/v1/erasure-requests", "privacy_officer", body)
+        r = post(app_server, "/v1/erasure-requests", "privacy_officer", body)
         problem = assert_problem(r, 422, "validation")
         assert problem["errors"], body
     for raw in (b"{", b'{"user_id": 1.5}', b'{"user_id": 1e400}', b"\xff"):
         r = post(
-            live_server,
+            app_server,
             "/v1/erasure-requests",
             "privacy_officer",
             content=raw,
@@ -117,16 +118,16 @@ def test_erasure_requests(live_server: LiveServer) -> None:
         )
         assert_problem(r, 422, "validation")
     r = post(
-        live_server,
+        app_server,
         "/v1/erasure-requests",
         "privacy_officer",
         content=b"user_id=1",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert_problem(r, 415)
-    assert log_size(live_server) == size  # nothing recorded for refused or invalid requests
+    assert log_size(app_server) == size  # nothing recorded for refused or invalid requests
 
-    r = post(live_server, "/v1/erasure-requests", "privacy_officer", {"user_id": CANARY})
+    r = post(app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": CANARY})
     assert r.status_code == 201, r.text
     assert r.headers["content-type"].split(";")[0] == "application/json"
     report = r.json()
@@ -137,20 +138,20 @@ def test_erasure_requests(live_server: LiveServer) -> None:
     assert report["categories"][PRIV]["payloads_purged"] == 1
     assert report["categories"][PRIV]["seq_ranges"] == [[mine, mine]]
 
-    erased = get(live_server, f"/v1/events/{mine}", "privacy_officer").json()
+    erased = get(app_server, f"/v1/events/{mine}", "privacy_officer").json()
     assert erased["payload_state"] == "erased"
     assert erased["payload_state_seq"] == report["recorded_as_seq"]
     assert "data" not in erased
-    kept = get(live_server, f"/v1/events/{other}", "privacy_officer").json()
+    kept = get(app_server, f"/v1/events/{other}", "privacy_officer").json()
     assert kept["payload_state"] == "present"
     assert kept["data"]["user_id"] == "someone-else"
     assert (
-        get(live_server, f"/v1/events/{fin}", "compliance_officer").json()["data"]["user_id"]
+        get(app_server, f"/v1/events/{fin}", "compliance_officer").json()["data"]["user_id"]
         == CANARY
     )
 
     # Only the subject's blind index is recorded; the raw id is nowhere in the operation.
-    op = get(live_server, f"/v1/events/{report['recorded_as_seq']}", "security_team").json()
+    op = get(app_server, f"/v1/events/{report['recorded_as_seq']}", "security_team").json()
     assert op["header"]["event_type"] == "erasure"
     assert op["data"]["requested_by"] == "p-privacy_officer"
     assert CANARY not in str(op)
@@ -178,27 +179,27 @@ BAD_HOLDS: list[Any] = [
 ]
 
 
-def test_legal_holds(live_server: LiveServer) -> None:
-    seqs = seed(live_server)
+def test_legal_holds(app_server: InProcessServer) -> None:
+    seqs = seed(app_server)
     held_seq = seqs[3]
     managers = ("admin", "compliance_officer")
 
     for role in NOT_ALLOWED["holds"]:
         assert_problem(
-            post(live_server, "/v1/legal-holds", role, {"scope": "category", "category": PRIV}),
+            post(app_server, "/v1/legal-holds", role, {"scope": "category", "category": PRIV}),
             403,
         )
-        assert_problem(get(live_server, "/v1/legal-holds", role), 403)
-        assert_problem(post(live_server, "/v1/legal-holds/hold_x/release", role), 403)
+        assert_problem(get(app_server, "/v1/legal-holds", role), 403)
+        assert_problem(post(app_server, "/v1/legal-holds/hold_x/release", role), 403)
 
-    size = log_size(live_server)
+    size = log_size(app_server)
     for i, body in enumerate(BAD_HOLDS):
         manager = managers[i % 2]
-        problem = assert_problem(post(live_server, "/v1/legal-holds", manager, body), 422)
+        problem = assert_problem(post(app_server, "/v1/legal-holds", manager, body), 422)
         assert problem["errors"], body
     for manager in managers:
-        assert_problem(post(live_server, "/v1/legal-holds/hold_nope/release", manager), 404)
-    assert log_size(live_server) == size
+        assert_problem(post(app_server, "/v1/legal-holds/hold_nope/release", manager), 404)
+    assert log_size(app_server) == size
 
     created: dict[str, dict[str, Any]] = {}
     for i, body in enumerate(
@@ -214,7 +215,7 @@ def test_legal_holds(live_server: LiveServer) -> None:
         )
     ):
         manager = managers[i % 2]
-        r = post(live_server, "/v1/legal-holds", manager, body)
+        r = post(app_server, "/v1/legal-holds", manager, body)
         assert r.status_code == 201, r.text
         hold = r.json()
         assert hold["scope"] == body["scope"]
@@ -228,44 +229,42 @@ def test_legal_holds(live_server: LiveServer) -> None:
     assert created["time_range"]["until"] == "2026-02-01T00:00:00.000000Z"
 
     for role in managers:
-        r = get(live_server, "/v1/legal-holds", role)
+        r = get(app_server, "/v1/legal-holds", role)
         assert r.status_code == 200
         assert {h["hold_id"] for h in r.json()["holds"]} == {h["hold_id"] for h in created.values()}
 
     # Each hold is a ledger_operations entry.
     for hold in created.values():
-        op = get(live_server, f"/v1/events/{hold['created_seq']}", "security_team").json()
+        op = get(app_server, f"/v1/events/{hold['created_seq']}", "security_team").json()
         assert op["header"]["category"] == "ledger_operations"
         assert op["header"]["event_type"] == "legal_hold_created"
         assert op["data"]["hold_id"] == hold["hold_id"]
 
     # The subject hold stops an erasure, and the report names it.
     blocked = post(
-        live_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "held-subject"}
+        app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "held-subject"}
     )
     assert blocked.status_code == 201, blocked.text
     part = blocked.json()["categories"][PRIV]
     assert (part["payloads_purged"], part["held_skipped"]) == (0, 1)
     assert part["holds"] == [created["subject"]["hold_id"]]
-    state = get(live_server, f"/v1/events/{held_seq}", "privacy_officer").json()
+    state = get(app_server, f"/v1/events/{held_seq}", "privacy_officer").json()
     assert state["payload_state"] == "present"
 
     hold_id = created["subject"]["hold_id"]
     assert created["subject"]["created_by"] == "p-admin"
-    r = post(live_server, f"/v1/legal-holds/{hold_id}/release", "compliance_officer")
+    r = post(app_server, f"/v1/legal-holds/{hold_id}/release", "compliance_officer")
     assert r.status_code == 200, r.text
     released = r.json()
     assert released["hold_id"] == hold_id
-    op = get(live_server, f"/v1/events/{released['released_seq']}", "security_team").json()
+    op = get(app_server, f"/v1/events/{released['released_seq']}", "security_team").json()
     assert op["header"]["event_type"] == "legal_hold_released"
-    assert_problem(post(live_server, f"/v1/legal-holds/{hold_id}/release", "admin"), 404)
-    listed = {h["hold_id"]: h for h in get(live_server, "/v1/legal-holds", "admin").json()["holds"]}
+    assert_problem(post(app_server, f"/v1/legal-holds/{hold_id}/release", "admin"), 404)
+    listed = {h["hold_id"]: h for h in get(app_server, "/v1/legal-holds", "admin").json()["holds"]}
     assert listed[hold_id]["released_seq"] == released["released_seq"]
 
-    freed = post(
-        live_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "held-subject"}
-    )
+    freed = post(app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "held-subject"})
     assert freed.status_code == 201, freed.text
     assert freed.json()["categories"][PRIV]["payloads_purged"] == 1
-    state = get(live_server, f"/v1/events/{held_seq}", "privacy_officer").json()
+    state = get(app_server, f"/v1/events/{held_seq}", "privacy_officer").json()
     assert state["payload_state"] == "erased"

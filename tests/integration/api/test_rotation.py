@@ -1,18 +1,17 @@
-"""A KEK rotation while a real server runs: it reads keys re-wrapped by a KEK it has never
-loaded, and wraps the next new key with the new KEK — no restart needed."""
+"""A KEK rotation by the real CLI while a server runs (in the test process, on its own
+ledger): it reads keys re-wrapped by a KEK it has never loaded, and wraps the next new key with
+the new KEK — no restart needed."""
 
 from __future__ import annotations
 
-import httpx
-
 from audit_ledger.settings import Settings
-from tests.factories import event
-from tests.integration.api.conftest import LiveServer, run_cli
-from tests.integration.api.test_matrix import open_ledger
+from tests.integration.api.conftest import InProcessServer, run_cli
+from tests.support.api import open_ledger
+from tests.support.factories import event
 
 
 def test_server_reads_and_writes_across_a_rotation(
-    live_server: LiveServer, settings: Settings
+    app_server: InProcessServer, settings: Settings
 ) -> None:
     with open_ledger(settings) as ledger:  # appended here: the server has none of these cached
         raws = [event("financial_transactions", user_id=u) for u in range(4)]
@@ -22,10 +21,10 @@ def test_server_reads_and_writes_across_a_rotation(
     rotated = run_cli(settings, "keys", "rotate-kek")
     assert rotated.returncode == 0, rotated.stderr
 
-    r = httpx.get(
-        live_server.url + "/v1/events",
+    r = app_server.get(
+        "/v1/events",
         params={"category": "financial_transactions"},
-        headers=live_server.headers("compliance_officer"),
+        headers=app_server.headers("compliance_officer"),
     )
     assert r.status_code == 200, r.text
     events = [e for e in r.json()["events"] if e["header"]["writer"] == "bot"]
@@ -33,10 +32,10 @@ def test_server_reads_and_writes_across_a_rotation(
     assert {e["payload_state"] for e in events} == {"present"}
     assert sorted(e["data"]["user_id"] for e in events) == [0, 1, 2, 3]
 
-    r = httpx.post(
-        live_server.url + "/v1/events",
+    r = app_server.post(
+        "/v1/events",
         json=event("data_privacy_events", user_id=9090),
-        headers=live_server.headers("writer"),
+        headers=app_server.headers("writer"),
     )
     assert r.status_code == 201, r.text
     with open_ledger(settings) as ledger:

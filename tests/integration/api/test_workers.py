@@ -32,10 +32,10 @@ import pytest
 from audit_ledger.api.server import WORKER_START_GRACE_SECONDS
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
-from tests.factories import event
 from tests.integration.api.conftest import LiveServer, cli_env, free_port
 from tests.integration.api.test_metrics import observed_server
-from tests.processes import (
+from tests.support.factories import event
+from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
     children_of,
@@ -43,6 +43,7 @@ from tests.processes import (
     processes_with_args,
 )
 
+pytestmark = pytest.mark.process
 WORKER_MODULE = "audit_ledger.api.server"
 CONNECTIONS = 24
 REQUESTS_PER_CONNECTION = 3  # one append and two reads of the verifier key
@@ -235,7 +236,7 @@ def test_killed_worker_is_replaced_while_the_other_serves(
         thread.start()
     try:
         assert keep_alive.get("/v1/log/verifier-key").status_code == 200
-        time.sleep(0.5)
+        wait_until(lambda: len(outcomes) >= TRAFFIC_THREADS, 20, "traffic before the kill")
         victim, survivor = original
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -255,7 +256,13 @@ def test_killed_worker_is_replaced_while_the_other_serves(
             assert fresh_get(server, "/healthz") == 200
             time.sleep(0.02)
         serving_again_at = time.monotonic()
-        time.sleep(1)
+        wait_until(
+            lambda: (
+                sum(began > serving_again_at for began, _, _ in list(outcomes)) >= TRAFFIC_THREADS
+            ),
+            20,
+            "traffic after the replacement serves",
+        )
         try:
             r = keep_alive.get("/v1/log/verifier-key")
         except httpx.TransportError:  # it was on the killed worker: a new connection works

@@ -14,7 +14,7 @@ from audit_ledger.crypto.secret import Secret
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
 from audit_ledger.policy import Policy, load_policy
-from tests.factories import event
+from tests.support.factories import event
 
 CANARY = "CANARY-c4n4ry"
 MAX_DATA = 64 * 1024

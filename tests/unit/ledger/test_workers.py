@@ -24,8 +24,8 @@ from audit_ledger.errors import DatabaseUnavailableError, StorageError
 from audit_ledger.ledger.appends.prepare import PreparedLines, prepare_lines
 from audit_ledger.ledger.workers import AHEAD, WorkerPool
 from audit_ledger.policy import load_policy
-from tests.factories import event
-from tests.processes import (
+from tests.support.factories import event
+from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
     child_pids,
@@ -36,7 +36,7 @@ from tests.processes import (
     within,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]  # worker processes through pipes
 
 ORIGIN = "test.example/ledger"
 CATEGORIES = ("financial_transactions", "data_privacy_events", "security_events")

@@ -134,7 +134,7 @@ def has_open(pid: int, path: Path) -> bool:
 #: Generous (a loaded machine): it is there to end the wait, not to measure anything.
 ORPHAN_TIMEOUT = 15.0
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
