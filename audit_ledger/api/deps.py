@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -46,11 +45,6 @@ def ledger_of(request: Request) -> Ledger:
 async def run(func: Callable[..., T], *args: Any) -> T:
     """Run blocking ledger work (database I/O) in a worker thread."""
     return await asyncio.to_thread(func, *args)
-
-
-async def settle(future: Future[T]) -> T:
-    """Await a ledger future (group commit) without holding a thread."""
-    return await asyncio.wrap_future(future)
 
 
 def route_of(request: Request) -> str:

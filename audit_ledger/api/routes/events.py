@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from audit_ledger.api.deps import Reader, Writer, body_schema, ledger_of, read_json, run, settle
+from audit_ledger.api.deps import Reader, Writer, body_schema, ledger_of, read_json, run
 from audit_ledger.api.models import (
     BatchIn,
     EntryOut,
@@ -47,7 +47,7 @@ def _receipts_response(receipts: list[Receipt], single: bool) -> Response:
 )
 async def append_event(request: Request, principal: Writer) -> Response:
     body = await read_json(request)
-    receipts = await settle(ledger_of(request).appends.accept_event(body, principal.name))
+    receipts = await ledger_of(request).appends.accept_event(body, principal.name)
     return _receipts_response(receipts, single=True)
 
 
@@ -60,7 +60,7 @@ async def append_event(request: Request, principal: Writer) -> Response:
 )
 async def append_batch(request: Request, principal: Writer) -> Response:
     body = await read_json(request)
-    receipts = await settle(ledger_of(request).appends.accept_batch(body, principal.name))
+    receipts = await ledger_of(request).appends.accept_batch(body, principal.name)
     return _receipts_response(receipts, single=False)
 
 

@@ -10,8 +10,8 @@ refused or failed is counted and logged here (never payload data).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import contextvars
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
@@ -123,16 +123,16 @@ class Appends:
         """Append prepared events in this thread, in one transaction."""
         return self.appender.append(events, writer)
 
-    def accept_event(self, body: Any, writer: str) -> Future[list[Receipt]]:
+    async def accept_event(self, body: Any, writer: str) -> list[Receipt]:
         """``POST /v1/events``: one event's parsed JSON body, appended by group commit."""
         try:
             event = self.prepare(body)
         except ValidationError:
             metrics.APPENDS.labels("unknown", "invalid").inc()
             raise
-        return self._observed([event], writer)
+        return await self._observed([event], writer)
 
-    def accept_batch(self, body: Any, writer: str) -> Future[list[Receipt]]:
+    async def accept_batch(self, body: Any, writer: str) -> list[Receipt]:
         """``POST /v1/events/batch``: ``{"events": [...]}``, all or nothing."""
         events = json_object(body, {"events"}, "batch").get("events")
         if not isinstance(events, list) or not events:
@@ -149,15 +149,24 @@ class Appends:
         except ValidationError:
             metrics.APPENDS.labels("unknown", "invalid").inc(len(events))
             raise
-        return self._observed(prepared, writer)
+        return await self._observed(prepared, writer)
 
-    def _observed(self, events: list[PreparedEvent], writer: str) -> Future[list[Receipt]]:
+    async def _observed(self, events: list[PreparedEvent], writer: str) -> list[Receipt]:
+        """Submit to group commit and await the receipts without holding a thread; the outcome
+        is counted and logged here, on the caller's event loop (in the request's log context),
+        never in the committing thread, which goes straight on to the next group."""
         metrics.APPEND_BATCH_SIZE.observe(len(events))
-        future = self.submit(events, writer)
-        # The outcome is logged by the committing thread, within the request's log context.
-        context = contextvars.copy_context()
-        future.add_done_callback(lambda done: context.run(_observe, events, writer, done))
-        return future
+        try:
+            receipts = await asyncio.wrap_future(self.submit(events, writer))
+        except ConflictError:
+            metrics.CONFLICTS.inc()
+            _count(events, "conflict")
+            raise
+        except Exception:
+            _count(events, "error")
+            raise
+        _observe(events, writer, receipts)
+        return receipts
 
     def import_lines(
         self,
@@ -214,17 +223,13 @@ class Appends:
         return ImportResult(pipeline.appended, pipeline.already_present)
 
 
-def _observe(events: list[PreparedEvent], writer: str, done: Future[list[Receipt]]) -> None:
-    """Count and log a submission's outcome (never payload data)."""
-    error = done.exception()
-    if error is not None:
-        outcome = "conflict" if isinstance(error, ConflictError) else "error"
-        if outcome == "conflict":
-            metrics.CONFLICTS.inc()
-        for category, count in Counter(e.category for e in events).items():
-            metrics.APPENDS.labels(category, outcome).inc(count)
-        return
-    receipts = done.result()
+def _count(events: list[PreparedEvent], outcome: str) -> None:
+    for category, count in Counter(e.category for e in events).items():
+        metrics.APPENDS.labels(category, outcome).inc(count)
+
+
+def _observe(events: list[PreparedEvent], writer: str, receipts: list[Receipt]) -> None:
+    """Count and log a submission's receipts (never payload data)."""
     # One increment per (category, outcome), not per event: a batch holds hundreds of events.
     outcomes = Counter(
         (event.category, "replayed" if receipt.replayed else "appended")
