@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -27,23 +27,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 # Ref names are ASCII identifiers so that the fast JCS path (sort_keys) stays exact.
 _REF_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
-#: Every member of a v1 header (DESIGN §3): the one list the header, the columns, the queries
-#: and verification are derived from.
-HEADER_MEMBERS = (
-    "v",
-    "seq",
-    "event_id",
-    "category",
-    "event_type",
-    "occurred_at",
-    "recorded_at",
-    "writer",
-    "correlation_id",
-    "refs",
-    "key_id",
-    "payload_sha256",
-    "prev",
-)
 #: Header members the database also keeps as columns of ``entries``, for queries (besides
 #: ``seq``); verification checks each against its leaf.
 INDEXED_MEMBERS = (
@@ -57,7 +40,6 @@ INDEXED_MEMBERS = (
 )
 #: A header's (or a header dict's) :data:`INDEXED_MEMBERS` values, in that order.
 indexed_values = operator.itemgetter(*INDEXED_MEMBERS)
-_MEMBERS = frozenset(HEADER_MEMBERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +83,13 @@ class LeafHeader:
     def encode(self) -> bytes:
         """Canonical leaf bytes (RFC 8785 JCS of :meth:`to_dict`)."""
         return canonical_json_ascii_keys(self.to_dict())
+
+
+
+#: Every member of a v1 header (DESIGN §3), from :class:`LeafHeader` itself: the one list the
+#: header, the columns, the queries and verification are derived from.
+HEADER_MEMBERS = tuple(f.name for f in fields(LeafHeader))
+_MEMBERS = frozenset(HEADER_MEMBERS)
 
 
 def header_dict(

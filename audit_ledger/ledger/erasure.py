@@ -16,9 +16,8 @@ from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import RefusedError
 from audit_ledger.ledger.appends.prepare import SUBJECT_REF
-from audit_ledger.ledger.appends.write import Appender
 from audit_ledger.ledger.holds import HoldMatcher
-from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations, bad
+from audit_ledger.ledger.operations import Operations, bad
 from audit_ledger.ledger.retention import ERASURE, RetentionReport, Shredder, apply, plan_erasure
 from audit_ledger.policy import Policy
 from audit_ledger.storage.store import WriteTx
@@ -31,20 +30,18 @@ class ErasureStore(Protocol):
 class Erasure:
     """Erase one subject's erasable data."""
 
-    def __init__(  # noqa: PLR0917 - wired once, by the composition root
+    def __init__(
         self,
         store: ErasureStore,
         policy: Policy,
         indexer: BlindIndexer,
         operations: Operations,
-        appender: Appender,
         shredder: Shredder,
     ) -> None:
         self.store = store
         self.policy = policy
         self.indexer = indexer
         self.operations = operations
-        self.appender = appender
         self.shredder = shredder
 
     def erase_subject(
@@ -89,7 +86,7 @@ class Erasure:
                     "kept_by_policy": kept,
                 },
             )
-            report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            report.op_seq = self.operations.record_in(tx, op)
             apply(tx, plan, report.op_seq, ERASURE, when)
         self.shredder.destroy([k for o in plan.values() for k in o.keys])
         report.kept_by_policy = kept

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 from audit_ledger.core.header import parse_leaf
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import NotFoundError
-from audit_ledger.ledger.appends.write import Appender
-from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations, bad, timestamp_bound
+from audit_ledger.ledger.operations import Operations, bad, timestamp_bound
 from audit_ledger.policy import Policy
 from audit_ledger.storage.entries import StoredEntry
 from audit_ledger.storage.holds import StoredHold
@@ -92,13 +91,11 @@ class Holds:
         policy: Policy,
         indexer: BlindIndexer,
         operations: Operations,
-        appender: Appender,
     ) -> None:
         self.store = store
         self.policy = policy
         self.indexer = indexer
         self.operations = operations
-        self.appender = appender
 
     def create(
         self,
@@ -143,7 +140,7 @@ class Holds:
         )
         with self.store.writer() as tx:
             tx.head()
-            seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            seq = self.operations.record_in(tx, op)
             hold = StoredHold(hold_id, scope, scope_value, lo, hi, actor, seq)
             tx.insert_hold(hold)
         return hold
@@ -152,7 +149,7 @@ class Holds:
         op = self.operations.event("legal_hold_released", {"hold_id": hold_id, "actor": actor})
         with self.store.writer() as tx:
             tx.head()
-            seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            seq = self.operations.record_in(tx, op)
             if not tx.release_hold(hold_id, actor, seq):
                 raise NotFoundError(f"no active legal hold {hold_id!r}")
         return seq

@@ -17,8 +17,9 @@ from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
 from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
-from audit_ledger.ledger.appends.write import Receipt
+from audit_ledger.ledger.appends.write import Appender, Receipt
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy
+from audit_ledger.storage.store import WriteTx
 
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
@@ -57,12 +58,18 @@ class Operations:
     """Builds and records ``ledger_operations`` entries."""
 
     def __init__(
-        self, policy: Policy, indexer: BlindIndexer, clock: Clock, submitter: Submitter
+        self,
+        policy: Policy,
+        indexer: BlindIndexer,
+        clock: Clock,
+        submitter: Submitter,
+        appender: Appender,
     ) -> None:
         self.policy = policy
         self.indexer = indexer
         self.clock = clock
         self.submitter = submitter
+        self.appender = appender
 
     def event(self, event_type: str, data: Mapping[str, Any]) -> PreparedEvent:
         """A prepared ``ledger_operations`` event written by the service itself."""
@@ -81,6 +88,11 @@ class Operations:
             max_data_bytes=SYSTEM_MAX_DATA_BYTES,
             allow_system=True,
         )
+
+    def record_in(self, tx: WriteTx, op: PreparedEvent) -> int:
+        """Append ``op`` inside ``tx`` (its head locked), so that the change it records commits
+        with it or not at all; the seq it got."""
+        return self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
 
     def record(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
         """Append one operation record and wait until it is committed."""

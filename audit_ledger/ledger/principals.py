@@ -14,7 +14,6 @@ from typing import Protocol
 
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.errors import AuthenticationError, ConflictError, NotFoundError
-from audit_ledger.ledger.appends.write import Appender
 from audit_ledger.ledger.identity import (
     Principal,
     check_name,
@@ -23,7 +22,7 @@ from audit_ledger.ledger.identity import (
     token_hash,
     token_shape_ok,
 )
-from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations
+from audit_ledger.ledger.operations import Operations
 from audit_ledger.storage.principals import StoredPrincipal
 from audit_ledger.storage.store import WriteTx
 
@@ -45,10 +44,9 @@ class Principals:
     """Adding, revoking, listing and authenticating principals; every change is recorded in
     the same transaction as an operation."""
 
-    def __init__(self, store: PrincipalStore, operations: Operations, appender: Appender) -> None:
+    def __init__(self, store: PrincipalStore, operations: Operations) -> None:
         self.store = store
         self.operations = operations
-        self.appender = appender
         self._auth_cache: dict[bytes, tuple[Principal, float]] = {}
 
     def add(self, name: str, roles: Iterable[str], *, actor: str = "cli") -> str:
@@ -65,7 +63,7 @@ class Principals:
             stored = StoredPrincipal(name, token_hash(token), chosen, now, None)
             if not tx.insert_principal(stored):
                 raise ConflictError(f"principal {name!r} already exists")
-            self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+            self.operations.record_in(tx, op)
         return token
 
     def revoke(self, name: str, *, actor: str = "cli") -> None:
@@ -75,7 +73,7 @@ class Principals:
             tx.head()
             if not tx.revoke_principal(name, format_timestamp(self.operations.clock())):
                 raise NotFoundError(f"no active principal named {name!r}")
-            self.appender.append_locked(tx, [op], SYSTEM_WRITER)
+            self.operations.record_in(tx, op)
         self._auth_cache.clear()
 
     def all(self) -> list[StoredPrincipal]:

@@ -27,10 +27,9 @@ from typing import Protocol
 
 from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
 from audit_ledger.crypto.keys import KeyProvider
-from audit_ledger.ledger.appends.write import Appender
 from audit_ledger.ledger.holds import HoldMatcher
 from audit_ledger.ledger.keyring import DataKeyRing
-from audit_ledger.ledger.operations import SYSTEM_WRITER, Operations
+from audit_ledger.ledger.operations import Operations
 from audit_ledger.policy import CategoryPolicy, Policy
 from audit_ledger.storage.store import WriteTx
 
@@ -263,13 +262,11 @@ class Retention:
         store: RetentionStore,
         policy: Policy,
         operations: Operations,
-        appender: Appender,
         shredder: Shredder,
     ) -> None:
         self.store = store
         self.policy = policy
         self.operations = operations
-        self.appender = appender
         self.shredder = shredder
 
     def run(self, *, dry_run: bool = False) -> RetentionReport:
@@ -298,7 +295,7 @@ class Retention:
             op = self.operations.event(
                 "retention_run", {"run_at": when, "categories": report.categories}
             )
-            report.op_seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+            report.op_seq = self.operations.record_in(tx, op)
             report.op_seqs = [report.op_seq]
             apply(tx, plan, report.op_seq, RETENTION, when)
             stray = self.shredder.stray_keys(tx)

@@ -69,18 +69,16 @@ class Ledger:
         self.keyring = DataKeyRing(keys.provider)
         self.appender = Appender(store, policy, self.keyring, clock)
         self.appends = Appends(self.appender, policy, keys.indexer, settings)
-        self.operations = Operations(policy, keys.indexer, clock, self.appends)
+        self.operations = Operations(policy, keys.indexer, clock, self.appends, self.appender)
         self.reads = Reads(
             store, policy, self.keyring, keys.indexer, self.operations, settings.page_limit_max
         )
         self.log = Log(store, keys.signer, self.reads, clock)
-        self.principals = Principals(store, self.operations, self.appender)
+        self.principals = Principals(store, self.operations)
         shredder = Shredder(self.keyring, keys.provider)
-        self.retention = Retention(store, policy, self.operations, self.appender, shredder)
-        self.erasure = Erasure(
-            store, policy, keys.indexer, self.operations, self.appender, shredder
-        )
-        self.holds = Holds(store, policy, keys.indexer, self.operations, self.appender)
+        self.retention = Retention(store, policy, self.operations, shredder)
+        self.erasure = Erasure(store, policy, keys.indexer, self.operations, shredder)
+        self.holds = Holds(store, policy, keys.indexer, self.operations)
         self.key_rotation = Keys(store, keys.provider, self.operations)
         self.verification = Verification(
             store, keys.signer.verifier, keys.provider, settings.database_url
