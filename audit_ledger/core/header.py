@@ -85,7 +85,6 @@ class LeafHeader:
         return canonical_json_ascii_keys(self.to_dict())
 
 
-
 #: Every member of a v1 header (DESIGN §3), from :class:`LeafHeader` itself: the one list the
 #: header, the columns, the queries and verification are derived from.
 HEADER_MEMBERS = tuple(f.name for f in fields(LeafHeader))
