@@ -56,9 +56,6 @@ class HoldMatcher:
                 out.append(hold.hold_id)
         return out
 
-    def is_held(self, entry: StoredEntry) -> bool:
-        return bool(self.holding(entry))
-
 
 def hold_view(hold: StoredHold) -> dict[str, Any]:
     """A hold as the API shows it."""
