@@ -95,10 +95,15 @@ def _b64decode(text: str, what: str) -> bytes:
     return raw
 
 
+def typed_key_hash(name: str, key_type: int, public_key: bytes) -> bytes:
+    """signed-note key ID: first 4 bytes of SHA-256(name || "\\n" || type || public key)."""
+    material = name.encode("utf-8") + b"\n" + bytes([key_type]) + public_key
+    return hashlib.sha256(material).digest()[:4]
+
+
 def key_hash(name: str, public_key: bytes) -> bytes:
     """First 4 bytes of SHA-256(name || "\\n" || 0x01 || public key)."""
-    material = name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key
-    return hashlib.sha256(material).digest()[:4]
+    return typed_key_hash(name, ALG_ED25519, public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +135,11 @@ def make_verifier(name: str, public_key: bytes) -> Verifier:
     return Verifier(name, key_hash(name, public_key), public_key)
 
 
-def parse_verifier_key(text: str) -> Verifier:
-    """Parse ``<name>+<hash>+<key>``; the hash must match the name and key."""
+def parse_vkey(text: str) -> tuple[str, int, bytes]:
+    """Parse any signed-note verifier key ``<name>+<hash>+<base64(type || key)>``.
+
+    Returns ``(name, key type, public key)`` once the key hash matches the name, type and key.
+    """
     parts = text.strip().split("+", 2)  # the base64 key may itself contain "+"
     if len(parts) != 3:
         raise CheckpointError("verifier key must be <name>+<hash>+<key>")
@@ -140,12 +148,19 @@ def parse_verifier_key(text: str) -> Verifier:
     if not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
         raise CheckpointError("verifier key hash must be 8 lower-case hex digits")
     raw = _b64decode(key_b64, "verifier key")
-    if len(raw) != 33 or raw[0] != ALG_ED25519:
-        raise CheckpointError("verifier key is not an Ed25519 key")
-    verifier = make_verifier(name, raw[1:])
-    if verifier.key_hash.hex() != hash_hex:
+    if len(raw) < 2:
+        raise CheckpointError("verifier key is too short")
+    if typed_key_hash(name, raw[0], raw[1:]).hex() != hash_hex:
         raise CheckpointError("verifier key hash does not match its name and key")
-    return verifier
+    return name, raw[0], raw[1:]
+
+
+def parse_verifier_key(text: str) -> Verifier:
+    """Parse an Ed25519 (type 0x01) note verifier key; the hash must match the name and key."""
+    name, alg, public_key = parse_vkey(text)
+    if alg != ALG_ED25519 or len(public_key) != 32:
+        raise CheckpointError("verifier key is not an Ed25519 key")
+    return make_verifier(name, public_key)
 
 
 def sign_note(text: str, verifier: Verifier, sign: Callable[[bytes], bytes]) -> str:
@@ -167,11 +182,27 @@ def _check_text(text: str) -> None:
         raise CheckpointError("note text must not contain control characters")
 
 
-def open_note(note: str, verifier: Verifier) -> str:
-    """Verify a signed note against ``verifier`` and return its text.
+@dataclass(frozen=True, slots=True)
+class NoteSignature:
+    """One signature line of a signed note: key name and the decoded blob (key hash first)."""
 
-    Follows ``sumdb/note.Open``: text up to the last blank line, then signature lines; a
-    signature by another key is ignored, one by our key name and hash must verify.
+    name: str
+    blob: bytes
+
+    @property
+    def key_hash(self) -> bytes:
+        return self.blob[:4]
+
+    def line(self) -> str:
+        """The signature line as it appears in a note, newline included."""
+        return f"{_EM_DASH} {self.name} {base64.b64encode(self.blob).decode('ascii')}\n"
+
+
+def split_note(note: str) -> tuple[str, list[NoteSignature]]:
+    """Split a signed note into its text and signature lines, checking only their syntax.
+
+    As ``sumdb/note.Open``: the text runs up to the last blank line; every line after it must
+    be ``— <name> <base64>`` with a blob of at least 5 bytes (key hash and signature).
     """
     if not isinstance(note, str):
         raise CheckpointError("note must be text")
@@ -182,8 +213,7 @@ def open_note(note: str, verifier: Verifier) -> str:
     _check_text(text)
     if not sigs.endswith("\n"):
         raise CheckpointError("note signature block must end with a newline")
-    message = text.encode("utf-8")
-    verified = False
+    signatures = []
     for line in sigs[:-1].split("\n"):
         if not line.startswith(_EM_DASH + " "):
             raise CheckpointError("malformed signature line")
@@ -195,9 +225,32 @@ def open_note(note: str, verifier: Verifier) -> str:
         blob = _b64decode(blob_text, "signature")
         if len(blob) < 5:
             raise CheckpointError("signature is too short")
-        if name != verifier.name or blob[:4] != verifier.key_hash:
+        signatures.append(NoteSignature(name, blob))
+    return text, signatures
+
+
+def join_note(text: str, signatures: list[NoteSignature]) -> str:
+    """A note from its text and signature lines (duplicates dropped, order kept)."""
+    _check_text(text)
+    if not signatures:
+        raise CheckpointError("a signed note needs at least one signature")
+    lines = list(dict.fromkeys(sig.line() for sig in signatures))
+    return text + "\n" + "".join(lines)
+
+
+def open_note(note: str, verifier: Verifier) -> str:
+    """Verify a signed note against ``verifier`` and return its text.
+
+    Follows ``sumdb/note.Open``: text up to the last blank line, then signature lines; a
+    signature by another key is ignored, one by our key name and hash must verify.
+    """
+    text, signatures = split_note(note)
+    message = text.encode("utf-8")
+    verified = False
+    for sig in signatures:
+        if sig.name != verifier.name or sig.key_hash != verifier.key_hash:
             continue
-        if len(blob) != 68 or not verifier.verify(message, blob[4:]):
+        if len(sig.blob) != 68 or not verifier.verify(message, sig.blob[4:]):
             raise CheckpointError("checkpoint signature does not verify")
         verified = True
     if not verified:

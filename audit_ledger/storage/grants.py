@@ -23,7 +23,14 @@ from audit_ledger.errors import ConfigError
 
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
-_INSERT_ONLY = ("entries", "entry_refs", "tree_nodes", "checkpoints", "payload_purges")
+_INSERT_ONLY = (
+    "entries",
+    "entry_refs",
+    "tree_nodes",
+    "checkpoints",
+    "payload_purges",
+    "checkpoint_cosignatures",
+)
 
 
 def grant_statements(role: str) -> list[str]:

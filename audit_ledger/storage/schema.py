@@ -126,6 +126,24 @@ checkpoints = Table(
     Column("note", Text, nullable=False),
 )
 
+#: Witness cosignatures of stored checkpoints (C2SP tlog-cosignature; migration 0003).
+checkpoint_cosignatures = Table(
+    "checkpoint_cosignatures",
+    metadata,
+    Column(
+        "tree_size",
+        BigInteger,
+        ForeignKey("checkpoints.tree_size"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("witness", String(255), primary_key=True),
+    Column("key_hash", String(8), primary_key=True),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("line", Text, nullable=False),
+    Column("received_at", String(27), nullable=False),
+)
+
 #: Legal holds stop retention and erasure for what they cover (DESIGN §2, issue: retention).
 legal_holds = Table(
     "legal_holds",
@@ -153,7 +171,14 @@ job_runs = Table(
 )
 
 #: Ledger tables protected by insert-only guard triggers.
-APPEND_ONLY_TABLES = ("entries", "entry_refs", "tree_nodes", "checkpoints", "payload_purges")
+APPEND_ONLY_TABLES = (
+    "entries",
+    "entry_refs",
+    "tree_nodes",
+    "checkpoints",
+    "payload_purges",
+    "checkpoint_cosignatures",
+)
 
 principals = Table(
     "principals",
