@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit_ledger.cli.audit import cmd_audit, cmd_export, mirror_options
+from audit_ledger.cli.audit import cmd_audit, cmd_export, count, mirror_options
 from audit_ledger.cli.commands import (
     cmd_append,
     cmd_checkpoint,
@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mirror_options(audit, func=cmd_audit)
     audit.add_argument("--url", help="the ledger's base URL (e.g. https://ledger.internal)")
+    audit.add_argument(
+        "--retries",
+        type=count,
+        default=5,
+        help="retries per request on connection errors, 429 and 502-504 (default: %(default)s)",
+    )
     audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
     key = audit.add_mutually_exclusive_group(required=True)
     key.add_argument("--verifier-key", help="the published verifier key (name+hash+key)")

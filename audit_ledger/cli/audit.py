@@ -76,7 +76,9 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             return verify_mirror(mirror, verifier)
 
         async def online() -> AuditReport:
-            async with AuditLedgerClient(args.url, _audit_token(args)) as client:
+            async with AuditLedgerClient(
+                args.url, _audit_token(args), max_retries=args.retries
+            ) as client:
                 return await audit_server(
                     client, mirror, verifier, inclusion_checks=args.inclusion_checks
                 )

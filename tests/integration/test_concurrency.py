@@ -32,7 +32,7 @@ START_TIMEOUT = 120.0
 RUN_TIMEOUT = 420.0
 
 # backend -> (processes, new events appended by each)
-SIZES = {"postgresql": (8, 2000), "sqlite": (4, 500)}
+SIZES = {"postgresql": (8, 1000), "sqlite": (4, 500)}
 
 
 def _spawn(command: str, cfg: dict[str, Any], workdir: Path, name: str) -> subprocess.Popen[bytes]:

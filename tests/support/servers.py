@@ -21,7 +21,9 @@ Both carry ``settings``, ``tokens`` (one principal per role plus a revoked audit
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import signal
 import socket
@@ -41,6 +43,7 @@ import uvicorn
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from audit_ledger.api.app import create_app
+from audit_ledger.cli import main as cli_main
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from tests.conftest import ORIGIN
@@ -89,6 +92,30 @@ def run_cli(
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def run_cli_here(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``audit-ledger <args>`` in this process, answered like :func:`run_cli`.
+
+    For the many usage-error cases of one command: the exit code and the one stderr line are
+    the real program's (``main`` is what ``__main__`` calls), without a ~0.5 s interpreter start
+    each. A traceback cannot hide here: an uncaught exception fails the test.
+    """
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update(cli_env(settings))
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = cli_main(list(args))
+            except SystemExit as exc:  # argparse usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(
+        ["audit-ledger", *args], code, stdout.getvalue(), stderr.getvalue()
     )
 
 

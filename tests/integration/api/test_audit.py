@@ -23,7 +23,7 @@ from tests.conftest import ORIGIN
 from tests.integration.api.conftest import ThreadedServer, run_cli
 from tests.support.api import open_ledger
 from tests.support.factories import event
-from tests.support.servers import add_principals
+from tests.support.servers import add_principals, run_cli_here
 
 # The audit CLI runs as a subprocess (its exit codes are the point) and talks to the server
 # over a socket; some tests stop or restart the server.
@@ -158,7 +158,10 @@ def test_text_output_and_usage_errors(socket_server: ThreadedServer, tmp_path: P
             "--token-file",
             str(writer_token),
         ],
-        "nobody listening": [*base, "--url", "http://127.0.0.1:9", "--token-file", str(token)],
+        "nobody listening": [
+            *base,
+            *("--url", "http://127.0.0.1:9", "--token-file", str(token), "--retries", "1"),
+        ],
         "no mirror offline": [
             "audit",
             "--mirror",
@@ -169,7 +172,7 @@ def test_text_output_and_usage_errors(socket_server: ThreadedServer, tmp_path: P
         ],
     }
     for name, args in cases.items():
-        env_less = run_cli(socket_server.settings, *args)
+        env_less = run_cli_here(socket_server.settings, *args)
         assert env_less.returncode == 2, (name, env_less.stderr)
         assert env_less.stderr.count("\n") == 1, (name, env_less.stderr)
         assert "Traceback" not in env_less.stderr
