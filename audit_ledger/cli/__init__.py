@@ -46,6 +46,7 @@ from audit_ledger.cli.common import (
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
+from audit_ledger.witness.cli import add_witness_commands
 
 # --- parser --------------------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(
         func=cmd_scheduler
     )
+    add_witness_commands(sub)
     return parser
 
 
