@@ -43,10 +43,10 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
-from audit_ledger.witness.cli import add_witness_commands
 
 # --- parser --------------------------------------------------------------------------------
 

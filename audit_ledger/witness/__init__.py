@@ -10,6 +10,7 @@ still cannot make the witness cosign two histories.
 * :mod:`~audit_ledger.witness.keys`: the witness's key file;
 * :mod:`~audit_ledger.witness.state`: its SQLite state (trusted logs, latest cosigned checkpoint);
 * :mod:`~audit_ledger.witness.witness`: the ``add-checkpoint`` state machine;
-* :mod:`~audit_ledger.witness.app`: the HTTP shell (Starlette);
-* :mod:`~audit_ledger.witness.cli`: the ``audit-ledger witness`` commands.
+* :mod:`~audit_ledger.witness.app`: the HTTP shell (Starlette).
+
+The ``audit-ledger witness`` commands are in :mod:`audit_ledger.cli.witness`.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +33,38 @@ def _open_state(args: argparse.Namespace) -> WitnessState:
 
 
 def cmd_init(args: argparse.Namespace, settings: Any) -> int:
-    init_witness_key(_keys_dir(args), args.name)
+    key = init_witness_key(_keys_dir(args), args.name)
     _open_state(args).close()
+    print(f"created {_keys_dir(args)}/witness.key (mode 0600); its verifier key:", file=sys.stderr)
+    print(key.encode())
     return 0
 
 
 def cmd_add_log(args: argparse.Namespace, settings: Any) -> int:
     state = _open_state(args)
     try:
-        _origin, _verifier = state.add_log(args.vkey, args.origin)
+        origin, verifier = state.add_log(args.vkey, args.origin)
     except CheckpointError as exc:
         raise ConfigError(f"not a log verifier key: {exc}") from None
     finally:
         state.close()
+    print(f"trusting {verifier.encode()} for origin {origin}")
     return 0
 
 
 def cmd_logs(args: argparse.Namespace, settings: Any) -> int:
     state = _open_state(args)
     try:
-        for origin, _vkey in state.logs():
-            state.latest(origin)
+        for origin, vkey in state.logs():
+            latest = state.latest(origin)
+            print(f"{origin} {vkey} {latest.size if latest else 0}")
     finally:
         state.close()
     return 0
 
 
 def cmd_verifier_key(args: argparse.Namespace, settings: Any) -> int:
+    print(load_witness_key(_keys_dir(args)).key.encode())
     return 0
 
 
