@@ -19,10 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit_ledger.core.checkpoint import open_note, parse_verifier_key, split_note
-from audit_ledger.core.cosignature import cosignature_message, parse_cosigner_key
+from audit_ledger.core.cosignature import (
+    cosignature_message,
+    make_cosigner_key,
+    parse_cosigner_key,
+)
 from audit_ledger.core.tlog_witness import format_add_checkpoint
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.ledger.witnessing import COSIGNED, ERROR, REFUSED, UP_TO_DATE
@@ -142,6 +146,34 @@ def test_409_resubmits_from_the_witness_size(settings: Settings, witness: Witnes
         # The witness is at 20 now: from 8 it answers 409 with its size.
         stale = witness.add_checkpoint(format_add_checkpoint(0, [], first.note))
         assert (stale.status_code, stale.text) == (409, "20\n")
+    finally:
+        ledger.close()
+
+
+def test_a_cosignature_by_an_unconfigured_key_is_not_kept(
+    settings: Settings, witness: WitnessProcess
+) -> None:
+    """The ledger trusts only the configured key: a witness answering with another key (here:
+    the ledger was given a different key under the same name) gets nothing stored."""
+    name = witness.vkey.split("+")[0]
+    other = make_cosigner_key(name, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    configured = load_settings(
+        database_url=settings.database_url,
+        keys_dir=settings.keys_dir,
+        checkpoint_origin=ORIGIN,
+        witnesses=f"{witness.url} {other.encode()}",
+    )
+    ledger = Ledger.open(configured)
+    try:
+        append(ledger, 4)
+        made = ledger.log.checkpoint()
+        assert made is not None
+        (result,) = ledger.witnessing.submit_latest()
+        assert (result.kind, result.detail) == (ERROR, "CheckpointError")
+        assert ledger.store.cosignatures(made.tree_size) == []
+        assert ledger.log.cosigned_checkpoint() == made.note
+        (lag,) = ledger.witnessing.lag()
+        assert (lag.cosigned_size, lag.lag_entries, lag.age_seconds) == (0, 4, None)
     finally:
         ledger.close()
 
