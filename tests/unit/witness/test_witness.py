@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,30 @@ def test_key_files_are_private_and_never_overwritten(tmp_path: Path) -> None:
     (keys / KEY_FILE).chmod(0o600)
     secret = (keys / KEY_FILE).read_text().strip().split("+", 4)[4]
     assert secret not in repr(load_witness_key(keys))
+
+
+def test_concurrent_submissions_are_a_compare_and_swap(witness: Witness, log: MemoryLog) -> None:
+    """tlog-witness: checking the old size and storing the new checkpoint are one atomic step.
+    Requests racing from the same old size: exactly one is cosigned, the others get a 409 with
+    the size that won, and the stored size is the winner's (never rolled back)."""
+    bodies = [log.request(0, size) for size in (5, 10, 15, 20, 25, 30)]
+    outcomes: list[int | str] = []
+    barrier = threading.Barrier(len(bodies))
+
+    def submit(body: bytes) -> None:
+        barrier.wait()
+        try:
+            witness.add_checkpoint(body)
+            outcomes.append("ok")
+        except SizeConflictError as exc:
+            outcomes.append(exc.size)
+
+    threads = [threading.Thread(target=submit, args=(b,)) for b in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count("ok") == 1
+    latest = witness.state.latest(ORIGIN)
+    assert latest is not None
+    assert sorted(o for o in outcomes if o != "ok") == [latest.size] * (len(bodies) - 1)
