@@ -1,5 +1,5 @@
 """Scheduled jobs (APScheduler 3): retention daily, a checkpoint every minute when the log grew,
-full verification hourly.
+full verification hourly, and with witnesses configured the latest checkpoint submitted to them.
 
 Each job runs at most once per *tick* (its period, aligned to the Unix epoch) however many
 replicas run the scheduler: the first replica to take the job's lock after a tick boundary runs
