@@ -1,5 +1,5 @@
 """Scheduled jobs (APScheduler 3): retention daily, a checkpoint every minute when the log grew,
-full verification hourly.
+full verification hourly, and with witnesses configured the latest checkpoint submitted to them.
 
 Each job runs at most once per *tick* (its period, aligned to the Unix epoch) however many
 replicas run the scheduler: the first replica to take the job's lock after a tick boundary runs
@@ -71,6 +71,16 @@ def _verify(ledger: Ledger) -> str:
     return "ok"
 
 
+def _witness(ledger: Ledger) -> str:
+    # Its own job, off the append path and apart from signing: a witness that is down or slow
+    # (bounded by AUDIT_LEDGER_WITNESS_TIMEOUT_SECONDS) delays only its own cosignature.
+    results = ledger.witnessing.submit_latest()
+    for result in results:
+        metrics.WITNESS_SUBMISSIONS.labels(result.witness, result.kind).inc()
+    done = sum(r.kind in ("cosigned", "up_to_date") for r in results)
+    return f"{done}/{len(results)} ok"
+
+
 def default_jobs(ledger: Ledger) -> list[Job]:
     s = ledger.settings
     return [
@@ -78,6 +88,7 @@ def default_jobs(ledger: Ledger) -> list[Job]:
         Job("retention", s.retention_interval_seconds, _retention),
         Job("verify", s.verify_interval_seconds, _verify),
         Job("log_cleanup", 86_400, _log_cleanup),
+        *([Job("witness", s.witness_interval_seconds, _witness)] if s.witnesses else []),
     ]
 
 

@@ -19,7 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from audit_ledger.errors import ConfigError
+from audit_ledger.core.cosignature import CosignerKey, parse_cosigner_key
+from audit_ledger.errors import CheckpointError, ConfigError
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
@@ -117,6 +118,13 @@ class Settings(BaseSettings):
     verify_interval_seconds: int = Field(default=3_600, ge=60)
     #: SQLAlchemy connection pool size (ignored for SQLite).
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    #: Witnesses each new checkpoint is submitted to (C2SP tlog-witness v1): comma-separated
+    #: ``<submission prefix URL> <witness verifier key>`` pairs (see :func:`parse_witnesses`).
+    witnesses: str = ""
+    #: Per-request timeout towards a witness; a slow witness never holds up appends.
+    witness_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    #: How often the witnessing job submits the latest checkpoint to lagging witnesses.
+    witness_interval_seconds: int = Field(default=60, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -141,6 +149,12 @@ class Settings(BaseSettings):
             raise ValueError("must not contain control characters")
         return value
 
+    @field_validator("witnesses")
+    @classmethod
+    def _check_witnesses(cls, value: str) -> str:
+        parse_witnesses(value)
+        return value
+
     @field_validator("policy_file", mode="before")
     @classmethod
     def _empty_policy_file_is_none(cls, value: object) -> object:
@@ -158,6 +172,30 @@ class Settings(BaseSettings):
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError(f"{_env('max_event_bytes')} must not exceed {_env('max_body_bytes')}")
         return self
+
+
+def parse_witnesses(text: str) -> list[tuple[str, CosignerKey]]:
+    """``AUDIT_LEDGER_WITNESSES``: ``URL VKEY[, URL VKEY]…`` → ``[(submission prefix, key)]``.
+
+    The URL is the witness's submission prefix (``add-checkpoint`` is appended); the key is its
+    cosigner verifier key ``name+hash+base64(0x04 || key)``. Raises ValueError naming the
+    entry's position, never its text.
+    """
+    found: list[tuple[str, CosignerKey]] = []
+    for number, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        parts = entry.split()
+        if len(parts) != 2 or not parts[0].startswith(("http://", "https://")):
+            raise ValueError(f"entry {number} must be '<http(s) URL> <witness verifier key>'")
+        try:
+            key = parse_cosigner_key(parts[1])
+        except CheckpointError as exc:
+            raise ValueError(f"entry {number}: {exc}") from None
+        if any(k == key for _, k in found):
+            raise ValueError(f"entry {number} repeats a witness key")
+        found.append((parts[0].rstrip("/"), key))
+    return found
 
 
 def _env(field: str) -> str:

@@ -43,6 +43,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(
         func=cmd_scheduler
     )
+    add_witness_commands(sub)
     return parser
 
 

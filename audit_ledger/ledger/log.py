@@ -102,5 +102,14 @@ class Log:
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         return self.store.latest_checkpoint()
 
+    def cosigned_checkpoint(self) -> str | None:
+        """The latest checkpoint note with every witness cosignature stored for it (None for
+        none yet): log signature(s) first, then the cosignature lines (tlog-cosignature). The
+        one place that assembles the served checkpoint (``/v1/log/checkpoint``, ``/tlog/``)."""
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            return None
+        return latest.note + "".join(c.line for c in self.store.cosignatures(latest.tree_size))
+
     def verifier_key(self) -> str:
         return self.signer.verifier.encode()

@@ -14,6 +14,7 @@
 ``ledger.verification``   full verification
 ``ledger.operations``     the service's own ``ledger_operations`` records
 ``ledger.jobs``           scheduled jobs' leader lock and bookkeeping
+``ledger.witnessing``     submit checkpoints to outside witnesses, keep their cosignatures
 ========================  ==================================================================
 
 It holds no request state; one instance serves a whole process (thread-safe: every operation
@@ -44,8 +45,9 @@ from audit_ledger.ledger.principals import Principals
 from audit_ledger.ledger.reads import Reads
 from audit_ledger.ledger.retention import Retention, Shredder
 from audit_ledger.ledger.verify import Verification
+from audit_ledger.ledger.witnessing import Witnessing, WitnessTarget
 from audit_ledger.policy import Policy, load_policy
-from audit_ledger.settings import Settings
+from audit_ledger.settings import Settings, parse_witnesses
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.store import Store
 
@@ -84,6 +86,13 @@ class Ledger:
             store, keys.signer.verifier, keys.provider, settings.database_url
         )
         self.jobs = Jobs(store)
+        self.witnessing = Witnessing(
+            store,
+            self.log,
+            [WitnessTarget(url, key) for url, key in parse_witnesses(settings.witnesses)],
+            settings.witness_timeout_seconds,
+            clock,
+        )
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
@@ -95,6 +104,7 @@ class Ledger:
 
     def close(self) -> None:
         self.appends.stop()
+        self.witnessing.close()
         self.store.dispose()
 
     @property

@@ -67,6 +67,11 @@ CONFLICTS = Counter("ledger_conflicts_total", "Appends refused: event_id reused,
 AUTH_FAILURES = Counter(
     "ledger_auth_failures_total", "Rejected credentials or roles, by reason.", ["reason"]
 )
+WITNESS_SUBMISSIONS = Counter(
+    "ledger_witness_submissions_total",
+    "Checkpoint submissions to witnesses, by witness and outcome.",
+    ["witness", "outcome"],
+)
 RETENTION_RUNS = Counter("ledger_retention_runs_total", "Retention runs completed.")
 RETENTION_PURGED = Counter(
     "ledger_retention_payloads_purged_total", "Payloads deleted by retention.", ["category"]
@@ -107,6 +112,32 @@ def _epoch(text: str | None) -> float | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _witness_lag(ledger: Any) -> Iterator[Metric]:
+    """Per witness: entries not covered by its latest cosignature, and that cosignature's age."""
+    try:
+        lags = ledger.witnessing.lag()
+    except AuditLedgerError:
+        return
+    if not lags:
+        return
+    lag = GaugeMetricFamily(
+        "ledger_witness_lag_entries",
+        "Log size minus the tree size of the witness's latest cosignature.",
+        labels=["witness"],
+    )
+    age = GaugeMetricFamily(
+        "ledger_witness_seconds_since_cosignature",
+        "Age of the witness's latest cosignature (absent when it never cosigned).",
+        labels=["witness"],
+    )
+    for item in lags:
+        lag.add_metric([item.witness], item.lag_entries)
+        if item.age_seconds is not None:
+            age.add_metric([item.witness], item.age_seconds)
+    yield lag
+    yield age
 
 
 class LedgerStateCollector(Collector):
@@ -157,6 +188,7 @@ class LedgerStateCollector(Collector):
                 "1 if the last full verification passed.",
                 value=1 if verify[2] == "ok" else 0,
             )
+        yield from _witness_lag(self.ledger)
         job_ts = GaugeMetricFamily(
             "ledger_job_last_run_timestamp_seconds",
             "When each scheduled job last ran.",

@@ -3,7 +3,8 @@
 Each repository lives beside the tables it owns (:mod:`~audit_ledger.storage.entries`,
 :mod:`~audit_ledger.storage.appends`, :mod:`~audit_ledger.storage.keys`,
 :mod:`~audit_ledger.storage.principals`, :mod:`~audit_ledger.storage.holds`,
-:mod:`~audit_ledger.storage.checkpoints`, :mod:`~audit_ledger.storage.purges`,
+:mod:`~audit_ledger.storage.checkpoints`, :mod:`~audit_ledger.storage.cosignatures`,
+:mod:`~audit_ledger.storage.purges`,
 :mod:`~audit_ledger.storage.integrity`); :class:`Store` and :class:`WriteTx` only put them
 together. Use cases do not depend on these classes but on the narrow protocols they declare
 (``ledger/*``), which :class:`Store` and :class:`WriteTx` satisfy.
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 
 from audit_ledger.storage.appends import AppendWrites
 from audit_ledger.storage.checkpoints import CheckpointReads, CheckpointWrites
+from audit_ledger.storage.cosignatures import CosignatureReads, CosignatureWrites
 from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.engine import WRITE_OPTION
 from audit_ledger.storage.entries import EntryReads
@@ -31,11 +33,27 @@ from audit_ledger.storage.principals import PrincipalReads, PrincipalWrites
 from audit_ledger.storage.purges import PurgeWrites
 
 
-class WriteTx(AppendWrites, KeyWrites, PrincipalWrites, HoldWrites, CheckpointWrites, PurgeWrites):
+class WriteTx(
+    AppendWrites,
+    KeyWrites,
+    PrincipalWrites,
+    HoldWrites,
+    CheckpointWrites,
+    PurgeWrites,
+    CosignatureWrites,
+):
     """Operations valid inside :meth:`Store.writer` (head already locked)."""
 
 
-class Store(EntryReads, IntegrityReads, KeyReads, PrincipalReads, HoldReads, CheckpointReads):
+class Store(
+    EntryReads,
+    IntegrityReads,
+    KeyReads,
+    PrincipalReads,
+    HoldReads,
+    CheckpointReads,
+    CosignatureReads,
+):
     """Entry point of the storage layer over one SQLAlchemy engine."""
 
     @contextmanager

@@ -23,6 +23,8 @@ SHELL_ALLOWED = (
     # shells compose: the server starts the scheduler, the CLI starts either
     "audit_ledger.api",
     "audit_ledger.scheduler",
+    # the CLI starts the built-in witness (`audit-ledger witness …`), a separate service
+    "audit_ledger.witness",
 )
 #: The auditor's commands are the auditor's own tool: they check a server over HTTP (or a
 #: mirror offline) with the client and the auditor package, against a published verifier key.
@@ -82,6 +84,26 @@ def test_core_imports_nothing_of_ours_but_errors(path: Path) -> None:
         if _ours(name) and not name.startswith(("audit_ledger.core", "audit_ledger.errors"))
     )
     assert wrong == [], f"core/{path.name} imports {wrong}"
+
+
+#: The witness (issue #13) is run by an auditing firm outside the company: it must not reach
+#: the ledger's database, keys or use cases, only the pure formats and the cross-cutting modules.
+WITNESS_ALLOWED = (
+    "audit_ledger.witness",
+    "audit_ledger.core",
+    "audit_ledger.errors",
+    "audit_ledger.observability",
+)
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "witness").rglob("*.py")), ids=lambda p: p.name)
+def test_witness_depends_on_nothing_of_the_ledger(path: Path) -> None:
+    wrong = sorted(
+        name
+        for name in _imports(path)
+        if _ours(name) and not any(name == a or name.startswith(a + ".") for a in WITNESS_ALLOWED)
+    )
+    assert wrong == [], f"witness/{path.name} imports {wrong}"
 
 
 def test_no_import_cycles() -> None:

@@ -17,10 +17,10 @@ router = APIRouter(tags=["log"])
 
 @router.get("/v1/log/checkpoint", response_class=PlainTextResponse)
 async def checkpoint(request: Request, principal: AnyPrincipal) -> PlainTextResponse:
-    latest = await run(ledger_of(request).log.latest_checkpoint)
-    if latest is None:
+    note = await run(ledger_of(request).log.cosigned_checkpoint)
+    if note is None:
         raise NotFoundError("no checkpoint yet (the log is empty or none was made)")
-    return PlainTextResponse(latest.note)
+    return PlainTextResponse(note)
 
 
 @router.get("/v1/log/verifier-key", response_class=PlainTextResponse)

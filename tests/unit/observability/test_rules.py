@@ -168,6 +168,9 @@ HEALTHY = {
     'ledger_appends_total{instance="a",category="financial_transactions",outcome="appended"}': (
         "0+100x5000"
     ),
+    # A witness keeping up: a few entries behind, cosigning every minute.
+    'ledger_witness_lag_entries{instance="a",witness="w1"}': "5x5000",
+    'ledger_witness_seconds_since_cosignature{instance="a",witness="w1"}': "60x5000",
 }
 ALL_ALERTS = sorted(_alerts())
 
@@ -388,3 +391,42 @@ def test_verification_that_never_ran_alerts(tmp_path: Path) -> None:
         ("2h20m", "AuditLedgerVerificationStale", [{"severity": "high"}]),
     ]
     _run_promtool_test(tmp_path, [_case(never, checks), _case(stale, late)])
+
+
+@needs_promtool
+def test_a_witness_that_stops_cosigning_alerts(tmp_path: Path) -> None:
+    """Lag with a cosignature older than 15 minutes (or none at all) for 5 minutes: high."""
+    quiet = {k: v for k, v in HEALTHY.items() if "ledger_witness" not in k}
+    stale = {
+        **quiet,
+        'ledger_witness_lag_entries{instance="a",witness="w1"}': "0+10x60",
+        'ledger_witness_seconds_since_cosignature{instance="a",witness="w1"}': "0+60x60",
+    }
+    never = {**quiet, 'ledger_witness_lag_entries{instance="a",witness="w1"}': "0+10x60"}
+    idle = {
+        **quiet,
+        'ledger_witness_lag_entries{instance="a",witness="w1"}': "0x60",
+        'ledger_witness_seconds_since_cosignature{instance="a",witness="w1"}': "0+60x60",
+    }
+    high = [{"severity": "high", "witness": "w1"}]
+    _run_promtool_test(
+        tmp_path,
+        [
+            _case(
+                stale,
+                [
+                    ("18m", "AuditLedgerWitnessLagging", []),  # age > 15 m since 16 m, for 5 m
+                    ("22m", "AuditLedgerWitnessLagging", high),
+                ],
+            ),
+            _case(
+                never,
+                [
+                    ("3m", "AuditLedgerWitnessLagging", []),
+                    ("8m", "AuditLedgerWitnessLagging", high),
+                ],
+            ),
+            # Nothing appended since its last cosignature: an old cosignature is fine.
+            _case(idle, [("40m", "AuditLedgerWitnessLagging", [])]),
+        ],
+    )
