@@ -36,6 +36,10 @@ class PolicyError(CheckpointError):
     witnesses lacks its quorum)."""
 
 
+class QuorumError(PolicyError):
+    """A checkpoint lacks the witness cosignatures a tlog-policy's quorum asks for."""
+
+
 class PolicySyntaxError(CoreError):
     """A tlog-policy file is malformed (the message names the line)."""
 

@@ -14,7 +14,13 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit_ledger.cli.audit import cmd_audit, cmd_export, mirror_options
+from audit_ledger.cli.audit import (
+    add_verify_proof,
+    cmd_audit,
+    cmd_export,
+    mirror_options,
+    trust_options,
+)
 from audit_ledger.cli.commands import (
     cmd_append,
     cmd_checkpoint,
@@ -43,6 +49,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.prove import add_prove
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
@@ -133,9 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     mirror_options(audit, func=cmd_audit)
     audit.add_argument("--url", help="the ledger's base URL (e.g. https://ledger.internal)")
     audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
-    key = audit.add_mutually_exclusive_group(required=True)
-    key.add_argument("--verifier-key", help="the published verifier key (name+hash+key)")
-    key.add_argument("--verifier-key-file", help="a file holding the verifier key")
+    trust_options(audit, required=True)
     audit.add_argument(
         "--token-file", help=f"file holding an auditor bearer token (default: ${AUDIT_TOKEN_ENV})"
     )
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export is recorded in ledger_operations. Exit codes as for 'audit'.",
     )
     mirror_options(export, func=cmd_export)
+    add_prove(sub)
+    add_verify_proof(sub)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)

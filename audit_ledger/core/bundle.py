@@ -70,7 +70,9 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def encode_bundle(index: int, proof: tuple[bytes, ...] | list[bytes], note: str, extra: bytes | None) -> str:
+def encode_bundle(
+    index: int, proof: tuple[bytes, ...] | list[bytes], note: str, extra: bytes | None
+) -> str:
     """Format a bundle; the note must be a syntactically valid signed note."""
     if index < 0 or any(len(h) != HASH_SIZE for h in proof):
         raise BundleError("a bundle needs a non-negative index and 32-byte proof hashes")
@@ -156,7 +158,9 @@ def verify_bundle(
             f"index {bundle.index} is outside the checkpoint's tree of {checkpoint.size}"
         )
     try:
-        root = root_from_inclusion_proof(bundle.index, checkpoint.size, leaf_hash(leaf), bundle.proof)
+        root = root_from_inclusion_proof(
+            bundle.index, checkpoint.size, leaf_hash(leaf), bundle.proof
+        )
     except ProofError as exc:
         raise BundleError(f"the inclusion proof is malformed: {exc}") from None
     if root != checkpoint.root_hash:

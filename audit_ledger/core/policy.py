@@ -28,7 +28,7 @@ from audit_ledger.core.checkpoint import (
     split_note,
 )
 from audit_ledger.core.cosignature import CosignerKey, parse_cosigner_key, verified_cosignatures
-from audit_ledger.errors import CheckpointError, PolicyError, PolicySyntaxError
+from audit_ledger.errors import CheckpointError, PolicyError, PolicySyntaxError, QuorumError
 
 NONE = "none"
 #: tlog-policy "Implementation limits": at least 32 of each must be supported; we allow more.
@@ -107,7 +107,7 @@ class TlogPolicy:
             name for name, key in self.witnesses.items() if verified_cosignatures(note, [key])
         )
         if not self._witnessed(self.quorum, cosigned):
-            raise PolicyError(self._shortfall(self.quorum, cosigned))
+            raise QuorumError(self._shortfall(self.quorum, cosigned))
         return VerifiedCheckpoint(checkpoint, log_key, cosigned)
 
     def _witnessed(self, name: str, cosigned: frozenset[str]) -> bool:
