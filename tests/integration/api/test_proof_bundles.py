@@ -146,7 +146,7 @@ def test_prove_and_verify_proof_in_process(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.support.cli import run_cli as run_main  # noqa: PLC0415 - in-process flavour
+    from tests.support.cli import run_cli as run_main
 
     key, size = _fill(settings, 9)
     out = tmp_path / "e.tlog-proof"
