@@ -49,7 +49,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
-from audit_ledger.cli.prove import add_prove
+from audit_ledger.cli.prove import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune-keks",
         help="delete retired key-encryption keys no data key needs (after restarting services)",
     ).set_defaults(func=cmd_keys_prune_keks)
+    add_keys_rotate_checkpoint(keys)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
         dest="sub", required=True, parser_class=_Parser

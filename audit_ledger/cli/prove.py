@@ -59,3 +59,42 @@ def add_prove(sub: Any) -> None:
     parser.add_argument("seq", type=_seq, help="the entry's seq")
     parser.add_argument("--out", help="file to write (default: standard output); .tlog-proof")
     parser.set_defaults(func=cmd_prove)
+
+
+def cmd_keys_rotate_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    with _ledger(settings) as ledger:
+        rotation = ledger.checkpoint_rotation
+        report = rotation.finish() if args.finish else rotation.start()
+    size = report.checkpoint.tree_size if report.checkpoint is not None else 0
+    if args.finish:
+        print(
+            f"checkpoint-key rotation finished (recorded at seq {report.recorded_seq}): "
+            f"checkpoints from tree size {size} are signed by the new key alone; the old "
+            "private key is deleted, its verifier key stays in checkpoint-keys.history",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"checkpoint-key rotation started (recorded at seq {report.recorded_seq}): "
+            f"checkpoints from tree size {size} are signed by both keys until "
+            "'audit-ledger keys rotate-checkpoint --finish'; publish the new verifier key:",
+            file=sys.stderr,
+        )
+    print(report.new_key)
+    return EXIT_OK
+
+
+def add_keys_rotate_checkpoint(keys: Any) -> None:
+    parser = keys.add_parser(
+        "rotate-checkpoint",
+        help="new checkpoint signing key; both keys sign until --finish",
+        description="Start a checkpoint-key rotation: a new key signs checkpoints alongside the "
+        "old one (a transition window in which verifiers knowing either key accept them); "
+        "with --finish, the old key stops signing and its private key is deleted. Both steps "
+        "are recorded in ledger_operations and followed by a checkpoint. Every old checkpoint "
+        "stays verifiable: 'verify' uses keys/checkpoint-keys.history, auditors list old and new "
+        "keys (repeated --verifier-key, or 'log' lines of a tlog-policy). Prints the new "
+        "verifier key.",
+    )
+    parser.add_argument("--finish", action="store_true", help="end the transition window")
+    parser.set_defaults(func=cmd_keys_rotate_checkpoint)
