@@ -49,7 +49,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
-from audit_ledger.cli.prove import add_keys_rotate_checkpoint, add_prove
+from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings

@@ -1,6 +1,11 @@
-"""``audit-ledger prove SEQ [--out FILE]``: one entry's C2SP tlog-proof bundle, from the
-database (the same bundle ``GET /v1/log/proof/bundle`` serves), for ``verify-proof`` to check
-offline. The leaf bytes travel in the bundle's ``extra`` line; the read is recorded."""
+"""Transparency-log commands that need the ledger's database and keys:
+
+* ``audit-ledger prove SEQ [--out FILE]``: one entry's C2SP tlog-proof bundle (the same bundle
+  ``GET /v1/log/proof/bundle`` serves), for ``verify-proof`` to check offline. The leaf bytes
+  travel in the bundle's ``extra`` line; the read is recorded.
+* ``audit-ledger keys rotate-checkpoint [--finish]``: checkpoint-key rotation
+  (:mod:`audit_ledger.ledger.checkpoint_rotation`).
+"""
 
 from __future__ import annotations
 
