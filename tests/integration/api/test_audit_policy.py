@@ -77,3 +77,44 @@ def test_audit_with_policies(
         assert code == 2, (trust, err)
         assert problem in err, (trust, err)
         assert len(err.strip().splitlines()) == 1
+
+
+def test_audit_across_a_checkpoint_key_rotation(
+    socket_server: ThreadedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An auditor's mirror started under the old key follows the log through the rotation
+    with a key history; the old key alone fails once the window is closed."""
+    settings = socket_server.settings
+    old = _fill(settings, 5)
+    monkeypatch.setenv("AUDIT_LEDGER_TOKEN", socket_server.tokens["auditor"])
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        return run_cli(monkeypatch, capsys, settings, *args)
+
+    def audit(*trust: str) -> tuple[int, str, str]:
+        mirror = str(tmp_path / "mirror")
+        return cli("audit", "--url", socket_server.url, "--mirror", mirror, *trust)
+
+    assert audit("--verifier-key", old)[0] == 0
+    code, new, err = cli("keys", "rotate-checkpoint")
+    assert code == 0, err
+    new = new.strip().splitlines()[-1]
+    assert audit("--verifier-key", old)[0] == 0  # the window: still signed by the old key
+    code, out, err = cli("keys", "rotate-checkpoint", "--finish")
+    assert code == 0, err
+    _fill(settings, 2)
+    code, _, err = audit("--verifier-key", old)
+    assert code == 1
+    assert "does not verify with the verifier key" in err
+    history = tmp_path / "history.policy"
+    history.write_text(f"log {old}\nlog {new}\nquorum none\n")
+    code, out, err = audit("--policy", str(history))
+    assert code == 0, err
+    mirror = str(tmp_path / "mirror")
+    code, out, err = cli(
+        "audit", "--offline", "--mirror", mirror, "--verifier-key", new, "--verifier-key", old
+    )
+    assert code == 0, err
