@@ -103,7 +103,7 @@ def test_audit_across_a_checkpoint_key_rotation(
     assert code == 0, err
     new = new.strip().splitlines()[-1]
     assert audit("--verifier-key", old)[0] == 0  # the window: still signed by the old key
-    code, out, err = cli("keys", "rotate-checkpoint", "--finish")
+    code, _, err = cli("keys", "rotate-checkpoint", "--finish")
     assert code == 0, err
     _fill(settings, 2)
     code, _, err = audit("--verifier-key", old)
@@ -111,10 +111,10 @@ def test_audit_across_a_checkpoint_key_rotation(
     assert "does not verify with the verifier key" in err
     history = tmp_path / "history.policy"
     history.write_text(f"log {old}\nlog {new}\nquorum none\n")
-    code, out, err = audit("--policy", str(history))
+    code, _, err = audit("--policy", str(history))
     assert code == 0, err
     mirror = str(tmp_path / "mirror")
-    code, out, err = cli(
+    code, _, err = cli(
         "audit", "--offline", "--mirror", mirror, "--verifier-key", new, "--verifier-key", old
     )
     assert code == 0, err

@@ -41,7 +41,9 @@ def test_phases(keys_dir: Path) -> None:
 
     assert start_rotation(keys_dir)[0] == old
     new = keys.verifier  # re-read: this process did not rotate through ``keys``
-    assert new != old and new.name == old.name == ORIGIN and new.key_hash != old.key_hash
+    assert new != old
+    assert new.name == old.name == ORIGIN
+    assert new.key_hash != old.key_hash
     assert keys.verifiers() == [new, old]
     note = keys.sign_checkpoint(CP)
     assert len(split_note(note)[1]) == 2
