@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="processes that check entries (default: one per core for large logs)",
     )
+    verify_trust = verify.add_mutually_exclusive_group()
+    verify_trust.add_argument(
+        "--verifier-key", action="append", help="accept checkpoints signed by this key (repeat)"
+    )
+    verify_trust.add_argument("--policy", help="accept the log keys of this tlog-policy file")
     verify.set_defaults(func=cmd_verify)
     audit = sub.add_parser(
         "audit",

@@ -380,10 +380,15 @@ class Verification:
         self.database_url = database_url
 
     def run(
-        self, progress: Callable[[int], None] | None = None, *, jobs: int | None = None
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        jobs: int | None = None,
+        trust: TlogPolicy | None = None,
     ) -> VerifyReport:
         """Verify the whole ledger; ``jobs`` processes check entries (None: one per core for
-        a log large enough to repay starting them, else this process alone)."""
+        a log large enough to repay starting them, else this process alone). ``trust``: the
+        checkpoint keys to accept (default: the keys directory's key history)."""
         if jobs is None:
             # From the entries, not the head row: verification must work when that is damaged.
             big = (self.store.last_seq() or 0) + 1 >= PARALLEL_VERIFY_MIN_SIZE
@@ -391,11 +396,12 @@ class Verification:
         parsed = make_url(self.database_url)
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
             jobs = 1  # an in-memory database cannot be opened by another process
-        trust = (
-            self.verifier.history_policy()
-            if isinstance(self.verifier, CheckpointKeys)
-            else self.verifier
-        )
+        if trust is None:
+            trust = (
+                self.verifier.history_policy()
+                if isinstance(self.verifier, CheckpointKeys)
+                else key_history_policy([self.verifier])
+            )
         return verify_ledger(
             self.store,
             trust,

@@ -102,6 +102,22 @@ def test_rotation_keeps_every_checkpoint_verifiable(
     assert started == [{"actor": "cli", "old_key": old.encode(), "new_key": new.encode()}]
     assert finished == [{"actor": "cli", "retired_key": old.encode(), "key": new.encode()}]
 
+    # verify with keys held outside the keys directory: the history passes, one key does not.
+    def verify(*trust: str) -> tuple[int, str, str]:
+        return run_cli(monkeypatch, capsys, settings, "verify", "--jobs", "1", *trust)
+
+    assert verify("--verifier-key", old.encode(), "--verifier-key", new.encode())[0] == 0
+    policy = settings.keys_dir.parent / "history.policy"
+    policy.write_text(f"log {new.encode()}\nlog {old.encode()}\nquorum none\n")
+    assert verify("--policy", str(policy))[0] == 0
+    code, _, err = verify("--verifier-key", old.encode())
+    assert code == 1
+    assert "no signature by a log key" in err
+    code, _, err = verify("--verifier-key", new.encode())
+    assert code == 1
+    assert "no signature by a log key" in err
+    assert str(before.tree_size) in err  # the first checkpoint, signed by the old key alone
+
     # A checkpoint signed by neither key fails verification.
     stranger = log_key(ORIGIN)
     ledger.appends.append(ledger.appends.prepare_batch([event()]), "bot")
