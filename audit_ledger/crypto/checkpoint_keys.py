@@ -122,10 +122,15 @@ class CheckpointKeys:
             if stamp != self._stamp:
                 current = _read_signer(self._dir / CHECKPOINT_FILE)
                 signers = [current]
-                if stamp[1] is not None:
-                    previous = _read_signer(self._dir / PREVIOUS_FILE)
-                    if previous.verifier != current.verifier:
-                        signers.append(previous)
+                previous_path = self._dir / PREVIOUS_FILE
+                try:
+                    previous = _read_signer(previous_path) if stamp[1] is not None else None
+                except ConfigError:
+                    if previous_path.exists():
+                        raise
+                    previous = None  # deleted by a --finish between the stat and the read
+                if previous is not None and previous.verifier != current.verifier:
+                    signers.append(previous)
                 if any(s.name != self._signers[0].name for s in signers):
                     raise ConfigError("a checkpoint key file names another origin")
                 self._signers, self._stamp = tuple(signers), stamp
