@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from audit_ledger.auditor.mirror import open_mirror
+from audit_ledger.auditor.monitor import verify_mirror
 from audit_ledger.core.checkpoint import (
     Checkpoint,
     parse_verifier_key,
     split_note,
     verify_checkpoint,
 )
+from audit_ledger.core.policy import key_history_policy
 from audit_ledger.crypto.checkpoint_keys import HISTORY_FILE, PREVIOUS_FILE
 from audit_ledger.errors import CheckpointError
 from audit_ledger.ledger.service import Ledger
@@ -154,3 +157,25 @@ def test_rotate_checkpoint_cli_process(settings: Settings, ledger: Ledger, tmp_p
     verified = cli("verify", "--json", env=env)
     assert verified.returncode == 0, verified.stderr
     assert json.loads(verified.stdout)["ok"] is True
+
+
+def test_export_follows_a_rotation(ledger: Ledger, settings: Settings, tmp_path: Path) -> None:
+    """A mirror exported under the old key keeps being extended after the rotation (export
+    trusts the whole key history), and re-checks offline with both keys."""
+
+    old = parse_verifier_key(ledger.log.verifier_key())
+    mirror_dir = tmp_path / "mirror"
+
+    def export() -> int:
+        with open_mirror(mirror_dir, create=True) as mirror:
+            return ledger.export(mirror, inclusion_checks=4, principal="cli").tree_size
+
+    first = _grow(ledger).tree_size
+    assert export() == first
+    ledger.checkpoint_rotation.start()
+    ledger.checkpoint_rotation.finish()
+    last = _grow(ledger).tree_size
+    assert export() == last
+    new = parse_verifier_key(ledger.log.verifier_key())
+    with open_mirror(mirror_dir, create=False) as mirror:
+        assert verify_mirror(mirror, key_history_policy([old, new])).tree_size == last
