@@ -31,6 +31,23 @@ class CheckpointError(CoreError):
     """A checkpoint or signed note is malformed or its signature does not verify."""
 
 
+class PolicyError(CheckpointError):
+    """A checkpoint does not satisfy a tlog-policy (no trusted log signature, or a group of
+    witnesses lacks its quorum)."""
+
+
+class QuorumError(PolicyError):
+    """A checkpoint lacks the witness cosignatures a tlog-policy's quorum asks for."""
+
+
+class PolicySyntaxError(CoreError):
+    """A tlog-policy file is malformed (the message names the line)."""
+
+
+class BundleError(CoreError):
+    """A tlog-proof bundle is malformed or does not prove its entry."""
+
+
 class CryptoError(AuditLedgerError):
     """Base of the ``crypto`` layer's errors (authentication failures, bad keys)."""
 

@@ -5,7 +5,9 @@ to an auditor who has no network access to the service).
 :func:`audit_server` trusts nothing but the verifier key the auditor brings (never the one the
 server publishes) and the mirror of what it verified before:
 
-1. the latest checkpoint must carry a valid signature by that key;
+1. the latest checkpoint must carry a valid signature by that key — or, given a C2SP tlog-policy
+   (:mod:`audit_ledger.core.policy`), by one of its log keys (a key history across a rotation),
+   with the quorum of witness cosignatures the policy asks for;
 2. it must extend the mirror's checkpoint: a smaller tree is a rollback (a database restored
    from a backup loses entries), the same size with another root is a fork, and a larger tree
    needs a consistency proof (RFC 9162 §2.1.4) from the old checkpoint that verifies;
@@ -34,8 +36,9 @@ from typing import Any, Protocol
 
 from audit_ledger.auditor.mirror import Mirror, MirrorError, MirrorState, leaf_line
 from audit_ledger.client import ServerError
-from audit_ledger.core.checkpoint import Checkpoint, Verifier, verify_checkpoint
+from audit_ledger.core.checkpoint import Checkpoint, Verifier
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
+from audit_ledger.core.policy import TlogPolicy, key_history_policy
 from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
 from audit_ledger.errors import (
     AuditLedgerError,
@@ -43,6 +46,7 @@ from audit_ledger.errors import (
     CheckpointError,
     ConfigError,
     ProofError,
+    QuorumError,
 )
 
 #: Inclusion proofs checked per run by default (the last new leaf and a random sample).
@@ -97,17 +101,26 @@ class AuditReport:
         }
 
 
-def _check_key(state: MirrorState | None, verifier: Verifier) -> None:
-    if state is not None and state.verifier_key != verifier.encode():
+#: What an auditor trusts: one verifier key, or a tlog-policy (log key history and quorum).
+Trust = Verifier | TlogPolicy
+
+
+def _policy(trust: Trust) -> TlogPolicy:
+    return key_history_policy([trust]) if isinstance(trust, Verifier) else trust
+
+
+def _check_key(state: MirrorState | None, policy: TlogPolicy) -> None:
+    if state is not None and state.verifier_key not in {key.encode() for key in policy.logs}:
         raise ConfigError(
             "the mirror was verified with another verifier key; use a new mirror directory "
-            "for a new key"
+            "for a new key (or list the old key too, e.g. in the policy's log lines)"
         )
 
 
-def _saved_checkpoint(state: MirrorState, verifier: Verifier, mirror: Mirror) -> Checkpoint:
+def _saved_checkpoint(state: MirrorState, policy: TlogPolicy, mirror: Mirror) -> Checkpoint:
+    # The saved checkpoint met the trust of its day; its log signature is what binds it now.
     try:
-        saved = verify_checkpoint(state.checkpoint, verifier)
+        saved, _ = policy.verify_log_signature(state.checkpoint)
     except CheckpointError as exc:
         raise AuditFailedError(f"the mirror's saved checkpoint does not verify: {exc}") from None
     if saved.size != state.size:
@@ -124,7 +137,7 @@ def _fail(
 async def audit_server(
     source: LogSource,
     mirror: Mirror,
-    verifier: Verifier,
+    trust: Trust,
     *,
     inclusion_checks: int = DEFAULT_INCLUSION_CHECKS,
     rng: random.Random | None = None,
@@ -133,8 +146,9 @@ async def audit_server(
     extend the mirror (see the module docstring). Raises :class:`AuditFailedError` on a
     contradiction; source errors (unreachable, 401/403, malformed answers) pass through."""
     state = mirror.load()
-    _check_key(state, verifier)
-    saved = _saved_checkpoint(state, verifier, mirror) if state is not None else None
+    policy = _policy(trust)
+    _check_key(state, policy)
+    saved = _saved_checkpoint(state, policy, mirror) if state is not None else None
     old_note = state.checkpoint if state is not None else ""
 
     note = await source.get_checkpoint()
@@ -150,7 +164,11 @@ async def audit_server(
             {"saved-checkpoint": old_note},
         )
     try:
-        checkpoint = verify_checkpoint(note, verifier)
+        verified = policy.verify_checkpoint(note)
+    except QuorumError as exc:
+        raise _fail(
+            mirror, "quorum-not-met", f"the server's checkpoint: {exc}", {"served-checkpoint": note}
+        ) from None
     except CheckpointError as exc:
         raise _fail(
             mirror,
@@ -158,6 +176,7 @@ async def audit_server(
             f"the server's checkpoint does not verify with the verifier key: {exc}",
             {"served-checkpoint": note},
         ) from None
+    checkpoint = verified.checkpoint
 
     previous = saved.size if saved is not None else 0
     consistency = False
@@ -246,7 +265,7 @@ async def audit_server(
 
     mirror.commit(
         MirrorState(
-            verifier_key=verifier.encode(),
+            verifier_key=verified.log_key.encode(),
             checkpoint=note,
             size=checkpoint.size,
             leaves_bytes=mirror.leaves_path.stat().st_size,
@@ -309,7 +328,7 @@ def _sample(lo: int, hi: int, count: int, rng: random.Random) -> set[int]:
     return {hi - 1, *rng.sample(rest, min(count - 1, len(rest)))}
 
 
-def verify_mirror(mirror: Mirror, verifier: Verifier) -> AuditReport:
+def verify_mirror(mirror: Mirror, trust: Trust) -> AuditReport:
     """Re-check a whole mirror offline: its checkpoint's signature, every leaf from seq 0, the
     root, and that its saved state is what the leaves give."""
     try:
@@ -318,8 +337,9 @@ def verify_mirror(mirror: Mirror, verifier: Verifier) -> AuditReport:
         raise AuditFailedError(f"the mirror is damaged: {exc}") from None
     if state is None:
         raise ConfigError(f"{mirror.directory} holds no verified checkpoint yet")
-    _check_key(state, verifier)
-    checkpoint = _saved_checkpoint(state, verifier, mirror)
+    policy = _policy(trust)
+    _check_key(state, policy)
+    checkpoint = _saved_checkpoint(state, policy, mirror)
     chain = ChainVerifier()
     try:
         page: list[tuple[int, bytes]] = []

@@ -14,7 +14,14 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit_ledger.cli.audit import cmd_audit, cmd_export, count, mirror_options
+from audit_ledger.cli.audit import (
+    add_verify_proof,
+    cmd_audit,
+    cmd_export,
+    count,
+    mirror_options,
+    trust_options,
+)
 from audit_ledger.cli.commands import (
     cmd_append,
     cmd_checkpoint,
@@ -43,6 +50,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune-keks",
         help="delete retired key-encryption keys no data key needs (after restarting services)",
     ).set_defaults(func=cmd_keys_prune_keks)
+    add_keys_rotate_checkpoint(keys)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
         dest="sub", required=True, parser_class=_Parser
@@ -120,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="processes that check entries (default: one per core for large logs)",
     )
+    verify_trust = verify.add_mutually_exclusive_group()
+    verify_trust.add_argument(
+        "--verifier-key", action="append", help="accept checkpoints signed by this key (repeat)"
+    )
+    verify_trust.add_argument("--policy", help="accept the log keys of this tlog-policy file")
     verify.set_defaults(func=cmd_verify)
     audit = sub.add_parser(
         "audit",
@@ -140,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retries per request on connection errors, 429 and 502-504 (default: %(default)s)",
     )
     audit.add_argument("--offline", action="store_true", help="re-check the mirror only")
-    key = audit.add_mutually_exclusive_group(required=True)
-    key.add_argument("--verifier-key", help="the published verifier key (name+hash+key)")
-    key.add_argument("--verifier-key-file", help="a file holding the verifier key")
+    trust_options(audit, required=True)
     audit.add_argument(
         "--token-file", help=f"file holding an auditor bearer token (default: ${AUDIT_TOKEN_ENV})"
     )
@@ -155,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export is recorded in ledger_operations. Exit codes as for 'audit'.",
     )
     mirror_options(export, func=cmd_export)
+    add_prove(sub)
+    add_verify_proof(sub)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)

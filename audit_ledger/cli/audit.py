@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from audit_ledger.auditor.mirror import Mirror, open_mirror
 from audit_ledger.auditor.monitor import (
     DEFAULT_INCLUSION_CHECKS,
     AuditFailedError,
     AuditReport,
+    Trust,
     audit_server,
     verify_mirror,
 )
+from audit_ledger.auditor.trust import trust_from, verify_proof_file
 from audit_ledger.cli.common import (
     AUDIT_TOKEN_ENV,
     CLI_WRITER,
@@ -28,10 +32,7 @@ from audit_ledger.cli.common import (
     _ledger,
 )
 from audit_ledger.client import AuditLedgerClient
-from audit_ledger.core.checkpoint import Verifier, parse_verifier_key
-from audit_ledger.errors import (
-    CheckpointError,
-)
+from audit_ledger.errors import CoreError
 from audit_ledger.settings import Settings
 
 
@@ -42,16 +43,9 @@ def _read_small_file(path: str, what: str) -> str:
         raise CliError(f"cannot read the {what} file: {exc}") from None
 
 
-def _audit_verifier(args: argparse.Namespace) -> Verifier:
-    text = (
-        _read_small_file(args.verifier_key_file, "verifier key")
-        if args.verifier_key_file
-        else args.verifier_key.strip()
-    )
-    try:
-        return parse_verifier_key(text)
-    except CheckpointError as exc:
-        raise CliError(f"bad verifier key: {exc}") from None
+def _audit_trust(args: argparse.Namespace) -> Trust:
+    """``--policy`` (a tlog-policy file), or one or more verifier keys (a key history)."""
+    return trust_from(args.verifier_key or (), args.verifier_key_file or (), args.policy)
 
 
 def _audit_token(args: argparse.Namespace) -> str:
@@ -67,7 +61,7 @@ def _audit_token(args: argparse.Namespace) -> str:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    verifier = _audit_verifier(args)
+    verifier = _audit_trust(args)
     if args.offline == bool(args.url):
         raise CliError("give either --url (check the server) or --offline (check the mirror)")
 
@@ -145,3 +139,61 @@ def mirror_options(parser: argparse.ArgumentParser, func: Callable[..., int]) ->
     )
     parser.add_argument("--json", action="store_true", help="machine-readable report")
     parser.set_defaults(func=func)
+
+
+def cmd_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
+    """Check a tlog-proof bundle offline: exit 0 proven, 1 not proven (one line why)."""
+    policy = trust_from(args.verifier_key or (), args.verifier_key_file or (), args.policy)
+    try:
+        proven = verify_proof_file(args.file, policy, args.leaf)
+    except CoreError as exc:
+        print(f"PROOF FAILED: {exc}", file=sys.stderr)
+        return EXIT_TAMPERED
+    cosigners = ", ".join(sorted(proven.verified.cosigners)) or "no witness"
+    print(
+        f"ok: entry {proven.index} is in {proven.checkpoint.origin} at tree size "
+        f"{proven.checkpoint.size}, root {proven.checkpoint.root_hash.hex()}, signed by "
+        f"{proven.verified.log_key.encode()}, cosigned by {cosigners}; leaf sha256 "
+        f"{hashlib.sha256(proven.leaf).hexdigest()}"
+    )
+    return EXIT_OK
+
+
+def trust_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """How an auditor says what it trusts: verifier keys (repeat for a key history across a
+    checkpoint-key rotation) or a C2SP tlog-policy file (log keys and a witness quorum)."""
+    key = parser.add_mutually_exclusive_group(required=required)
+    key.add_argument(
+        "--verifier-key",
+        action="append",
+        help="a published checkpoint verifier key (name+hash+key); repeat for a key history",
+    )
+    key.add_argument(
+        "--verifier-key-file",
+        action="append",
+        help="a file holding verifier keys, one per line",
+    )
+    key.add_argument(
+        "--policy",
+        help="a C2SP tlog-policy file: log keys ('log' lines, a key history) and the witness "
+        "quorum the checkpoint must meet",
+    )
+
+
+def add_verify_proof(sub: Any) -> None:
+    """``audit-ledger verify-proof FILE --policy POLICY``."""
+    parser = sub.add_parser(
+        "verify-proof",
+        help="check a tlog-proof bundle offline against a policy",
+        description="Check a c2sp.org/tlog-proof@v1 bundle (from 'prove' or GET "
+        "/v1/log/proof/bundle) with no network: the checkpoint is signed by a log key of the "
+        "policy and meets its witness quorum, and the inclusion proof leads from the entry's "
+        "leaf bytes to the checkpoint's root. Exit 0 proven, 1 not proven (one line why), "
+        "2 usage or unreadable input.",
+    )
+    parser.add_argument("file", help="the bundle (.tlog-proof)")
+    parser.add_argument(
+        "--leaf", help="the entry's leaf bytes, for a bundle without them (extra line)"
+    )
+    trust_options(parser, required=True)
+    parser.set_defaults(func=cmd_verify_proof)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-# --- commands ------------------------------------------------------------------------------
 from audit_ledger.cli.common import (
     EXIT_OK,
     EXIT_TAMPERED,
@@ -24,6 +23,9 @@ from audit_ledger.errors import (
     ImportStoppedError,
 )
 from audit_ledger.ledger import admin
+
+# --- commands ------------------------------------------------------------------------------
+from audit_ledger.ledger.checkpoint_rotation import given_trust
 from audit_ledger.observability.logging import configure_logging
 from audit_ledger.settings import Settings
 
@@ -157,7 +159,8 @@ def _progress_printer() -> Callable[[int], None] | None:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     with _ledger(settings) as ledger:
         progress = None if args.json else _progress_printer()
-        report = ledger.verification.run(progress, jobs=args.jobs)
+        trust = given_trust(args.verifier_key or (), args.policy)
+        report = ledger.verification.run(progress, jobs=args.jobs, trust=trust)
         if progress is not None:
             print(file=sys.stderr)
     if args.json:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from audit_ledger.auditor.mirror import Mirror
 from audit_ledger.auditor.monitor import AuditReport, audit_server
-from audit_ledger.core.checkpoint import parse_verifier_key
+from audit_ledger.core.policy import key_history_policy
 
 if TYPE_CHECKING:
     from audit_ledger.ledger.log import Log
@@ -27,8 +27,8 @@ class LedgerSource:
         self.log = log
 
     async def get_checkpoint(self) -> str | None:
-        latest = await asyncio.to_thread(self.log.latest_checkpoint)
-        return latest.note if latest is not None else None
+        # As served over HTTP: with the witnesses' cosignatures, so a policy quorum can be met.
+        return await asyncio.to_thread(self.log.cosigned_checkpoint)
 
     async def get_leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
         return await asyncio.to_thread(self.log.leaves, start, end)
@@ -44,9 +44,11 @@ def export_to_mirror(
     log: Log, operations: Operations, mirror: Mirror, *, inclusion_checks: int, principal: str
 ) -> AuditReport:
     """Bring ``mirror`` up to the latest checkpoint, checking as an audit does; recorded."""
-    verifier = parse_verifier_key(log.verifier_key())
+    # Every key the ledger has signed with: a mirror exported before a checkpoint-key rotation
+    # stays usable after it.
+    trust = key_history_policy(log.key_history())
     report = asyncio.run(
-        audit_server(LedgerSource(log), mirror, verifier, inclusion_checks=inclusion_checks)
+        audit_server(LedgerSource(log), mirror, trust, inclusion_checks=inclusion_checks)
     )
     if report.new_leaves:
         operations.record(

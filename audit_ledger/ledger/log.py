@@ -8,9 +8,10 @@ put on a root the stored tree does not support. A read of leaves is recorded lik
 from __future__ import annotations
 
 from audit_ledger.core import merkle
-from audit_ledger.core.checkpoint import Checkpoint
+from audit_ledger.core.checkpoint import Checkpoint, Verifier
 from audit_ledger.core.merkle import tree_root
 from audit_ledger.core.timestamps import format_timestamp
+from audit_ledger.crypto.checkpoint_keys import CheckpointKeys
 from audit_ledger.crypto.keys import CheckpointSigner
 from audit_ledger.errors import StorageError
 from audit_ledger.ledger.identity import Principal
@@ -24,7 +25,9 @@ from audit_ledger.storage.store import Store
 LEAVES_PAGE = 1000
 
 
-def create_checkpoint(store: Store, signer: CheckpointSigner) -> StoredCheckpoint | None:
+def create_checkpoint(
+    store: Store, signer: CheckpointSigner | CheckpointKeys
+) -> StoredCheckpoint | None:
     """Sign and store a checkpoint for the current log size; None for an empty log.
 
     If the latest checkpoint already covers this size it is returned unchanged. The root is
@@ -51,7 +54,13 @@ def create_checkpoint(store: Store, signer: CheckpointSigner) -> StoredCheckpoin
 class Log:
     """Size, leaves, inclusion and consistency proofs, checkpoints."""
 
-    def __init__(self, store: Store, signer: CheckpointSigner, reads: Reads, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        signer: CheckpointSigner | CheckpointKeys,
+        reads: Reads,
+        clock: Clock,
+    ) -> None:
         self.store = store
         self.signer = signer
         self.reads = reads
@@ -107,9 +116,18 @@ class Log:
         none yet): log signature(s) first, then the cosignature lines (tlog-cosignature). The
         one place that assembles the served checkpoint (``/v1/log/checkpoint``, ``/tlog/``)."""
         latest = self.store.latest_checkpoint()
-        if latest is None:
-            return None
-        return latest.note + "".join(c.line for c in self.store.cosignatures(latest.tree_size))
+        return None if latest is None else self.cosigned_note(latest)
+
+    def cosigned_note(self, checkpoint: StoredCheckpoint) -> str:
+        """``checkpoint``'s note with every witness cosignature stored for it appended."""
+        lines = self.store.cosignatures(checkpoint.tree_size)
+        return checkpoint.note + "".join(c.line for c in lines)
 
     def verifier_key(self) -> str:
         return self.signer.verifier.encode()
+
+    def key_history(self) -> list[Verifier]:
+        """Every checkpoint key signed with so far, oldest first (checkpoint-key rotation)."""
+        if isinstance(self.signer, CheckpointKeys):
+            return self.signer.history()
+        return [self.signer.verifier]

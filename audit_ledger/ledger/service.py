@@ -11,6 +11,7 @@
 ``ledger.erasure``        erase a data subject
 ``ledger.holds``          legal holds
 ``ledger.key_rotation``   KEK rotation and pruning (through the key provider)
+``ledger.checkpoint_rotation``  checkpoint-key rotation (dual-signed window, then finish)
 ``ledger.verification``   full verification
 ``ledger.operations``     the service's own ``ledger_operations`` records
 ``ledger.jobs``           scheduled jobs' leader lock and bookkeeping
@@ -29,10 +30,12 @@ from typing import Any
 
 from audit_ledger.auditor.mirror import Mirror
 from audit_ledger.auditor.monitor import AuditReport
+from audit_ledger.crypto.checkpoint_keys import CheckpointKeys
 from audit_ledger.crypto.keys import KeyRing, load_keys
 from audit_ledger.ledger.admin import check_schema_on
 from audit_ledger.ledger.appends.service import Appends
 from audit_ledger.ledger.appends.write import Appender
+from audit_ledger.ledger.checkpoint_rotation import CheckpointRotation
 from audit_ledger.ledger.erasure import Erasure
 from audit_ledger.ledger.export import export_to_mirror
 from audit_ledger.ledger.holds import Holds
@@ -75,7 +78,8 @@ class Ledger:
         self.reads = Reads(
             store, policy, self.keyring, keys.indexer, self.operations, settings.page_limit_max
         )
-        self.log = Log(store, keys.signer, self.reads, clock)
+        self.checkpoint_keys = CheckpointKeys(settings.keys_dir, keys.signer)
+        self.log = Log(store, self.checkpoint_keys, self.reads, clock)
         self.principals = Principals(store, self.operations)
         shredder = Shredder(self.keyring, keys.provider)
         self.retention = Retention(store, policy, self.operations, shredder)
@@ -83,7 +87,10 @@ class Ledger:
         self.holds = Holds(store, policy, keys.indexer, self.operations)
         self.key_rotation = Keys(store, keys.provider, self.operations)
         self.verification = Verification(
-            store, keys.signer.verifier, keys.provider, settings.database_url
+            store, self.checkpoint_keys, keys.provider, settings.database_url
+        )
+        self.checkpoint_rotation = CheckpointRotation(
+            settings.keys_dir, self.checkpoint_keys, self.log, self.operations
         )
         self.jobs = Jobs(store)
         self.witnessing = Witnessing(

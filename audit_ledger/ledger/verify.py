@@ -25,9 +25,11 @@ from typing import Any
 
 from sqlalchemy import make_url
 
-from audit_ledger.core.checkpoint import Verifier, verify_checkpoint
+from audit_ledger.core.checkpoint import Verifier
 from audit_ledger.core.merkle import HASH_SIZE
+from audit_ledger.core.policy import TlogPolicy, key_history_policy
 from audit_ledger.core.verify import ChainVerifier
+from audit_ledger.crypto.checkpoint_keys import CheckpointKeys
 from audit_ledger.crypto.envelope import payload_aad
 from audit_ledger.crypto.keys import KeyProvider
 from audit_ledger.errors import (
@@ -67,9 +69,12 @@ def _checkpoints(store: Store) -> Iterator[StoredCheckpoint]:
 
 
 class _Run:
-    def __init__(self, store: Store, verifier: Verifier, chunk: int, ranges: RangeChecker) -> None:
+    def __init__(
+        self, store: Store, verifier: Verifier | TlogPolicy, chunk: int, ranges: RangeChecker
+    ) -> None:
         self.store = store
-        self.verifier = verifier
+        # A key history (checkpoint-key rotation): each checkpoint needs a signature by one.
+        self.policy = key_history_policy([verifier]) if isinstance(verifier, Verifier) else verifier
         self.chunk = chunk
         self.ranges = ranges
         self.chain = ChainVerifier()
@@ -129,7 +134,7 @@ class _Run:
 
     def checkpoint(self, stored: StoredCheckpoint) -> None:
         try:
-            parsed = verify_checkpoint(stored.note, self.verifier)
+            parsed, _ = self.policy.verify_log_signature(stored.note)
         except CheckpointError as exc:
             raise fail(str(exc), checkpoint=stored.tree_size) from None
         if parsed.size != stored.tree_size or parsed.root_hash != stored.root_hash:
@@ -320,7 +325,7 @@ def _ranges_in_workers(pool: WorkerPool) -> RangeChecker:
 
 def verify_ledger(
     store: Store,
-    verifier: Verifier,
+    verifier: Verifier | TlogPolicy,
     *,
     keys: KeyProvider | None = None,
     progress: Callable[[int], None] | None = None,
@@ -363,7 +368,11 @@ class Verification:
     """The verify use case over one database (``audit-ledger verify``, the scheduler)."""
 
     def __init__(
-        self, store: Store, verifier: Verifier, keys: KeyProvider, database_url: str
+        self,
+        store: Store,
+        verifier: Verifier | CheckpointKeys,
+        keys: KeyProvider,
+        database_url: str,
     ) -> None:
         self.store = store
         self.verifier = verifier
@@ -371,10 +380,15 @@ class Verification:
         self.database_url = database_url
 
     def run(
-        self, progress: Callable[[int], None] | None = None, *, jobs: int | None = None
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        jobs: int | None = None,
+        trust: TlogPolicy | None = None,
     ) -> VerifyReport:
         """Verify the whole ledger; ``jobs`` processes check entries (None: one per core for
-        a log large enough to repay starting them, else this process alone)."""
+        a log large enough to repay starting them, else this process alone). ``trust``: the
+        checkpoint keys to accept (default: the keys directory's key history)."""
         if jobs is None:
             # From the entries, not the head row: verification must work when that is damaged.
             big = (self.store.last_seq() or 0) + 1 >= PARALLEL_VERIFY_MIN_SIZE
@@ -382,9 +396,15 @@ class Verification:
         parsed = make_url(self.database_url)
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
             jobs = 1  # an in-memory database cannot be opened by another process
+        if trust is None:
+            trust = (
+                self.verifier.history_policy()
+                if isinstance(self.verifier, CheckpointKeys)
+                else key_history_policy([self.verifier])
+            )
         return verify_ledger(
             self.store,
-            self.verifier,
+            trust,
             keys=self.keys,
             progress=progress,
             jobs=jobs,

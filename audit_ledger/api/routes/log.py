@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 from audit_ledger.api.deps import AnyPrincipal, Auditor, ledger_of, run
 from audit_ledger.api.models import ConsistencyOut, InclusionOut, LeavesOut
 from audit_ledger.errors import NotFoundError
+from audit_ledger.ledger import bundles
 
 router = APIRouter(tags=["log"])
 
@@ -64,3 +65,13 @@ async def consistency(
 ) -> dict[str, Any]:
     proof = await run(ledger_of(request).log.consistency_proof, first, second)
     return {"first": first, "second": second, "hashes": [h.hex() for h in proof]}
+
+
+@router.get("/v1/log/proof/bundle", response_class=PlainTextResponse)
+async def proof_bundle(
+    request: Request, principal: Auditor, seq: Annotated[int, Query(ge=0)]
+) -> PlainTextResponse:
+    """A C2SP tlog-proof bundle of one entry against the latest checkpoint (DESIGN §7)."""
+    log = ledger_of(request).log
+    text = await run(bundles.proof_bundle, log, principal, seq, "GET /v1/log/proof/bundle")
+    return PlainTextResponse(text)
