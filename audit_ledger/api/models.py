@@ -16,11 +16,18 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(description="UUID; the idempotency key (normalised to lower case)")
+    event_id: str = Field(
+        description="UUID; the idempotency key (normalised to lower case)",
+        json_schema_extra={"format": "uuid"},
+    )
     category: str = Field(examples=["financial_transactions"])
-    event_type: str = Field(examples=["payment_completed"])
+    event_type: str = Field(
+        examples=["payment_completed"], pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+    )
     occurred_at: str = Field(
-        description="RFC 3339 with offset", examples=["2026-11-28T10:55:17+07:00"]
+        description="RFC 3339 with offset",
+        examples=["2026-11-28T10:55:17+07:00"],
+        json_schema_extra={"format": "date-time"},
     )
     correlation_id: str | None = None
     data: dict[str, Any] = Field(

@@ -43,6 +43,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.openapi import cmd_openapi
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(
         func=cmd_scheduler
+    )
+    sub.add_parser("openapi", help="print the OpenAPI document (/openapi.json)").set_defaults(
+        func=cmd_openapi
     )
     return parser
 

@@ -51,7 +51,7 @@ from tests.support.servers import ROLE_NAMES, LiveServer, make_server
 pytestmark = [pytest.mark.process, pytest.mark.postgres]
 
 #: Cases per operation, caller and generation mode: 17 operations x 2 modes x this per caller.
-CASES = 12
+CASES = 10
 CALLERS = (*ROLE_NAMES, "anonymous", "unknown", "revoked")
 UNKNOWN_TOKEN = "alt_" + "A" * 43
 CHECKS = [

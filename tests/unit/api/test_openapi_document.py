@@ -17,6 +17,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from audit_ledger.api.app import create_app
+from audit_ledger.cli import main
 from tests.support.api import OPERATION_ROLES, PROBLEM_JSON
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -149,3 +150,10 @@ def test_text_answers_are_documented_as_text(document: dict[str, Any]) -> None:
     ops = dict(operations(document))
     for name in ("GET /v1/log/checkpoint", "GET /v1/log/verifier-key", "GET /metrics"):
         assert set(ops[name]["responses"]["200"]["content"]) == {"text/plain"}, name
+
+
+def test_the_cli_prints_the_published_document(
+    document: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["openapi"]) == 0
+    assert json.loads(capsys.readouterr().out) == document
