@@ -23,6 +23,7 @@ validation work, and its own tests cover it. Nothing else is excluded.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -51,7 +54,8 @@ from tests.support.servers import ROLE_NAMES, LiveServer, make_server
 pytestmark = [pytest.mark.process, pytest.mark.postgres]
 
 #: Cases per operation, caller and generation mode: 17 operations x 2 modes x this per caller.
-CASES = 10
+#: A longer local run: AUDIT_LEDGER_SCHEMATHESIS_CASES=100 scripts/test -n 0 -s <this file>.
+CASES = int(os.environ.get("AUDIT_LEDGER_SCHEMATHESIS_CASES", "10"))
 CALLERS = (*ROLE_NAMES, "anonymous", "unknown", "revoked")
 UNKNOWN_TOKEN = "alt_" + "A" * 43
 CHECKS = [
@@ -60,6 +64,8 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
+    negative_data_rejection,
+    ignored_auth,
 ]
 
 
@@ -111,7 +117,9 @@ class Tally:
 def fuzz(server: LiveServer, operation: Any, caller: str, mode: Any, tally: Tally) -> None:
     headers = caller_headers(server, caller)
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    # The caller's credentials are fixed where cases are generated: a negative case then never
+    # "negates" the Authorization header only for the caller's token to make it valid again.
+    @given(case=operation.as_strategy(generation_mode=mode, headers=headers or None))
     @settings(
         max_examples=CASES,
         # Generation only: failures are collected, so there is nothing to shrink or replay.
@@ -122,9 +130,8 @@ def fuzz(server: LiveServer, operation: Any, caller: str, mode: Any, tally: Tall
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        # The caller's credentials only: a generated Authorization header is replaced (or
-        # dropped, for the anonymous caller).
-        if case.headers:
+        if not headers and case.headers:
+            # The anonymous caller sends no credentials, generated ones included.
             case.headers.pop("Authorization", None)
             case.headers.pop("authorization", None)
         response = case.call(base_url=server.url, headers=headers, timeout=30)
@@ -138,9 +145,11 @@ def fuzz(server: LiveServer, operation: Any, caller: str, mode: Any, tally: Tall
             case.validate_response(response, checks=CHECKS, headers=headers)
         except (FailureGroup, AssertionError) as exc:
             found = exc.exceptions if isinstance(exc, FailureGroup) else (exc,)
+            # The reproduction, with the caller's credentials filtered out.
+            curl = case.as_curl_command(headers={"Authorization": "[caller]"} if headers else {})
             for failure in found:
                 lines = " | ".join(str(failure).strip().splitlines()[:4])
-                tally.failures.append(f"{where}: {type(failure).__name__}: {lines}")
+                tally.failures.append(f"{where}: {type(failure).__name__}: {lines} | {curl}")
 
     try:
         run()
