@@ -10,7 +10,8 @@ token, with an unknown token and with a revoked one. Every answer must be:
 * inside the document: a documented status code, its content type, its headers and its schema
   (``status_code_conformance``, ``content_type_conformance``, ``response_headers_conformance``,
   ``response_schema_conformance``);
-* no 2xx where the role forbids it (the role table of DESIGN §4, ``OPERATION_ROLES``).
+* no 2xx where the role forbids it (the role table of DESIGN §4, ``OPERATION_ROLES``), and no
+  plaintext ``data`` in a read's 2xx but for the category's own readers (``READER_OF``).
 
 Failures are collected, not raised, so one run reports all of them (with the figures) instead of
 shrinking the first; the budget is a fixed number of cases per caller (``CASES``), about a
@@ -46,7 +47,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support.api import CATEGORIES, OPERATION_ROLES
+from tests.support.api import CATEGORIES, OPERATION_ROLES, READER_OF
 from tests.support.databases import fresh_settings
 from tests.support.factories import event
 from tests.support.servers import ROLE_NAMES, LiveServer, make_server
@@ -58,6 +59,8 @@ pytestmark = [pytest.mark.process, pytest.mark.postgres]
 CASES = int(os.environ.get("AUDIT_LEDGER_SCHEMATHESIS_CASES", "10"))
 CALLERS = (*ROLE_NAMES, "anonymous", "unknown", "revoked")
 UNKNOWN_TOKEN = "alt_" + "A" * 43
+#: Reads whose 2xx must carry plaintext only for the category's readers (DESIGN §2, §4).
+READS = frozenset({"GET /v1/events", "POST /v1/events/search", "GET /v1/events/{seq}"})
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -111,6 +114,7 @@ def may_succeed(operation: str, caller: str) -> bool:
 class Tally:
     cases: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
+    entries: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
 
@@ -141,6 +145,13 @@ def fuzz(server: LiveServer, operation: Any, caller: str, mode: Any, tally: Tall
         where = f"{caller} {mode.value} {operation} -> {response.status_code}"
         if 200 <= response.status_code < 300 and not may_succeed(operation, caller):
             tally.failures.append(f"{where}: a 2xx the role forbids")
+        elif 200 <= response.status_code < 300 and operation in READS:
+            body = response.json()
+            for entry in body.get("events", [body]):
+                category = entry["header"]["category"]
+                tally.entries[("plaintext" if "data" in entry else "headers only")] += 1
+                if "data" in entry and READER_OF.get(category) != caller:
+                    tally.failures.append(f"{where}: plaintext of {category} to a non-reader")
         try:
             case.validate_response(response, checks=CHECKS, headers=headers)
         except (FailureGroup, AssertionError) as exc:
@@ -174,7 +185,8 @@ def test_the_document_holds_for_every_caller(server: LiveServer) -> None:
     elapsed = time.monotonic() - started
     print(
         f"\nschemathesis: {sum(tally.cases.values())} cases in {elapsed:.1f} s;"
-        f" per caller {dict(tally.cases)}; statuses {dict(sorted(tally.statuses.items()))}"
+        f" per caller {dict(tally.cases)}; statuses {dict(sorted(tally.statuses.items()))};"
+        f" entries read {dict(tally.entries)}"
     )
     kinds = Counter(failure.split(": ")[1] for failure in tally.failures)
     assert not tally.failures, f"{len(tally.failures)} failures {dict(kinds)}:\n" + "\n".join(
@@ -182,3 +194,6 @@ def test_the_document_holds_for_every_caller(server: LiveServer) -> None:
     )
     # Each caller got its cases (a strategy that generates nothing proves nothing).
     assert all(tally.cases[caller] >= CASES * len(operations) for caller in CALLERS), tally.cases
+    # ...and the read check saw both kinds of entry.
+    assert tally.entries["plaintext"] > 0, tally.entries
+    assert tally.entries["headers only"] > 0, tally.entries
