@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit_ledger.api.middleware import ObservabilityMiddleware
+from audit_ledger.api.openapi import install as install_openapi
 from audit_ledger.api.problems import (
     domain_error_handler,
     http_error_handler,
@@ -82,4 +83,5 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     app.add_exception_handler(Exception, domain_error_handler)
     for router in (events.router, log.router, retention.router, health.router):
         app.include_router(router)
+    install_openapi(app)
     return app

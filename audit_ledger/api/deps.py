@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from audit_ledger.api.openapi import json_body
 from audit_ledger.api.problems import UnsupportedMediaTypeError
 from audit_ledger.errors import (
     AuthenticationError,
@@ -32,6 +34,14 @@ from audit_ledger.roles import (
 )
 
 security_log = get_logger("security")
+#: Publishes the bearer scheme in the OpenAPI document (``components/securitySchemes`` and each
+#: guarded operation's ``security``). ``auto_error=False``: it never answers by itself; the
+#: token is parsed and refused below, as a problem+json 401 with ``WWW-Authenticate``.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="a principal's token (`audit-ledger principals add`)",
+    auto_error=False,
+)
 READER_ROLES = frozenset({COMPLIANCE_OFFICER, PRIVACY_OFFICER, SECURITY_TEAM, AUDITOR})
 JSON_TYPES = ("application/json", "application/problem+json")
 T = TypeVar("T")
@@ -62,7 +72,10 @@ def _bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def current_principal(request: Request) -> Principal:
+async def current_principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> Principal:
     principals = ledger_of(request).principals
     try:
         token = _bearer_token(request)
@@ -125,10 +138,5 @@ async def read_json(request: Request) -> Any:
 
 
 def body_schema(model: Any) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON body that the route reads itself."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
+    """``openapi_extra`` documenting a JSON body that the route reads itself (by ``$ref``)."""
+    return json_body(model)

@@ -16,11 +16,18 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(description="UUID; the idempotency key (normalised to lower case)")
+    event_id: str = Field(
+        description="UUID; the idempotency key (normalised to lower case)",
+        json_schema_extra={"format": "uuid"},
+    )
     category: str = Field(examples=["financial_transactions"])
-    event_type: str = Field(examples=["payment_completed"])
+    event_type: str = Field(
+        examples=["payment_completed"], pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+    )
     occurred_at: str = Field(
-        description="RFC 3339 with offset", examples=["2026-11-28T10:55:17+07:00"]
+        description="RFC 3339 with offset",
+        examples=["2026-11-28T10:55:17+07:00"],
+        json_schema_extra={"format": "date-time"},
     )
     correlation_id: str | None = None
     data: dict[str, Any] = Field(
@@ -94,3 +101,86 @@ class ConsistencyOut(BaseModel):
     first: int
     second: int
     hashes: list[str]
+
+
+# --- bodies the routes read themselves, and the answers of the retention routes ------------
+
+
+class ErasureIn(BaseModel):
+    """Body of ``POST /v1/erasure-requests``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | int
+    categories: list[str] | None = Field(
+        default=None, description="erasable categories to erase; absent: every erasable one"
+    )
+
+
+class HoldIn(BaseModel):
+    """Body of ``POST /v1/legal-holds``; the identifier member matches the scope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str = Field(description="subject | order | category | time_range")
+    user_id: str | int | None = None
+    order_id: str | int | None = None
+    category: str | None = None
+    since: str | None = None
+    until: str | None = None
+    reason: str | None = None
+
+
+class ErasureOut(BaseModel):
+    run_at: str
+    dry_run: bool
+    recorded_as_seq: int | None
+    recorded_as_seqs: list[int]
+    categories: dict[str, dict[str, Any]]
+    kept_by_policy: list[str]
+
+
+class HoldOut(BaseModel):
+    hold_id: str
+    scope: str
+    scope_value: str | None
+    since: str | None
+    until: str | None
+    created_by: str
+    created_seq: int
+    released_seq: int | None
+
+
+class HoldsOut(BaseModel):
+    holds: list[HoldOut]
+
+
+class ReleaseOut(BaseModel):
+    hold_id: str
+    released_seq: int
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready | not ready")
+    checks: dict[str, str]
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the failing member or parameter, by name")
+    problem: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object (``application/problem+json``)."""
+
+    type: str = Field(examples=["urn:audit-ledger:problem:validation"])
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | None = Field(
+        default=None, description="422 only: the failing fields"
+    )

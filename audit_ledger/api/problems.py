@@ -7,8 +7,10 @@ values are never echoed back: they may be personal data or secrets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import fastapi.routing
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -125,13 +127,38 @@ async def request_validation_handler(request: Request, exc: Exception) -> JSONRe
     )
 
 
+def _routes(app: Any) -> Iterable[Any]:
+    # FastAPI 0.16x keeps included routers as wrappers; iter_route_contexts flattens them
+    # (each context exposes the effective path_regex and methods). Older ones list routes flat.
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    return contexts(app.routes) if contexts is not None else app.routes  # type: ignore[no-any-return]
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 §15.5.6: a 405 lists them all).
+
+    Starlette answers 405 from the *first* route whose path matched, so ``/v1/events`` (one
+    route for POST, another for GET) said ``Allow: POST`` alone; ask every route instead.
+    """
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in _routes(request.app):
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods.update(route_methods)
+    return ", ".join(sorted(methods))
+
+
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return problem(
         exc.status_code,
         slug,
         str(exc.detail),
         str(exc.detail),
-        headers=getattr(exc, "headers", None),
+        headers=headers or None,
     )

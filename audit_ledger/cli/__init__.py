@@ -50,6 +50,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.openapi import cmd_openapi
 from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
@@ -228,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_scheduler
     )
     add_witness_commands(sub)
+    sub.add_parser("openapi", help="print the OpenAPI document (/openapi.json)").set_defaults(
+        func=cmd_openapi
+    )
     return parser
 
 

@@ -56,7 +56,14 @@ class DataKey:
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt ``plaintext`` under a fresh random nonce; return nonce || ct || tag."""
-        nonce = os.urandom(NONCE_SIZE)
+        return self._seal_with_nonce(os.urandom(NONCE_SIZE), plaintext, aad)
+
+    def _seal_with_nonce(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        # The one place a blob is assembled. Private: the NIST CAVP known-answer tests inject
+        # the vector's IV here (tests/unit/crypto/test_known_answers.py); every production
+        # nonce comes from seal(), fresh and random.
+        if len(nonce) != NONCE_SIZE:
+            raise CryptoError("nonce must be 12 bytes")
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, blob: bytes, aad: bytes) -> bytes:

@@ -67,3 +67,28 @@ def assert_problem(response: httpx.Response, status: int, *, secrets: tuple[str,
     for secret in secrets:
         assert secret not in response.text, f"{where} echoes a submitted value"
         assert secret.lower() not in response.text.lower(), f"{where} echoes a submitted value"
+
+
+#: Who may get a 2xx from each operation (DESIGN §4), by role; ``None``: public, ``"*"``: any
+#: principal. Reads are narrowed further by category (tests/integration/api/test_matrix.py).
+READERS = frozenset({"compliance_officer", "privacy_officer", "security_team", "auditor"})
+OPERATION_ROLES: dict[str, frozenset[str] | str | None] = {
+    "POST /v1/events": frozenset({"writer"}),
+    "POST /v1/events/batch": frozenset({"writer"}),
+    "GET /v1/events": READERS,
+    "POST /v1/events/search": READERS,
+    "GET /v1/events/{seq}": READERS,
+    "GET /v1/log/checkpoint": "*",
+    "GET /v1/log/verifier-key": None,
+    "GET /v1/log/leaves": frozenset({"auditor"}),
+    "GET /v1/log/proof/inclusion": frozenset({"auditor"}),
+    "GET /v1/log/proof/consistency": frozenset({"auditor"}),
+    "GET /v1/log/proof/bundle": frozenset({"auditor"}),
+    "POST /v1/erasure-requests": frozenset({"privacy_officer"}),
+    "POST /v1/legal-holds": frozenset({"admin", "compliance_officer"}),
+    "GET /v1/legal-holds": frozenset({"admin", "compliance_officer"}),
+    "POST /v1/legal-holds/{hold_id}/release": frozenset({"admin", "compliance_officer"}),
+    "GET /healthz": None,
+    "GET /readyz": None,
+    "GET /metrics": None,
+}

@@ -22,6 +22,7 @@ from audit_ledger.api.models import (
     ReceiptsOut,
     SearchIn,
 )
+from audit_ledger.api.openapi import BODY, ROLE_GATED, problems
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.appends.write import Receipt
 from audit_ledger.ledger.bodies import json_object
@@ -42,6 +43,10 @@ def _receipts_response(receipts: list[Receipt], single: bool) -> Response:
     "/v1/events",
     status_code=201,
     response_model=ReceiptOut,
+    responses={
+        200: {"model": ReceiptOut, "description": "a replay: the original receipt"},
+        **problems(*ROLE_GATED, *BODY, 409),
+    },
     openapi_extra=body_schema(EventIn),
     tags=["append"],
 )
@@ -55,6 +60,10 @@ async def append_event(request: Request, principal: Writer) -> Response:
     "/v1/events/batch",
     status_code=201,
     response_model=ReceiptsOut,
+    responses={
+        200: {"model": ReceiptsOut, "description": "every event a replay: the original receipts"},
+        **problems(*ROLE_GATED, *BODY, 409),
+    },
     openapi_extra=body_schema(BatchIn),
     tags=["append"],
 )
@@ -73,7 +82,13 @@ async def _query(
 
 # exclude_unset: "data" and "payload_state_seq" appear only when the view has them
 # (DESIGN §4); without it the response model would add them as null for every caller.
-@router.get("/v1/events", response_model=PageOut, response_model_exclude_unset=True, tags=["read"])
+@router.get(
+    "/v1/events",
+    response_model=PageOut,
+    response_model_exclude_unset=True,
+    responses=problems(*ROLE_GATED, 422),
+    tags=["read"],
+)
 async def list_events(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
     request: Request,
     principal: Reader,
@@ -101,6 +116,7 @@ async def list_events(  # noqa: PLR0917 - FastAPI maps query parameters to argum
     "/v1/events/search",
     response_model=PageOut,
     response_model_exclude_unset=True,
+    responses=problems(*ROLE_GATED, *BODY),
     openapi_extra=body_schema(SearchIn),
     tags=["read"],
 )
@@ -136,6 +152,7 @@ async def search_events(request: Request, principal: Reader) -> dict[str, Any]:
     "/v1/events/{seq}",
     response_model=EntryOut,
     response_model_exclude_unset=True,
+    responses=problems(*ROLE_GATED, 404, 422),
     tags=["read"],
 )
 async def get_event(request: Request, principal: Reader, seq: int) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from audit_ledger.api.deps import ledger_of, run
+from audit_ledger.api.models import HealthOut, ReadyOut
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
@@ -14,12 +15,16 @@ from audit_ledger.observability import metrics
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthOut)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready (the checks say why)"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     checks = await run(_readiness, ledger_of(request))
     ready = all(v == "ok" for v in checks.values())
@@ -30,7 +35,11 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
 async def metrics_endpoint(request: Request) -> Response:
     collector = metrics.LedgerStateCollector(ledger_of(request))
     body = await run(metrics.render, collector)

@@ -10,13 +10,21 @@ from fastapi.responses import PlainTextResponse
 
 from audit_ledger.api.deps import AnyPrincipal, Auditor, ledger_of, run
 from audit_ledger.api.models import ConsistencyOut, InclusionOut, LeavesOut
+from audit_ledger.api.openapi import AUTHENTICATED, ROLE_GATED, problems
 from audit_ledger.errors import NotFoundError
 from audit_ledger.ledger import bundles
 
 router = APIRouter(tags=["log"])
 
 
-@router.get("/v1/log/checkpoint", response_class=PlainTextResponse)
+@router.get(
+    "/v1/log/checkpoint",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "the signed note (C2SP tlog-checkpoint)"},
+        **problems(*AUTHENTICATED, 404),
+    },
+)
 async def checkpoint(request: Request, principal: AnyPrincipal) -> PlainTextResponse:
     note = await run(ledger_of(request).log.cosigned_checkpoint)
     if note is None:
@@ -24,12 +32,16 @@ async def checkpoint(request: Request, principal: AnyPrincipal) -> PlainTextResp
     return PlainTextResponse(note)
 
 
-@router.get("/v1/log/verifier-key", response_class=PlainTextResponse)
+@router.get(
+    "/v1/log/verifier-key",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "the note verifier key (C2SP signed-note)"}},
+)
 async def verifier_key(request: Request) -> PlainTextResponse:
     return PlainTextResponse(ledger_of(request).log.verifier_key() + "\n")
 
 
-@router.get("/v1/log/leaves", response_model=LeavesOut)
+@router.get("/v1/log/leaves", response_model=LeavesOut, responses=problems(*ROLE_GATED, 422))
 async def leaves(
     request: Request,
     principal: Auditor,
@@ -45,7 +57,11 @@ async def leaves(
     }
 
 
-@router.get("/v1/log/proof/inclusion", response_model=InclusionOut)
+@router.get(
+    "/v1/log/proof/inclusion",
+    response_model=InclusionOut,
+    responses=problems(*ROLE_GATED, 422),
+)
 async def inclusion(
     request: Request,
     principal: Auditor,
@@ -56,7 +72,11 @@ async def inclusion(
     return {"seq": seq, "tree_size": tree_size, "hashes": [h.hex() for h in proof]}
 
 
-@router.get("/v1/log/proof/consistency", response_model=ConsistencyOut)
+@router.get(
+    "/v1/log/proof/consistency",
+    response_model=ConsistencyOut,
+    responses=problems(*ROLE_GATED, 422),
+)
 async def consistency(
     request: Request,
     principal: Auditor,
@@ -67,7 +87,14 @@ async def consistency(
     return {"first": first, "second": second, "hashes": [h.hex() for h in proof]}
 
 
-@router.get("/v1/log/proof/bundle", response_class=PlainTextResponse)
+@router.get(
+    "/v1/log/proof/bundle",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "a c2sp.org/tlog-proof@v1 bundle (text/plain)"},
+        **problems(*ROLE_GATED, 404, 422),
+    },
+)
 async def proof_bundle(
     request: Request, principal: Auditor, seq: Annotated[int, Query(ge=0)]
 ) -> PlainTextResponse:

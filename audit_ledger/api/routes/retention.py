@@ -6,7 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from audit_ledger.api.deps import HoldManager, PrivacyOfficer, ledger_of, read_json, run
+from audit_ledger.api.deps import (
+    HoldManager,
+    PrivacyOfficer,
+    body_schema,
+    ledger_of,
+    read_json,
+    run,
+)
+from audit_ledger.api.models import ErasureIn, ErasureOut, HoldIn, HoldOut, HoldsOut, ReleaseOut
+from audit_ledger.api.openapi import BODY, ROLE_GATED, problems
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.bodies import json_object
 from audit_ledger.ledger.holds import hold_view
@@ -14,7 +23,13 @@ from audit_ledger.ledger.holds import hold_view
 router = APIRouter(tags=["retention"])
 
 
-@router.post("/v1/erasure-requests", status_code=201)
+@router.post(
+    "/v1/erasure-requests",
+    status_code=201,
+    response_model=ErasureOut,
+    responses=problems(*ROLE_GATED, *BODY, 409),
+    openapi_extra=body_schema(ErasureIn),
+)
 async def erasure_request(request: Request, principal: PrivacyOfficer) -> dict[str, Any]:
     """Erase one data subject (crypto-shredding); refused for categories kept by law."""
     body = json_object(await read_json(request), {"user_id", "categories"}, "erasure request")
@@ -39,7 +54,13 @@ async def erasure_request(request: Request, principal: PrivacyOfficer) -> dict[s
     return report.to_dict()
 
 
-@router.post("/v1/legal-holds", status_code=201)
+@router.post(
+    "/v1/legal-holds",
+    status_code=201,
+    response_model=HoldOut,
+    responses=problems(*ROLE_GATED, *BODY),
+    openapi_extra=body_schema(HoldIn),
+)
 async def create_hold(request: Request, principal: HoldManager) -> dict[str, Any]:
     body = json_object(
         await read_json(request),
@@ -78,13 +99,17 @@ async def create_hold(request: Request, principal: HoldManager) -> dict[str, Any
     return hold_view(hold)
 
 
-@router.get("/v1/legal-holds")
+@router.get("/v1/legal-holds", response_model=HoldsOut, responses=problems(*ROLE_GATED))
 async def list_holds(request: Request, principal: HoldManager) -> dict[str, Any]:
     holds = await run(ledger_of(request).holds.all)
     return {"holds": [hold_view(h) for h in holds]}
 
 
-@router.post("/v1/legal-holds/{hold_id}/release")
+@router.post(
+    "/v1/legal-holds/{hold_id}/release",
+    response_model=ReleaseOut,
+    responses=problems(*ROLE_GATED, 404, 422),
+)
 async def release_hold(request: Request, principal: HoldManager, hold_id: str) -> dict[str, Any]:
     holds = ledger_of(request).holds
     seq = await run(lambda: holds.release(hold_id, actor=principal.name))
