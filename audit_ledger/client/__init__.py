@@ -23,7 +23,9 @@ values, and neither do the local checks here.
 
 The package is split by job: :mod:`~audit_ledger.client.errors` (the typed errors),
 :mod:`~audit_ledger.client.events` (categories, value checks, receipts),
-:mod:`~audit_ledger.client.transport` (the HTTP session, retries, ``Retry-After``) and
+:mod:`~audit_ledger.client.transport` (the HTTP session, retries, ``Retry-After``),
+:mod:`~audit_ledger.client.idempotency` (deterministic event ids from an idempotency key),
+:mod:`~audit_ledger.client.outbox` (the durable local outbox) and
 :mod:`~audit_ledger.client.api` (:class:`AuditLedgerClient`). Import from here.
 """
 
@@ -61,19 +63,25 @@ from audit_ledger.client.events import SECURITY as SECURITY
 from audit_ledger.client.events import encode_json as encode_json
 from audit_ledger.client.events import format_occurred_at as format_occurred_at
 from audit_ledger.client.events import to_json_value as to_json_value
+from audit_ledger.client.idempotency import EVENT_ID_NAMESPACE, derive_event_id
+from audit_ledger.client.outbox import FlushReport, Outbox, PoisonedEvent
 from audit_ledger.client.transport import RETRY_STATUSES as RETRY_STATUSES
 from audit_ledger.client.transport import parse_retry_after as parse_retry_after
 
 __all__ = [
     "DEFAULT_CATEGORY_RULES",
+    "EVENT_ID_NAMESPACE",
     "AuditLedgerClient",
     "AuthError",
     "ClientError",
     "ConflictError",
+    "FlushReport",
     "ForbiddenError",
     "InvalidEventError",
     "NotFoundError",
+    "Outbox",
     "PayloadTooLargeError",
+    "PoisonedEvent",
     "Receipt",
     "ServerError",
     "ServerUnavailable",
@@ -81,4 +89,5 @@ __all__ = [
     "UnknownEventTypeError",
     "category_for",
     "correlation_id_var",
+    "derive_event_id",
 ]
