@@ -102,5 +102,20 @@ class Log:
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         return self.store.latest_checkpoint()
 
+    def published_checkpoint(self) -> StoredCheckpoint | None:
+        """What ``GET /v1/log/checkpoint`` serves: the latest checkpoint, or — for a log that
+        has entries but no checkpoint yet — one signed now, so that readers need not wait for
+        the scheduler's first tick. None only for an empty log (DESIGN §3: no checkpoint then).
+
+        Race-free: :func:`create_checkpoint` signs under the head lock and stores one
+        checkpoint per size, so concurrent first readers get the same one. Only the first
+        checkpoint is made this way; later ones stay the scheduler's (a read never pays for a
+        signature once one exists).
+        """
+        latest = self.store.latest_checkpoint()
+        if latest is None and self.size() > 0:
+            return self.checkpoint()
+        return latest
+
     def verifier_key(self) -> str:
         return self.signer.verifier.encode()

@@ -16,8 +16,8 @@ PostgreSQL (psycopg 3): READ COMMITTED, ``synchronous_commit`` left on; appends 
 
 from __future__ import annotations
 
-import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,8 +40,7 @@ def normalise_url(url: str) -> str:
 
 def missing_database_message(path: str) -> str:
     return (
-        f"no database at {path}; run 'audit-ledger db upgrade' or check "
-        "AUDIT_LEDGER_DATABASE_URL"
+        f"no database at {path}; run 'audit-ledger db upgrade' or check AUDIT_LEDGER_DATABASE_URL"
     )
 
 
@@ -59,7 +58,7 @@ def create_engine_for_url(url: str, *, pool_size: int = 10, create: bool = False
     if backend == "sqlite":
         path = parsed.database
         file_path = None if path in (None, "", ":memory:") or path.startswith("file:") else path
-        if file_path is not None and not create and not os.path.exists(file_path):
+        if file_path is not None and not create and not Path(file_path).exists():
             raise ConfigError(missing_database_message(file_path))
         return _sqlite_engine(
             parsed.render_as_string(hide_password=False), None if create else file_path
@@ -84,10 +83,10 @@ def _sqlite_engine(url: str, must_exist: str | None) -> Engine:
         def _open_existing(_dialect: Any, _record: Any, cargs: list[Any], cparams: Any) -> None:
             # Checked at every connect, not only above: the file may be gone since (a restore
             # half done, a moved volume), and sqlite3 would quietly make an empty one.
-            if not os.path.exists(must_exist):
+            if not Path(must_exist).exists():
                 raise ConfigError(missing_database_message(must_exist))
             # mode=rw: open read-write, never create (closes the race with the check above).
-            cargs[:] = [f"file:{quote(os.path.abspath(must_exist))}?mode=rw"]
+            cargs[:] = [f"file:{quote(str(Path(must_exist).resolve()))}?mode=rw"]
             cparams["uri"] = True
 
     @event.listens_for(engine, "connect")

@@ -17,9 +17,9 @@ router = APIRouter(tags=["log"])
 
 @router.get("/v1/log/checkpoint", response_class=PlainTextResponse)
 async def checkpoint(request: Request, principal: AnyPrincipal) -> PlainTextResponse:
-    latest = await run(ledger_of(request).log.latest_checkpoint)
+    latest = await run(ledger_of(request).log.published_checkpoint)
     if latest is None:
-        raise NotFoundError("no checkpoint yet (the log is empty or none was made)")
+        raise NotFoundError("no checkpoint yet (the log is empty)")
     return PlainTextResponse(latest.note)
 
 
