@@ -232,19 +232,35 @@ class Outbox:
     # -- flushing -------------------------------------------------------------------------------
 
     async def run(
-        self, client: AuditLedgerClient, *, interval: float = 1.0, stop: asyncio.Event | None = None
+        self,
+        client: AuditLedgerClient,
+        *,
+        interval: float = 1.0,
+        max_interval: float = 30.0,
+        stop: asyncio.Event | None = None,
     ) -> None:
         """Flush until ``stop`` is set (or forever): at once after :meth:`put`, else every
-        ``interval`` seconds. Errors are logged, never raised: the events stay on disk."""
+        ``interval`` seconds. Errors are logged, never raised: the events stay on disk. After a
+        failed flush the next waits ``interval`` doubled per consecutive failure (at most
+        ``max_interval``), even if events arrive meanwhile, so a ledger that is down is not
+        hammered by a busy bot."""
         stop = stop or asyncio.Event()
+        failures = 0
         while not stop.is_set():
+            self._wake.clear()  # before the flush: a put during it triggers the next one
             try:
                 await self.flush(client)
+                failures = 0
             except ClientError as exc:
+                failures += 1
                 _log.error("audit-ledger outbox: flush stopped, events kept on disk (%s)", exc)
-            self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            if failures:
+                delay = min(max_interval, interval * 2.0 ** min(failures - 1, 16))
+                events = [stop]
+            else:
+                delay, events = interval, [self._wake, stop]
+            waiters = [asyncio.ensure_future(event.wait()) for event in events]
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
 

@@ -170,3 +170,31 @@ def test_bot_killed_between_commit_and_acknowledgement(settings: Settings, tmp_p
     finally:
         server.stop()
     assert payment_ids_in_log(settings) == expected_ids(n)
+
+
+def test_two_bot_processes_share_one_outbox(settings: Settings, tmp_path: Path) -> None:
+    """Two bot processes on one outbox file, both receiving an overlapping range of payments
+    (two replicas behind one webhook): they enqueue into the same file and take turns
+    flushing it; each payment lands once."""
+    outbox = tmp_path / "outbox.sqlite3"
+    server = make_server(settings, tmp_path)
+    server.start()
+    try:
+        bots = [
+            Bot(tmp_path, "a", bot_config(server, outbox, 0, 80, enqueue_delay=0.002)),
+            Bot(tmp_path, "b", bot_config(server, outbox, 40, 120, enqueue_delay=0.002)),
+        ]
+        for bot in bots:
+            assert bot.wait() == 0, bot.stderr_path.read_text()[-3000:]
+            assert bot.lines[-1] == "done 0 0"
+    finally:
+        for bot in bots:
+            bot.kill()
+        server.stop()
+    logged = payment_ids_in_log(settings)
+    assert sorted(logged) == sorted(expected_ids(120))
+    # Each bot's own payments went out in the order it logged them.
+    position = {event_id: n for n, event_id in enumerate(logged)}
+    for start, end in ((0, 40), (80, 120)):
+        ours = [position[e] for e in expected_ids(end)[start:]]
+        assert ours == sorted(ours)
