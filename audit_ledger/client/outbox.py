@@ -147,7 +147,10 @@ class Outbox:
         self.max_attempts = max_attempts
         # Plaintext events: the file is the bot's alone (SQLite gives -wal/-shm the same mode).
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)  # also an existing file made with a looser umask
+        finally:
+            os.close(fd)
         self._db = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
