@@ -5,14 +5,18 @@ is that call, backed by the ledger instead of a plain table::
 
     async with AuditLedgerClient("http://ledger.internal:8000", token) as ledger:
         receipt = await ledger.log_compliance_event(
-            "payment_completed", user_id=4242, amount=Decimal("150000.00"),
-            payment_method="qris", order_id="ORD-1",
+            "payment_completed", idempotency_key=invoice_id, occurred_at=paid_at,
+            user_id=4242, amount=Decimal("150000.00"), payment_method="qris", order_id="ORD-1",
         )
 
 Retries are safe because ``event_id`` is the ledger's idempotency key: an event is built (and
 encoded to bytes) once, and exactly those bytes are resent until the server acknowledges them.
 A retry of an event the server had already committed gets 200 and the original receipt, so every
-event lands exactly once. Transient failures (connection errors, timeouts, 502/503/504, 429) are
+event lands exactly once. The ``event_id`` is derived from the caller's idempotency key (the
+Telegram ``update_id``, the invoice id: :mod:`~audit_ledger.client.idempotency`), so a
+redelivered update is the same event too; a durable :class:`~audit_ledger.client.outbox.Outbox`
+keeps events on disk across bot restarts and ledger downtime. Transient failures (connection
+errors, timeouts, 502/503/504, 429) are
 retried with capped exponential backoff and jitter, honouring ``Retry-After``; a 4xx is a
 decision about the request, never retried, and raised as a typed :class:`ClientError`.
 
