@@ -313,7 +313,7 @@ class Outbox:
                 await asyncio.to_thread(self._poison, row, status, str(error))
                 poisoned += 1
             else:
-                await self._failed(row, error_from_response(response))
+                poisoned += (await self._failed(row, error_from_response(response)))[2]
         return sent, replayed, poisoned
 
     async def _failed(self, row: _Row, error: ClientError) -> tuple[int, int, int]:
