@@ -27,9 +27,10 @@ How nothing is lost or duplicated:
   content) or a 4xx that refuses the event itself (422, 413, 400) is a decision that no retry
   changes: the row moves to the ``outbox_poison`` table with the status and the server's problem
   (which names fields, never values), an ERROR is logged, and later events go on. A batch
-  refused that way is resent one event at a time, so only the bad event is set aside. A 5xx is
-  retried on later flushes, and set aside after ``max_attempts``; nothing is retried forever and
-  nothing is dropped silently. 401/403 stop the flush (a configuration problem): rows stay.
+  refused (or failed, 5xx) as a whole is resent one event at a time, so only the bad event is
+  set aside. A 5xx is retried on later flushes, and set aside after ``max_attempts``; nothing is
+  retried forever and nothing is dropped silently. 401/403 stop the flush (a configuration
+  problem): rows stay.
 * **Two bot processes may share the file.** Enqueueing is a plain SQLite transaction; flushing
   takes an exclusive ``flock`` on ``<file>.lock`` (released by the kernel if the holder dies,
   even by SIGKILL), so one process at a time sends and deletes, and the others' flushes return
@@ -297,9 +298,10 @@ class Outbox:
                 await asyncio.to_thread(self._acknowledge, rows, receipts)
                 n = len(rows)
                 return (0, n, 0) if response.status_code == 200 else (n, 0, 0)
-            if response.status_code not in _POISON_STATUSES:
-                return await self._failed(rows[0], error_from_response(response))
-            # One of them is refused: send them one by one, so that only it is set aside.
+            if response.status_code in {401, 403}:
+                raise error_from_response(response)
+            # Refused or failed as a whole (409, 422, a 500 …): one by one, so that only the
+            # event at fault is set aside or counted against max_attempts.
         sent = replayed = poisoned = 0
         for row in rows:
             response = await client._send("POST", "/v1/events", content=row.body)

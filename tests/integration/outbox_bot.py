@@ -81,7 +81,11 @@ async def main(config: dict[str, Any]) -> int:
     )
     stop = asyncio.Event()
     late = bool(config.get("flush_after_enqueue"))
-    flusher = None if late else asyncio.create_task(outbox.run(client, interval=0.1, max_interval=1.0, stop=stop))
+    flusher = (
+        None
+        if late
+        else asyncio.create_task(outbox.run(client, interval=0.1, max_interval=1.0, stop=stop))
+    )
     for i in range(config["start"], config["end"]):
         await outbox.log(client, "payment_completed", **payment(i))
         print(f"enqueued {i}", flush=True)

@@ -43,14 +43,17 @@ def fill(outbox: Outbox, client: AuditLedgerClient, keys: range) -> list[str]:
     ]
 
 
-def test_a_persistent_5xx_is_set_aside_after_max_attempts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_persistent_5xx_is_set_aside_after_max_attempts(tmp_path: Path, batch_size: int) -> None:
     def answer(body: dict[str, object]) -> httpx.Response:
+        if "events" in body:  # a batch holding the bad event fails whole
+            return httpx.Response(500, json={"detail": "boom"})
         if body.get("data", {}).get("user_id") == 1:  # type: ignore[union-attr]
             return httpx.Response(500, json={"detail": "boom"})
         return httpx.Response(201, json=receipt(body["event_id"]))
 
     client = scripted(answer)
-    outbox = Outbox(tmp_path / "o.sqlite3", batch_size=1, max_attempts=3)
+    outbox = Outbox(tmp_path / "o.sqlite3", batch_size=batch_size, max_attempts=3)
     ids = fill(outbox, client, range(3))
 
     async def go() -> None:
