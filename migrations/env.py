@@ -25,7 +25,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine_for_url(load_settings().database_url)
+    engine = create_engine_for_url(load_settings().database_url, create=True)
     try:
         with engine.connect() as conn:
             _run(conn)

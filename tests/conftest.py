@@ -110,7 +110,7 @@ def drop_pg_database(name: str) -> None:
 
 
 def migrate(url: str) -> None:
-    engine = create_engine_for_url(url)
+    engine = create_engine_for_url(url, create=True)
     try:
         migrations.upgrade(engine)
     finally:

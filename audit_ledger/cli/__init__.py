@@ -22,6 +22,7 @@ from audit_ledger.cli.audit import (
     mirror_options,
     trust_options,
 )
+from audit_ledger.cli.backup import add_backup_parser
 from audit_ledger.cli.commands import (
     cmd_append,
     cmd_checkpoint,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     grants.add_argument("--role", required=True)
     grants.add_argument("--apply", action="store_true", help="execute them (PostgreSQL)")
     grants.set_defaults(func=cmd_db_grants)
+    add_backup_parser(db)
 
     append = sub.add_parser("append", help="append JSON-lines events (bulk import)")
     append.add_argument("file", nargs="?", default="-", help="file of JSON lines, or - (stdin)")

@@ -5,14 +5,18 @@ is that call, backed by the ledger instead of a plain table::
 
     async with AuditLedgerClient("http://ledger.internal:8000", token) as ledger:
         receipt = await ledger.log_compliance_event(
-            "payment_completed", user_id=4242, amount=Decimal("150000.00"),
-            payment_method="qris", order_id="ORD-1",
+            "payment_completed", idempotency_key=invoice_id, occurred_at=paid_at,
+            user_id=4242, amount=Decimal("150000.00"), payment_method="qris", order_id="ORD-1",
         )
 
 Retries are safe because ``event_id`` is the ledger's idempotency key: an event is built (and
 encoded to bytes) once, and exactly those bytes are resent until the server acknowledges them.
 A retry of an event the server had already committed gets 200 and the original receipt, so every
-event lands exactly once. Transient failures (connection errors, timeouts, 502/503/504, 429) are
+event lands exactly once. The ``event_id`` is derived from the caller's idempotency key (the
+Telegram ``update_id``, the invoice id: :mod:`~audit_ledger.client.idempotency`), so a
+redelivered update is the same event too; a durable :class:`~audit_ledger.client.outbox.Outbox`
+keeps events on disk across bot restarts and ledger downtime. Transient failures (connection
+errors, timeouts, 502/503/504, 429) are
 retried with capped exponential backoff and jitter, honouring ``Retry-After``; a 4xx is a
 decision about the request, never retried, and raised as a typed :class:`ClientError`.
 
@@ -23,7 +27,9 @@ values, and neither do the local checks here.
 
 The package is split by job: :mod:`~audit_ledger.client.errors` (the typed errors),
 :mod:`~audit_ledger.client.events` (categories, value checks, receipts),
-:mod:`~audit_ledger.client.transport` (the HTTP session, retries, ``Retry-After``) and
+:mod:`~audit_ledger.client.transport` (the HTTP session, retries, ``Retry-After``),
+:mod:`~audit_ledger.client.idempotency` (deterministic event ids from an idempotency key),
+:mod:`~audit_ledger.client.outbox` (the durable local outbox) and
 :mod:`~audit_ledger.client.api` (:class:`AuditLedgerClient`). Import from here.
 """
 
@@ -61,19 +67,25 @@ from audit_ledger.client.events import SECURITY as SECURITY
 from audit_ledger.client.events import encode_json as encode_json
 from audit_ledger.client.events import format_occurred_at as format_occurred_at
 from audit_ledger.client.events import to_json_value as to_json_value
+from audit_ledger.client.idempotency import EVENT_ID_NAMESPACE, derive_event_id
+from audit_ledger.client.outbox import FlushReport, Outbox, PoisonedEvent
 from audit_ledger.client.transport import RETRY_STATUSES as RETRY_STATUSES
 from audit_ledger.client.transport import parse_retry_after as parse_retry_after
 
 __all__ = [
     "DEFAULT_CATEGORY_RULES",
+    "EVENT_ID_NAMESPACE",
     "AuditLedgerClient",
     "AuthError",
     "ClientError",
     "ConflictError",
+    "FlushReport",
     "ForbiddenError",
     "InvalidEventError",
     "NotFoundError",
+    "Outbox",
     "PayloadTooLargeError",
+    "PoisonedEvent",
     "Receipt",
     "ServerError",
     "ServerUnavailable",
@@ -81,4 +93,5 @@ __all__ = [
     "UnknownEventTypeError",
     "category_for",
     "correlation_id_var",
+    "derive_event_id",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -20,7 +21,12 @@ from typing import Any, Final, Self
 
 import httpx
 
-from audit_ledger.client.errors import ClientError, ServerError, error_from_response
+from audit_ledger.client.errors import (
+    ClientError,
+    InvalidEventError,
+    ServerError,
+    error_from_response,
+)
 from audit_ledger.client.events import (
     DEFAULT_CATEGORY_RULES,
     Receipt,
@@ -30,6 +36,7 @@ from audit_ledger.client.events import (
     encode_json,
     to_json_value,
 )
+from audit_ledger.client.idempotency import EVENT_ID_NAMESPACE, IdempotencyKey
 from audit_ledger.client.transport import (
     backoff_delay,
     open_session,
@@ -43,6 +50,7 @@ __all__ = ["DEFAULT_BATCH_SIZE", "AuditLedgerClient"]
 #: The server's largest batch by default (``AUDIT_LEDGER_MAX_BATCH_EVENTS``).
 DEFAULT_BATCH_SIZE: Final = 1000
 _HASH_HEX = re.compile(r"[0-9a-f]{64}")
+_log = logging.getLogger("audit_ledger.client")
 
 
 class AuditLedgerClient:
@@ -66,6 +74,8 @@ class AuditLedgerClient:
         max_retry_after: float = 60.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         category_rules: Mapping[str, str] | None = None,
+        idempotency_namespace: uuid.UUID = EVENT_ID_NAMESPACE,
+        require_idempotency_key: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
@@ -85,6 +95,9 @@ class AuditLedgerClient:
             *(category_rules or {}).items(),
             *DEFAULT_CATEGORY_RULES,
         )
+        self.idempotency_namespace = idempotency_namespace
+        self.require_idempotency_key = require_idempotency_key
+        self._warned_types: set[str] = set()
         self._sleep = sleep or asyncio.sleep
         self._http = open_session(self.base_url, token, timeout=timeout, transport=transport)
 
@@ -121,14 +134,25 @@ class AuditLedgerClient:
         correlation_id: str | None = None,
         occurred_at: datetime | str | None = None,
         event_id: str | uuid.UUID | None = None,
+        idempotency_key: IdempotencyKey | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
-        """The event dict :meth:`log_compliance_event` would send (for :meth:`submit_batch`).
+        """The event dict :meth:`log_compliance_event` would send (for :meth:`submit_batch`
+        or an :class:`~audit_ledger.client.outbox.Outbox`).
 
-        Fills ``category`` from the event type, ``event_id`` (uuid4), ``occurred_at`` (now, UTC)
-        and ``correlation_id`` (:data:`correlation_id_var`, else a fresh uuid4 hex); ``fields``
+        Fills ``category`` from the event type, ``event_id``, ``occurred_at`` (now, UTC) and
+        ``correlation_id`` (:data:`correlation_id_var`, else a fresh uuid4 hex); ``fields``
         become ``data``, checked and converted by :func:`to_json_value`.
+
+        Pass ``idempotency_key`` (the Telegram ``update_id``, the gateway's invoice id): the
+        ``event_id`` is then derived from it and the event type
+        (:func:`~audit_ledger.client.idempotency.derive_event_id`), so a redelivered update is
+        a replay instead of a second entry; ``occurred_at`` must then be given too. Without a
+        key or an ``event_id`` a random id is made (and a warning logged once per event type,
+        or :class:`InvalidEventError` with ``require_idempotency_key=True``).
         """
+        if idempotency_key is None and event_id is None:
+            self._no_key(event_type)
         return build_event(
             event_type,
             categorize=self.category_for,
@@ -137,7 +161,24 @@ class AuditLedgerClient:
             occurred_at=occurred_at,
             event_id=event_id,
             fields=fields,
+            idempotency_key=idempotency_key,
+            namespace=self.idempotency_namespace,
         )
+
+    def _no_key(self, event_type: str) -> None:
+        if self.require_idempotency_key:
+            raise InvalidEventError(
+                "an idempotency key is required by this client",
+                [{"field": "idempotency_key", "problem": "missing (or pass event_id)"}],
+            )
+        if event_type not in self._warned_types:
+            self._warned_types.add(event_type)
+            _log.warning(
+                "audit-ledger client: %s logged without idempotency_key: a random event_id "
+                "cannot deduplicate a redelivered update (pass idempotency_key=update_id or "
+                "the invoice id)",
+                event_type,
+            )
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -150,6 +191,7 @@ class AuditLedgerClient:
         correlation_id: str | None = None,
         occurred_at: datetime | str | None = None,
         event_id: str | uuid.UUID | None = None,
+        idempotency_key: IdempotencyKey | None = None,
         **fields: Any,
     ) -> Receipt:
         """Record one compliance event (the observability plan's ``log_compliance_event``).
@@ -159,6 +201,8 @@ class AuditLedgerClient:
         ``order_id``. The plan's ``timestamp`` is ``occurred_at``. Raises
         :class:`UnknownEventTypeError` for an unmapped type without ``category=`` and
         :class:`InvalidEventError` for floats or other unsendable values, before any I/O.
+        Pass ``idempotency_key`` (see :meth:`build_event`): retries and redeliveries then
+        land exactly once.
         """
         event = self.build_event(
             event_type,
@@ -166,6 +210,7 @@ class AuditLedgerClient:
             correlation_id=correlation_id,
             occurred_at=occurred_at,
             event_id=event_id,
+            idempotency_key=idempotency_key,
             **fields,
         )
         return await self.submit(event)

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from audit_ledger.client.errors import InvalidEventError, ServerError, UnknownEventTypeError
+from audit_ledger.client.idempotency import EVENT_ID_NAMESPACE, IdempotencyKey, derive_event_id
 
 __all__ = [
     "DEFAULT_CATEGORY_RULES",
@@ -118,6 +119,8 @@ def build_event(
     occurred_at: datetime | str | None,
     event_id: str | uuid.UUID | None,
     fields: Mapping[str, Any],
+    idempotency_key: IdempotencyKey | None = None,
+    namespace: uuid.UUID = EVENT_ID_NAMESPACE,
 ) -> dict[str, Any]:
     """The event dict to send, with the defaults of
     :meth:`~audit_ledger.client.AuditLedgerClient.build_event` filled in.
@@ -125,14 +128,41 @@ def build_event(
     ``categorize`` is called only when ``category`` is not given. The members are computed in
     this order on purpose: an unmapped type is reported before a bad ``occurred_at``, and both
     before a bad data value.
+
+    With ``idempotency_key`` the event must come out byte for byte the same each time the same
+    fact is logged (a redelivered update must replay, not conflict): its ``event_id`` is
+    derived (:func:`~audit_ledger.client.idempotency.derive_event_id`), ``occurred_at`` is
+    required (the source's own time: the Telegram message date, the gateway's paid-at), and the
+    correlation id falls back to none instead of a fresh random one.
     """
+    if idempotency_key is not None:
+        if event_id is not None:
+            raise InvalidEventError(
+                "pass either event_id or idempotency_key, not both",
+                [{"field": "event_id", "problem": "given together with idempotency_key"}],
+            )
+        if occurred_at is None:
+            raise InvalidEventError(
+                "occurred_at is required with idempotency_key",
+                [
+                    {
+                        "field": "occurred_at",
+                        "problem": "required with idempotency_key (use the "
+                        "source's time, so that a redelivered event is identical)",
+                    }
+                ],
+            )
+        event_id = derive_event_id(event_type, idempotency_key, namespace)
+        fallback_correlation: str | None = None
+    else:
+        fallback_correlation = uuid.uuid4().hex
     when = occurred_at if occurred_at is not None else datetime.now(UTC)
     return {
         "event_id": str(event_id) if event_id is not None else str(uuid.uuid4()),
         "category": category or categorize(event_type),
         "event_type": event_type,
         "occurred_at": format_occurred_at(when) if isinstance(when, datetime) else when,
-        "correlation_id": correlation_id or correlation_id_var.get() or uuid.uuid4().hex,
+        "correlation_id": correlation_id or correlation_id_var.get() or fallback_correlation,
         "data": to_json_value(fields, "$.data"),
     }
 

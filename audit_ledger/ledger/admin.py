@@ -42,8 +42,8 @@ def have_keys(keys_dir: Path) -> bool:
 
 
 def upgrade_database(database_url: str) -> str | None:
-    """Apply every migration; the revision the database is at now."""
-    engine = create_engine_for_url(database_url)
+    """Apply every migration; the revision the database is at now (creates a SQLite file)."""
+    engine = create_engine_for_url(database_url, create=True)
     try:
         migrations.upgrade(engine)
     finally:
@@ -59,6 +59,14 @@ def apply_grants(database_url: str, role: str) -> int:
         if engine.dialect.name != "postgresql":
             raise ConfigError("grants apply to PostgreSQL only (SQLite has no roles)")
         with translate_errors(), engine.begin() as conn:
+            # GRANT to a missing role fails with a bare UndefinedObject; say which and how.
+            found = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+            if found.first() is None:
+                raise ConfigError(
+                    f"role {role} does not exist in this PostgreSQL server: create it first "
+                    f"(CREATE ROLE {role} LOGIN PASSWORD '...'), then rerun 'audit-ledger db "
+                    "grants --apply'"
+                )
             for statement in statements:
                 conn.execute(text(statement))
     finally:

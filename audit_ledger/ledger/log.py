@@ -115,13 +115,28 @@ class Log:
         """The latest checkpoint note with every witness cosignature stored for it (None for
         none yet): log signature(s) first, then the cosignature lines (tlog-cosignature). The
         one place that assembles the served checkpoint (``/v1/log/checkpoint``, ``/tlog/``)."""
-        latest = self.store.latest_checkpoint()
+        latest = self.published_checkpoint()
         return None if latest is None else self.cosigned_note(latest)
 
     def cosigned_note(self, checkpoint: StoredCheckpoint) -> str:
         """``checkpoint``'s note with every witness cosignature stored for it appended."""
         lines = self.store.cosignatures(checkpoint.tree_size)
         return checkpoint.note + "".join(c.line for c in lines)
+
+    def published_checkpoint(self) -> StoredCheckpoint | None:
+        """What ``GET /v1/log/checkpoint`` serves: the latest checkpoint, or — for a log that
+        has entries but no checkpoint yet — one signed now, so that readers need not wait for
+        the scheduler's first tick. None only for an empty log (DESIGN §3: no checkpoint then).
+
+        Race-free: :func:`create_checkpoint` signs under the head lock and stores one
+        checkpoint per size, so concurrent first readers get the same one. Only the first
+        checkpoint is made this way; later ones stay the scheduler's (a read never pays for a
+        signature once one exists).
+        """
+        latest = self.store.latest_checkpoint()
+        if latest is None and self.size() > 0:
+            return self.checkpoint()
+        return latest
 
     def verifier_key(self) -> str:
         return self.signer.verifier.encode()

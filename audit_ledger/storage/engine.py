@@ -5,6 +5,11 @@ survives a power cut, a busy timeout so concurrent processes queue instead of fa
 transactions opened with ``BEGIN IMMEDIATE`` (DESIGN §5) so two appenders never both read the
 same head. Read transactions stay deferred so they never block writers.
 
+A SQLite file is created only when asked (``create=True``: ``db upgrade`` and ``serve``'s first
+start, both through the migrations). Every other engine opens the file read-write without
+creating it (SQLite URI ``mode=rw``, https://sqlite.org/uri.html), so a mistyped URL is an error
+naming the path instead of a new, empty ledger.
+
 PostgreSQL (psycopg 3): READ COMMITTED, ``synchronous_commit`` left on; appends serialise on the
 ``ledger_head`` row lock.
 """
@@ -12,7 +17,9 @@ PostgreSQL (psycopg 3): READ COMMITTED, ``synchronous_commit`` left on; appends 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -31,15 +38,31 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def create_engine_for_url(url: str, *, pool_size: int = 10) -> Engine:
-    """Create an engine configured for the ledger on PostgreSQL or SQLite."""
+def missing_database_message(path: str) -> str:
+    return (
+        f"no database at {path}; run 'audit-ledger db upgrade' or check AUDIT_LEDGER_DATABASE_URL"
+    )
+
+
+def create_engine_for_url(url: str, *, pool_size: int = 10, create: bool = False) -> Engine:
+    """Create an engine configured for the ledger on PostgreSQL or SQLite.
+
+    A SQLite file that does not exist is a :class:`ConfigError` unless ``create`` (migrations
+    only): never an empty database made by a typo.
+    """
     try:
         parsed = make_url(normalise_url(url))
     except ArgumentError:
         raise ConfigError("AUDIT_LEDGER_DATABASE_URL is not a database URL") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed.render_as_string(hide_password=False))
+        path = parsed.database
+        file_path = None if path in (None, "", ":memory:") or path.startswith("file:") else path
+        if file_path is not None and not create and not Path(file_path).exists():
+            raise ConfigError(missing_database_message(file_path))
+        return _sqlite_engine(
+            parsed.render_as_string(hide_password=False), None if create else file_path
+        )
     if backend == "postgresql":
         return create_engine(
             parsed,
@@ -51,8 +74,20 @@ def create_engine_for_url(url: str, *, pool_size: int = 10) -> Engine:
     raise ConfigError(f"unsupported database backend {backend!r} (use postgresql or sqlite)")
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, must_exist: str | None) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 60.0})
+
+    if must_exist is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _open_existing(_dialect: Any, _record: Any, cargs: list[Any], cparams: Any) -> None:
+            # Checked at every connect, not only above: the file may be gone since (a restore
+            # half done, a moved volume), and sqlite3 would quietly make an empty one.
+            if not Path(must_exist).exists():
+                raise ConfigError(missing_database_message(must_exist))
+            # mode=rw: open read-write, never create (closes the race with the check above).
+            cargs[:] = [f"file:{quote(str(Path(must_exist).resolve()))}?mode=rw"]
+            cparams["uri"] = True
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, text
 
 from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.schema import job_runs
@@ -60,10 +60,18 @@ def last_tick(store: Store, job: str) -> int | None:
 
 def record_run(store: Store, job: str, tick: int, when: str, outcome: str) -> None:
     with store.writer() as tx:
-        values = {"last_tick": tick, "last_run_at": when, "last_outcome": outcome}
-        result = tx.conn.execute(update(job_runs).where(job_runs.c.job == job).values(**values))
-        if not result.rowcount:
-            tx.conn.execute(insert(job_runs).values(job=job, **values))
+        # One upsert (both backends have ON CONFLICT … excluded): an UPDATE-then-INSERT lost
+        # the race when two processes recorded the same job's first run at once (two first
+        # readers of /v1/log/checkpoint signing it on demand).
+        tx.conn.execute(
+            text(
+                "INSERT INTO job_runs (job, last_tick, last_run_at, last_outcome) "
+                "VALUES (:job, :tick, :when, :outcome) ON CONFLICT (job) DO UPDATE SET "
+                "last_tick = excluded.last_tick, last_run_at = excluded.last_run_at, "
+                "last_outcome = excluded.last_outcome"
+            ),
+            {"job": job, "tick": tick, "when": when, "outcome": outcome},
+        )
 
 
 def runs(store: Store) -> dict[str, tuple[int, str, str]]:

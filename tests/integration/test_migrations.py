@@ -35,7 +35,7 @@ def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 def _upgrade(url: str, revision: str) -> None:
-    engine = create_engine_for_url(url)
+    engine = create_engine_for_url(url, create=True)
     config = migrations.alembic_config()
     try:
         with engine.begin() as conn:

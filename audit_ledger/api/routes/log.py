@@ -28,7 +28,7 @@ router = APIRouter(tags=["log"])
 async def checkpoint(request: Request, principal: AnyPrincipal) -> PlainTextResponse:
     note = await run(ledger_of(request).log.cosigned_checkpoint)
     if note is None:
-        raise NotFoundError("no checkpoint yet (the log is empty or none was made)")
+        raise NotFoundError("no checkpoint yet (the log is empty)")
     return PlainTextResponse(note)
 
 
