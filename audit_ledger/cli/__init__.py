@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from audit_ledger.cli import principal_commands
 from audit_ledger.cli.audit import cmd_audit, cmd_export, mirror_options
 from audit_ledger.cli.commands import (
     cmd_append,
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = psub.add_parser("revoke", help="revoke a principal's token")
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_principals_revoke)
+    principal_commands.add_parsers(psub)
     ret = sub.add_parser("retention", help="tiered retention").add_subparsers(
         dest="sub", required=True, parser_class=_Parser
     )
