@@ -41,7 +41,8 @@ depends_on = None
 
 RULES = "audit_ledger_purge_rules"
 #: The built-in policy's rules (DESIGN §2); ``db grants --apply`` rewrites them from the policy.
-DEFAULT_RULES = (
+DEFAULT_RULES: tuple[tuple[str, str | None, bool], ...] = (
+    ("financial_transactions", None, False),
     ("data_privacy_events", "7 years", True),
     ("security_events", "5 years", False),
 )

@@ -20,15 +20,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
 from psycopg import sql
 from sqlalchemy import make_url, text
 
 from audit_ledger.errors import AuthenticationError
 from audit_ledger.ledger import admin
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.settings import Settings
+from audit_ledger.settings import Settings, load_settings
+from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import ORIGIN, PG_ADMIN_URL, create_pg_database, drop_pg_database, pg_url
 from tests.support.cli import cli, env_for, run_cli
 from tests.support.factories import event
 
@@ -369,3 +371,65 @@ def test_verify_exits_1_on_a_forged_principal_as_a_real_process(
     assert result.returncode == 1, result.stderr
     assert "principal 'mallory' is not bound to the chain" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def unmigrated_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        return
+    name = create_pg_database()
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+def test_principals_from_before_0004_are_refused_until_attested(
+    unmigrated_url: str,
+    keys_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The upgrade story: a token issued at schema 0003 has no binding entry, so after the
+    upgrade it is refused and ``verify`` names it, until the owner's ``principals attest``
+    binds it (the same token keeps working; nothing else changes)."""
+    engine = create_engine_for_url(unmigrated_url)
+    config = migrations.alembic_config()
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0003")
+            conn.execute(
+                text(
+                    "INSERT INTO principals (name, token_hash, roles, created_at)"
+                    " VALUES ('legacy-bot', :h, 'writer', :t)"
+                ),
+                {"h": hashlib.sha256(FORGED_TOKEN.encode()).digest(), "t": NOW},
+            )
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    settings = load_settings(
+        database_url=unmigrated_url, keys_dir=keys_dir, checkpoint_origin=ORIGIN
+    )
+    ledger = Ledger.open(settings)
+    try:
+        ledger.appends.append(ledger.appends.prepare_batch([event()]), "bot")
+        with pytest.raises(AuthenticationError, match="unbound"):
+            ledger.principals.authenticate(FORGED_TOKEN)
+        code, out, err = run_cli(monkeypatch, capsys, settings, "verify")
+        assert code == 1
+        assert "principal 'legacy-bot' is not bound to the chain" in out + err
+        code, out, err = run_cli(monkeypatch, capsys, settings, "principals", "attest")
+        assert code == 0, err
+        assert out.split() == ["legacy-bot"]
+        assert ledger.principals.authenticate(FORGED_TOKEN).name == "legacy-bot"
+        code, out, err = run_cli(monkeypatch, capsys, settings, "verify")
+        assert code == 0, out + err
+        code, out, err = run_cli(monkeypatch, capsys, settings, "principals", "attest")
+        assert out.split() == []  # once is enough
+    finally:
+        ledger.close()
