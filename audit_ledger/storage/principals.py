@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    bindparam,
     exists,
     insert,
     select,
@@ -66,6 +67,28 @@ def _principal(row: Any) -> StoredPrincipal:
     )
 
 
+#: Built once: the auth path runs it on every cache miss (SQLAlchemy then reuses its compiled
+#: form). Both look-ups are index probes: ``principals.token_hash`` (unique), ``entries.seq``
+#: (primary key) and ``ix_entry_refs_lookup`` (name, value, seq).
+_EVIDENCE = (
+    select(
+        principals,
+        entries.c.category,
+        entries.c.event_type,
+        entries.c.leaf,
+        exists()
+        .where(
+            entry_refs.c.name == "principal_retired",
+            entry_refs.c.value == bindparam("retired_ref"),
+        )
+        .label("retired"),
+    )
+    .select_from(principals)
+    .outerjoin(entries, entries.c.seq == principals.c.bound_seq)
+    .where(principals.c.token_hash == bindparam("token_hash"))
+)
+
+
 class PrincipalReads(Database):
     """Principal look-ups."""
 
@@ -79,23 +102,10 @@ class PrincipalReads(Database):
     def principal_evidence(self, token_hash: bytes, retired_ref: str) -> PrincipalEvidence | None:
         """The principal holding ``token_hash``, its binding entry and whether an entry with
         ref ``principal_retired`` = ``retired_ref`` exists — one round trip (the auth path)."""
-        retired = exists().where(
-            entry_refs.c.name == "principal_retired", entry_refs.c.value == retired_ref
-        )
-        stmt = (
-            select(
-                principals,
-                entries.c.category,
-                entries.c.event_type,
-                entries.c.leaf,
-                retired.label("retired"),
-            )
-            .select_from(principals)
-            .outerjoin(entries, entries.c.seq == principals.c.bound_seq)
-            .where(principals.c.token_hash == token_hash)
-        )
         with self.reader() as conn:
-            row = conn.execute(stmt).one_or_none()
+            row = conn.execute(
+                _EVIDENCE, {"token_hash": token_hash, "retired_ref": retired_ref}
+            ).one_or_none()
         if row is None:
             return None
         binding = None
