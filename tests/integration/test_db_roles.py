@@ -24,7 +24,8 @@ from alembic import command
 from psycopg import sql
 from sqlalchemy import make_url, text
 
-from audit_ledger.errors import AuthenticationError
+from audit_ledger.core.commitments import PURGE_REF, purge_commitment
+from audit_ledger.errors import AuthenticationError, StorageError
 from audit_ledger.ledger import admin
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
@@ -433,3 +434,60 @@ def test_principals_from_before_0004_are_refused_until_attested(
         assert out.split() == []  # once is enough
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_well_formed_forged_run_cannot_purge_what_the_policy_keeps(
+    scene: Scene, serving_role: str
+) -> None:
+    """The serving process itself (with the keys) appends a retention run whose header commits
+    to the purge — the strongest the serving role can do — and the owner's function still
+    refuses: a financial payload is permanent, a security event's has not expired. Only the
+    honest empty run's entries stay; nothing is purged."""
+    url = make_url(scene.settings.database_url).set(username=serving_role, password=None)
+    app = Ledger.open(
+        load_settings(
+            database_url=url.render_as_string(hide_password=False),
+            keys_dir=scene.settings.keys_dir,
+            checkpoint_origin=ORIGIN,
+        )
+    )
+
+    def forge(seq: int) -> None:
+        with app.store.writer() as tx:
+            tx.head()
+            op = app.operations.event(
+                "retention_run",
+                {"categories": {}},
+                {PURGE_REF: purge_commitment("retention", [seq], [])},
+            )
+            op_seq = app.operations.record_in(tx, op)
+            tx.purge(
+                op_seq, "retention", seqs=[seq], key_ids=[], when=NOW, destroy_keys=tx.destroy_keys
+            )
+
+    try:
+        for seq in (scene.financial_seq, 2):
+            with pytest.raises(StorageError) as refused:
+                forge(seq)
+            assert "the policy does not allow retention to purge payload" in str(
+                refused.value.__cause__
+            )
+            entry = app.store.entry(seq)
+            assert entry is not None
+            assert entry.payload is not None
+        report = app.verification.run()
+        assert report.ok, report.problem
+        # The protection off (the owner's rules let retention purge everything at once): the
+        # forged run goes through, and verify names the purge its sealed record does not list.
+        _owner_exec(
+            scene.settings.database_url,
+            ["UPDATE audit_ledger_purge_rules SET retention = '0 days'"],
+        )
+        forge(scene.financial_seq)
+        report = app.verification.run()
+        assert report.problem is not None
+        assert report.problem.seq == scene.financial_seq
+        assert "payload purge not recorded" in report.problem.reason
+    finally:
+        app.close()
