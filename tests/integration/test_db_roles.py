@@ -23,6 +23,7 @@ import pytest
 from alembic import command
 from psycopg import sql
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 
 from audit_ledger.core.commitments import PURGE_REF, purge_commitment
 from audit_ledger.errors import AuthenticationError, StorageError
@@ -491,3 +492,77 @@ def test_a_well_formed_forged_run_cannot_purge_what_the_policy_keeps(
         assert "payload purge not recorded" in report.problem.reason
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_triggers_refuse_casual_tampering(ledger: Ledger, settings: Settings) -> None:
+    """With its triggers in place (nobody dropped them), SQLite refuses what it can check: each
+    change must name an authorising entry of the right kind, retention never purges a financial
+    payload, a revoked principal stays revoked and roles do not change."""
+    ledger.appends.append(ledger.appends.prepare_batch([event(), event("security_events")]), "bot")
+    ledger.principals.add("bot", ["writer"])
+    ledger.principals.add("retired", ["auditor"])
+    ledger.principals.revoke("retired")
+    hold = ledger.holds.create("category", value="security_events")
+    op = ledger.retention.run().op_seq
+    bound = next(p.bound_seq for p in ledger.store.principals() if p.name == "bot")
+    forged = hashlib.sha256(FORGED_TOKEN.encode()).digest()
+    attempts = {
+        "unbound principal": (
+            "INSERT INTO principals (name, token_hash, roles, created_at)"
+            " VALUES ('m', :h, 'admin', :t)"
+        ),
+        "principal bound to a retention run": (
+            "INSERT INTO principals (name, token_hash, roles, created_at, bound_seq)"
+            " VALUES ('m', :h, 'admin', :t, :op)"
+        ),
+        "un-revoke": "UPDATE principals SET revoked_at = NULL WHERE name = 'retired'",
+        "roles": "UPDATE principals SET roles = 'admin' WHERE name = 'bot'",
+        "token swap": "UPDATE principals SET token_hash = :h WHERE name = 'bot'",
+        "delete principal": "DELETE FROM principals WHERE name = 'bot'",
+        "financial purge": (
+            "INSERT INTO payload_purges (seq, op_seq, reason) VALUES (0, :op, 'retention')"
+        ),
+        "purge by a principal entry": (
+            "INSERT INTO payload_purges (seq, op_seq, reason) VALUES (1, :bound, 'retention')"
+        ),
+        "key destroyed by a principal entry": (
+            "UPDATE data_keys SET wrapped = NULL, destroyed_at = :t, destroyed_by_seq = :bound"
+        ),
+        "hold released by a retention run": (
+            "UPDATE legal_holds SET released_by = 'x', released_seq = :op WHERE hold_id = :hold"
+        ),
+    }
+    params = {"h": forged, "t": NOW, "op": op, "bound": bound, "hold": hold.hold_id}
+    engine = create_engine_for_url(settings.database_url)
+    try:
+        for statement in attempts.values():
+            with pytest.raises(DBAPIError, match="audit-ledger"), engine.begin() as conn:
+                conn.execute(text(statement), params)
+    finally:
+        engine.dispose()
+    report = ledger.verification.run()
+    assert report.ok, report.problem
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_serving_role_cannot_release_holds_or_touch_principals(scene: Scene) -> None:
+    hold = scene.ledger.holds.create("category", value="security_events")
+    for statement, params in (
+        (
+            "UPDATE legal_holds SET released_by = 'x', released_seq = :op WHERE hold_id = :h",
+            {"op": scene.retention_seq, "h": hold.hold_id},
+        ),
+        ("UPDATE principals SET token_hash = :h WHERE name = 'bot'", {"h": b"\x01" * 32}),
+        ("DELETE FROM principals", {}),
+        ("DELETE FROM audit_ledger_purge_rules", {}),
+        ("UPDATE audit_ledger_purge_rules SET retention = '0 days'", {}),
+    ):
+        refusal = scene.attack([(statement, params)])
+        assert refusal is not None
+        assert "permission denied" in refusal, (statement, refusal)
+    release = "SELECT audit_ledger_release_hold(:op, :h, 'x')"
+    refusal = scene.attack([(release, {"op": scene.retention_seq, "h": hold.hold_id})])
+    assert refusal is not None
+    assert "is not a ledger_operations legal_hold_released entry" in refusal, refusal
+    scene.ledger.holds.release(hold.hold_id)  # the honest path still works
