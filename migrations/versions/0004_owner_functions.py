@@ -16,7 +16,8 @@ chain — and the SHA-256 commitment its header ``refs`` carry (``audit_ledger.c
   category's rule in ``audit_ledger_purge_rules`` allows it (retention: a finite period that has
   passed at the authorising entry's ``recorded_at``; erasure: an erasable subject-keyed
   category). ``ledger_operations`` and permanent categories (financial records) have no rule
-  that lets retention touch them.
+  that lets retention touch them. No active legal hold covers a purged entry, and no destroyed
+  key still encrypts a stored payload.
 * ``audit_ledger_bind_principal``: adding, rotating or attesting a principal; the entry commits
   to its name, roles and token hash (a rotation also retires the old token's hash).
 * ``audit_ledger_revoke_principal``: the entry names the revoked token's hash.
@@ -123,9 +124,36 @@ PG_FUNCTIONS = {
         RAISE EXCEPTION 'audit-ledger: the policy does not allow % to destroy a data key',
           p_reason USING ERRCODE = 'P0001';
       END IF;
+      -- An active legal hold covers no purged entry (the same rules as ledger.holds).
+      SELECT t.s::text INTO bad
+        FROM unnest(p_seqs) AS t(s)
+        JOIN public.entries e ON e.seq = t.s
+        JOIN public.legal_holds h ON h.released_seq IS NULL AND (
+             (h.scope = 'category' AND h.scope_value = e.category)
+          OR (h.scope = 'time_range' AND (h.since IS NULL OR e.occurred_at >= h.since)
+              AND (h.until IS NULL OR e.occurred_at < h.until))
+          OR (h.scope IN ('subject', 'order') AND EXISTS (
+                SELECT 1 FROM public.entry_refs r
+                 WHERE r.seq = e.seq AND r.value = h.scope_value
+                   AND r.name = CASE h.scope WHEN 'subject' THEN 'user' ELSE 'order' END)))
+       LIMIT 1;
+      IF FOUND THEN
+        RAISE EXCEPTION 'audit-ledger: payload % is under an active legal hold', bad
+          USING ERRCODE = 'P0001';
+      END IF;
       INSERT INTO public.payload_purges (seq, op_seq, reason)
         SELECT DISTINCT s, p_op_seq, p_reason FROM unnest(p_seqs) AS s;
       DELETE FROM public.payloads WHERE seq = ANY (p_seqs);
+      -- A key is destroyed only with every payload it still encrypts (so never one that a
+      -- held or unexpired payload needs).
+      SELECT e.key_id INTO bad
+        FROM public.payloads p JOIN public.entries e ON e.seq = p.seq
+       WHERE e.key_id = ANY (p_key_ids)
+       LIMIT 1;
+      IF FOUND THEN
+        RAISE EXCEPTION 'audit-ledger: a destroyed data key still encrypts a stored payload'
+          USING ERRCODE = 'P0001';
+      END IF;
       UPDATE public.data_keys SET wrapped = NULL, destroyed_at = p_when, destroyed_by_seq = p_op_seq
        WHERE key_id = ANY (p_key_ids) AND wrapped IS NOT NULL;
     END $$

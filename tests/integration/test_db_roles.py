@@ -156,6 +156,22 @@ def scene(backend: str, ledger: Ledger, settings: Settings, serving_role: str | 
     )
 
 
+def _forged_run(app: Ledger, seqs: list[int], keys: list[str]) -> None:
+    """What the serving process itself (holding the keys) can do at most: append a retention
+    run whose header commits to this purge, then call the owner's purge function."""
+    with app.store.writer() as tx:
+        tx.head()
+        op = app.operations.event(
+            "retention_run",
+            {"categories": {}},
+            {PURGE_REF: purge_commitment("retention", seqs, keys)},
+        )
+        op_seq = app.operations.record_in(tx, op)
+        tx.purge(
+            op_seq, "retention", seqs=seqs, key_ids=keys, when=NOW, destroy_keys=tx.destroy_keys
+        )
+
+
 def _verify(
     scene: Scene, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
@@ -454,23 +470,10 @@ def test_a_well_formed_forged_run_cannot_purge_what_the_policy_keeps(
         )
     )
 
-    def forge(seq: int) -> None:
-        with app.store.writer() as tx:
-            tx.head()
-            op = app.operations.event(
-                "retention_run",
-                {"categories": {}},
-                {PURGE_REF: purge_commitment("retention", [seq], [])},
-            )
-            op_seq = app.operations.record_in(tx, op)
-            tx.purge(
-                op_seq, "retention", seqs=[seq], key_ids=[], when=NOW, destroy_keys=tx.destroy_keys
-            )
-
     try:
         for seq in (scene.financial_seq, 2):
             with pytest.raises(StorageError) as refused:
-                forge(seq)
+                _forged_run(app, [seq], [])
             assert "the policy does not allow retention to purge payload" in str(
                 refused.value.__cause__
             )
@@ -485,7 +488,7 @@ def test_a_well_formed_forged_run_cannot_purge_what_the_policy_keeps(
             scene.settings.database_url,
             ["UPDATE audit_ledger_purge_rules SET retention = '0 days'"],
         )
-        forge(scene.financial_seq)
+        _forged_run(app, [scene.financial_seq], [])
         report = app.verification.run()
         assert report.problem is not None
         assert report.problem.seq == scene.financial_seq
@@ -566,3 +569,39 @@ def test_the_serving_role_cannot_release_holds_or_touch_principals(scene: Scene)
     assert refusal is not None
     assert "is not a ledger_operations legal_hold_released entry" in refusal, refusal
     scene.ledger.holds.release(hold.hold_id)  # the honest path still works
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_purge_function_honours_holds_and_keeps_keys_with_payloads(
+    scene: Scene, serving_role: str
+) -> None:
+    """Even where the owner's rules allow a purge, the function refuses to purge a held entry
+    or to destroy a data key that still encrypts a stored payload."""
+    _owner_exec(
+        scene.settings.database_url,
+        ["UPDATE audit_ledger_purge_rules SET retention = '0 days'"],
+    )
+    hold = scene.ledger.holds.create("category", value="security_events")
+    sec = next(k.key_id for k in scene.ledger.store.iter_keys() if k.category == "security_events")
+    url = make_url(scene.settings.database_url).set(username=serving_role, password=None)
+    app = Ledger.open(
+        load_settings(
+            database_url=url.render_as_string(hide_password=False),
+            keys_dir=scene.settings.keys_dir,
+            checkpoint_origin=ORIGIN,
+        )
+    )
+
+    def refusal(seqs: list[int], keys: list[str]) -> str:
+        with pytest.raises(StorageError) as refused:
+            _forged_run(app, seqs, keys)
+        return str(refused.value.__cause__)
+
+    try:
+        assert "under an active legal hold" in refusal([2], [])
+        assert "still encrypts a stored payload" in refusal([], [sec])
+        app.holds.release(hold.hold_id)
+        _forged_run(app, [2], [])  # released, and the rules allow it: the purge goes through
+        _forged_run(app, [], [sec])  # its last payload gone, the key may go too
+    finally:
+        app.close()
