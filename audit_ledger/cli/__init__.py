@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from audit_ledger.cli import principal_commands
 from audit_ledger.cli.audit import (
     add_verify_proof,
     cmd_audit,
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = psub.add_parser("revoke", help="revoke a principal's token")
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_principals_revoke)
+    principal_commands.add_parsers(psub)
     ret = sub.add_parser("retention", help="tiered retention").add_subparsers(
         dest="sub", required=True, parser_class=_Parser
     )

@@ -84,10 +84,10 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
     if not args.apply:
-        for statement in admin.grant_statements(args.role):
+        for statement in admin.grant_statements(args.role, settings.policy_file):
             print(statement + ";")
         return EXIT_OK
-    applied = admin.apply_grants(settings.database_url, args.role)
+    applied = admin.apply_grants(settings.database_url, args.role, settings.policy_file)
     print(f"applied {applied} grant statements for role {args.role}", file=sys.stderr)
     return EXIT_OK
 

@@ -16,10 +16,12 @@ from sqlalchemy import Connection, inspect, text
 from audit_ledger.core.checkpoint import Verifier
 from audit_ledger.crypto.keys import init_keys, keys_exist
 from audit_ledger.errors import ConfigError
+from audit_ledger.ledger.retention import purge_rules
+from audit_ledger.policy import load_policy
 from audit_ledger.storage import migrations
 from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.engine import create_engine_for_url
-from audit_ledger.storage.grants import grant_statements
+from audit_ledger.storage.grants import grant_statements as _grant_statements
 
 __all__ = [
     "apply_grants",
@@ -51,9 +53,15 @@ def upgrade_database(database_url: str) -> str | None:
     return migrations.head_revision()
 
 
-def apply_grants(database_url: str, role: str) -> int:
+def grant_statements(role: str, policy_file: Path | None = None) -> list[str]:
+    """The grants for the serving ``role`` and the purge rules of the policy in force (the
+    built-in one merged with ``policy_file``)."""
+    return _grant_statements(role, purge_rules(load_policy(policy_file)))
+
+
+def apply_grants(database_url: str, role: str, policy_file: Path | None = None) -> int:
     """Apply :func:`grant_statements` for ``role`` (PostgreSQL); how many were applied."""
-    statements = grant_statements(role)
+    statements = grant_statements(role, policy_file)
     engine = create_engine_for_url(database_url)
     try:
         if engine.dialect.name != "postgresql":

@@ -18,7 +18,15 @@ from audit_ledger.errors import RefusedError
 from audit_ledger.ledger.appends.prepare import SUBJECT_REF
 from audit_ledger.ledger.holds import HoldMatcher
 from audit_ledger.ledger.operations import Operations, bad
-from audit_ledger.ledger.retention import ERASURE, RetentionReport, Shredder, apply, plan_erasure
+from audit_ledger.ledger.retention import (
+    ERASURE,
+    RetentionReport,
+    Shredder,
+    apply,
+    check_purge_rules,
+    plan_erasure,
+    purge_ref,
+)
 from audit_ledger.policy import Policy
 from audit_ledger.storage.store import WriteTx
 
@@ -74,6 +82,7 @@ class Erasure:
         )
         with self.store.writer() as tx:
             tx.head()
+            check_purge_rules(tx, self.policy)
             plan = plan_erasure(tx, targets, subject, HoldMatcher(tx.active_holds()))
             report = RetentionReport(when, {k: v.to_dict() for k, v in plan.items()}, False)
             op = self.operations.event(
@@ -85,6 +94,7 @@ class Erasure:
                     "categories": report.categories,
                     "kept_by_policy": kept,
                 },
+                purge_ref(plan, ERASURE),
             )
             report.op_seq = self.operations.record_in(tx, op)
             apply(tx, plan, report.op_seq, ERASURE, when)

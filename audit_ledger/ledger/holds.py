@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from audit_ledger.core.commitments import HOLD_RELEASE_REF, hold_release_commitment
 from audit_ledger.core.header import parse_leaf
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import NotFoundError
@@ -143,7 +144,11 @@ class Holds:
         return hold
 
     def release(self, hold_id: str, *, actor: str = "cli") -> int:
-        op = self.operations.event("legal_hold_released", {"hold_id": hold_id, "actor": actor})
+        op = self.operations.event(
+            "legal_hold_released",
+            {"hold_id": hold_id, "actor": actor},
+            {HOLD_RELEASE_REF: hold_release_commitment(hold_id)},
+        )
         with self.store.writer() as tx:
             tx.head()
             seq = self.operations.record_in(tx, op)

@@ -71,8 +71,14 @@ class Operations:
         self.submitter = submitter
         self.appender = appender
 
-    def event(self, event_type: str, data: Mapping[str, Any]) -> PreparedEvent:
-        """A prepared ``ledger_operations`` event written by the service itself."""
+    def event(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        refs: Mapping[str, str] | None = None,
+    ) -> PreparedEvent:
+        """A prepared ``ledger_operations`` event written by the service itself; ``refs`` are
+        header commitments (``core.commitments``) the database checks the change against."""
         raw = {
             "event_id": str(uuid.uuid4()),
             "category": LEDGER_OPERATIONS,
@@ -81,13 +87,16 @@ class Operations:
             "correlation_id": None,
             "data": dict(data),
         }
-        return prepare_event(
+        prepared = prepare_event(
             raw,
             self.policy,
             self.indexer,
             max_data_bytes=SYSTEM_MAX_DATA_BYTES,
             allow_system=True,
         )
+        if refs:
+            prepared.refs = {**prepared.refs, **refs}
+        return prepared
 
     def record_in(self, tx: WriteTx, op: PreparedEvent) -> int:
         """Append ``op`` inside ``tx`` (its head locked), so that the change it records commits

@@ -2,7 +2,11 @@
 
 Tokens are 256-bit random strings shown once at creation; only their SHA-256 is stored, so a
 database dump reveals no usable token (the token's entropy makes a salt/KDF unnecessary). Every
-change to a principal is itself a ``ledger_operations`` entry, committed in the same transaction.
+change to a principal is itself a ``ledger_operations`` entry, committed in the same transaction,
+whose header commits to the row (``core.commitments``): the row is *bound* to that entry. A token
+authenticates only while its row matches its binding entry and no entry retired it
+(``principal_binding``), so a row forged or edited in the database is refused, and ``rotate``
+replaces a token without renaming its principal (the writer name in later headers stays).
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from audit_ledger.core.commitments import (
+    PRINCIPAL_REF,
+    RETIRED_REF,
+    principal_commitment,
+    retired_commitment,
+)
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.errors import AuthenticationError, ConflictError, NotFoundError
 from audit_ledger.ledger.identity import (
@@ -23,7 +33,8 @@ from audit_ledger.ledger.identity import (
     token_shape_ok,
 )
 from audit_ledger.ledger.operations import Operations
-from audit_ledger.storage.principals import StoredPrincipal
+from audit_ledger.ledger.principal_binding import binding_problem
+from audit_ledger.storage.principals import PrincipalEvidence, StoredPrincipal
 from audit_ledger.storage.store import WriteTx
 
 #: How long a successful token look-up is reused (revocation takes effect within this).
@@ -36,6 +47,10 @@ class PrincipalStore(Protocol):
     def writer(self) -> AbstractContextManager[WriteTx]: ...
 
     def principal_by_token_hash(self, token_hash: bytes) -> StoredPrincipal | None: ...
+
+    def principal_evidence(
+        self, token_hash: bytes, retired_ref: str
+    ) -> PrincipalEvidence | None: ...
 
     def principals(self) -> list[StoredPrincipal]: ...
 
@@ -54,26 +69,83 @@ class Principals:
         check_name(name)
         chosen = check_roles(roles)
         token = new_token()
+        digest = token_hash(token)
         now = format_timestamp(self.operations.clock())
         op = self.operations.event(
-            "principal_added", {"principal": name, "roles": list(chosen), "actor": actor}
+            "principal_added",
+            {"principal": name, "roles": list(chosen), "actor": actor},
+            {PRINCIPAL_REF: principal_commitment(name, chosen, digest)},
         )
         with self.store.writer() as tx:
             tx.head()  # the head lock first, as for every write (DESIGN §5)
-            stored = StoredPrincipal(name, token_hash(token), chosen, now, None)
-            if not tx.insert_principal(stored):
+            if tx.principal_named(name) is not None:
                 raise ConflictError(f"principal {name!r} already exists")
-            self.operations.record_in(tx, op)
+            seq = self.operations.record_in(tx, op)
+            tx.insert_principal(StoredPrincipal(name, digest, chosen, now, None), seq)
         return token
+
+    def rotate(self, name: str, *, actor: str = "cli") -> str:
+        """Replace an active principal's token; return the new one. The old token stops working
+        at once (the entry retires its hash); the name, roles and writer name stay."""
+        check_name(name)
+        token = new_token()
+        digest = token_hash(token)
+        with self.store.writer() as tx:
+            tx.head()
+            old = tx.principal_named(name)
+            if old is None or old.revoked_at is not None:
+                raise NotFoundError(f"no active principal named {name!r}")
+            op = self.operations.event(
+                "principal_rotated",
+                {"principal": name, "roles": list(old.roles), "actor": actor},
+                {
+                    PRINCIPAL_REF: principal_commitment(name, old.roles, digest),
+                    RETIRED_REF: retired_commitment(old.token_hash),
+                },
+            )
+            seq = self.operations.record_in(tx, op)
+            new = StoredPrincipal(name, digest, old.roles, old.created_at, None)
+            if not tx.rebind_principal(new, seq):
+                raise NotFoundError(f"no active principal named {name!r}")
+        self._auth_cache.clear()
+        return token
+
+    def attest(self, *, actor: str = "cli") -> list[str]:
+        """Bind every active principal created before migration 0004 (no binding entry yet) to
+        a ``principal_attested`` entry, keeping its token; the names attested. Run once, by the
+        owner, after the upgrade: until then such tokens are refused."""
+        attested: list[str] = []
+        with self.store.writer() as tx:
+            tx.head()
+            for row in tx.all_principals():
+                if row.bound_seq is not None or row.revoked_at is not None:
+                    continue
+                op = self.operations.event(
+                    "principal_attested",
+                    {"principal": row.name, "roles": list(row.roles), "actor": actor},
+                    {PRINCIPAL_REF: principal_commitment(row.name, row.roles, row.token_hash)},
+                )
+                seq = self.operations.record_in(tx, op)
+                tx.rebind_principal(row, seq)
+                attested.append(row.name)
+        self._auth_cache.clear()
+        return attested
 
     def revoke(self, name: str, *, actor: str = "cli") -> None:
         check_name(name)
-        op = self.operations.event("principal_revoked", {"principal": name, "actor": actor})
         with self.store.writer() as tx:
             tx.head()
-            if not tx.revoke_principal(name, format_timestamp(self.operations.clock())):
+            row = tx.principal_named(name)
+            if row is None or row.revoked_at is not None:
                 raise NotFoundError(f"no active principal named {name!r}")
-            self.operations.record_in(tx, op)
+            op = self.operations.event(
+                "principal_revoked",
+                {"principal": name, "actor": actor},
+                {RETIRED_REF: retired_commitment(row.token_hash)},
+            )
+            seq = self.operations.record_in(tx, op)
+            if not tx.revoke_principal(name, format_timestamp(self.operations.clock()), seq):
+                raise NotFoundError(f"no active principal named {name!r}")
         self._auth_cache.clear()
 
     def all(self) -> list[StoredPrincipal]:
@@ -95,7 +167,9 @@ class Principals:
 
         Successful look-ups are cached for :data:`AUTH_CACHE_SECONDS` (by token hash), which
         saves a database round trip per request; a revocation therefore takes effect within
-        that many seconds. Failures are never cached.
+        that many seconds. Failures are never cached. A miss costs one query, which also
+        reads the row's binding entry and whether an entry retired the token: a row that does
+        not match the chain is refused (``unbound``, ``tampered``, ``revoked``).
         """
         if not token_shape_ok(token):
             raise AuthenticationError("malformed")
@@ -104,11 +178,15 @@ class Principals:
         cached = self._auth_cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        stored = self.store.principal_by_token_hash(digest)
-        if stored is None:
+        evidence = self.store.principal_evidence(digest, retired_commitment(digest))
+        if evidence is None:
             raise AuthenticationError("unknown")
-        if stored.revoked_at is not None:
+        stored = evidence.principal
+        if stored.revoked_at is not None or evidence.retired:
             raise AuthenticationError("revoked")
+        problem = binding_problem(stored, evidence.binding)
+        if problem is not None:
+            raise AuthenticationError(problem)
         principal = Principal(stored.name, frozenset(stored.roles))
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from audit_ledger.core.commitments import PURGE_REF, purge_commitment
 from audit_ledger.core.timestamps import format_timestamp, parse_timestamp
 from audit_ledger.crypto.keys import KeyProvider
+from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.holds import HoldMatcher
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.operations import Operations
@@ -178,15 +180,48 @@ def plan_erasure(
     return plan
 
 
+def purge_rules(policy: Policy) -> list[tuple[str, str | None, bool]]:
+    """What the database lets retention and erasure purge (``audit_ledger_purge_rules``), from
+    the policy: each non-system category's retention as a PostgreSQL interval (None: never)
+    and whether it is erasable. ``ledger_operations`` gets no rule, so nothing purges it."""
+    rules: list[tuple[str, str | None, bool]] = []
+    for name, category in sorted(policy.categories.items()):
+        if category.system:
+            continue
+        retention = category.retention
+        period = None
+        if not retention.permanent:
+            period = f"{retention.count} {'years' if retention.unit == 'y' else 'days'}"
+        rules.append((name, period, category.erasable))
+    return rules
+
+
+def check_purge_rules(tx: WriteTx, policy: Policy) -> None:
+    """Refuse to run when the database's purge rules are not the policy's and this role may
+    not update them: the owner decides what the database allows (DESIGN §5)."""
+    if not tx.sync_purge_rules(purge_rules(policy)):
+        raise ConfigError(
+            "the database's purge rules differ from the policy: run "
+            "'audit-ledger db grants --role ROLE --apply' as the owner role"
+        )
+
+
+def purge_ref(plan: dict[str, CategoryOutcome], reason: str) -> dict[str, str]:
+    """The header commitment to everything ``plan`` destroys (checked by the database)."""
+    seqs = [s for o in plan.values() for s in o.purge]
+    keys = [k for o in plan.values() for k in o.keys]
+    return {PURGE_REF: purge_commitment(reason, seqs, keys)}
+
+
 def apply(
     tx: WriteTx, plan: dict[str, CategoryOutcome], op_seq: int, reason: str, when: str
 ) -> None:
-    """Record and carry out a plan inside the transaction that appended entry ``op_seq``."""
-    for outcome in plan.values():
-        if outcome.purge:
-            tx.purge_payloads(outcome.purge, op_seq, reason)
-        if outcome.keys:
-            tx.destroy_keys(outcome.keys, when, op_seq)
+    """Record and carry out a plan inside the transaction that appended entry ``op_seq``
+    (whose header carries :func:`purge_ref` of the same plan)."""
+    seqs = [s for o in plan.values() for s in o.purge]
+    keys = [k for o in plan.values() for k in o.keys]
+    if seqs or keys:
+        tx.purge(op_seq, reason, seqs=seqs, key_ids=keys, when=when, destroy_keys=tx.destroy_keys)
 
 
 @dataclass
@@ -283,6 +318,7 @@ class Retention:
         when = format_timestamp(now)
         with self.store.writer() as tx:
             tx.head()
+            check_purge_rules(tx, self.policy)
             matcher = HoldMatcher(tx.active_holds())
             plan = {
                 name: plan_category(tx, category, now, matcher)
@@ -293,7 +329,9 @@ class Retention:
             if dry_run:
                 return report
             op = self.operations.event(
-                "retention_run", {"run_at": when, "categories": report.categories}
+                "retention_run",
+                {"run_at": when, "categories": report.categories},
+                purge_ref(plan, RETENTION),
             )
             report.op_seq = self.operations.record_in(tx, op)
             report.op_seqs = [report.op_seq]

@@ -6,7 +6,8 @@ header; each stored leaf hash and each stored subtree hash equals the recomputed
 present payload matches ``payload_sha256``; every missing payload is accounted for by a purge
 record naming a later ``ledger_operations`` entry; every stored checkpoint is signed by our key
 and its root equals the root recomputed at its size; the head row matches the replay; no rows
-are orphaned; every destroyed data key names the entry that recorded its destruction. With the
+are orphaned; every destroyed data key names the entry that recorded its destruction; every
+active principal matches the entry that binds it and was not revoked. With the
 keys, also: every live data key unwraps, and every purge and key destruction is one that its
 retention run or erasure lists in its own sealed record, under the same category.
 
@@ -48,6 +49,7 @@ from audit_ledger.ledger.verify_entries import (
     check_range,
     fail,
 )
+from audit_ledger.ledger.verify_principals import check_principals
 from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.policy import LEDGER_OPERATIONS
 from audit_ledger.storage.checkpoints import StoredCheckpoint
@@ -188,6 +190,7 @@ class _Run:
         self.report.size = size
         self.report.root = self.chain.root().hex()
         self.keys(keys)
+        check_principals(self.store, size)
         if keys is not None:
             self.operation_records(keys, size)
 

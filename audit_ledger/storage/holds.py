@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     insert,
     select,
+    text,
     update,
 )
 
@@ -82,6 +83,15 @@ class HoldWrites(Transaction):
         )
 
     def release_hold(self, hold_id: str, by: str, op_seq: int) -> bool:
+        """Release an active hold as entry ``op_seq`` authorises (on PostgreSQL through the
+        owner role's ``audit_ledger_release_hold``, which checks that entry's commitment)."""
+        if self.dialect == "postgresql":
+            return bool(
+                self.conn.execute(
+                    text("SELECT audit_ledger_release_hold(:op, :hold, :by)"),
+                    {"op": op_seq, "hold": hold_id, "by": by},
+                ).scalar_one()
+            )
         result = self.conn.execute(
             update(legal_holds)
             .where(legal_holds.c.hold_id == hold_id, legal_holds.c.released_seq.is_(None))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -188,4 +189,19 @@ principals = Table(
     Column("roles", String(256), nullable=False),  # comma-separated role names
     Column("created_at", String(27), nullable=False),
     Column("revoked_at", String(27), nullable=True),
+    # Migration 0004: the ledger_operations entry the row must match (core.commitments), and
+    # the entry that revoked it. NULL bound_seq: a row from before 0004, not yet attested.
+    Column("bound_seq", BigInteger, nullable=True),
+    Column("revoked_seq", BigInteger, nullable=True),
+)
+
+
+#: Migration 0004: what the owner role lets retention and erasure purge (``db grants`` writes it
+#: from the policy; the owner's ``audit_ledger_purge`` function and SQLite's triggers read it).
+purge_rules = Table(
+    "audit_ledger_purge_rules",
+    metadata,
+    Column("category", String(64), primary_key=True),
+    Column("retention", String(32), nullable=True),  # a PostgreSQL interval; NULL: permanent
+    Column("erasable", Boolean, nullable=False),
 )

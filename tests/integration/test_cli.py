@@ -95,7 +95,8 @@ def test_db_grants_prints_least_privilege_grants() -> None:
     assert result.returncode == 0, result.stderr
     statements = result.stdout.strip().splitlines()
     assert statements
-    assert all(s.startswith(("GRANT ", "REVOKE ")) and s.endswith(";") for s in statements)
+    rules = ("DELETE FROM audit_ledger_purge_rules", "INSERT INTO audit_ledger_purge_rules ")
+    assert all(s.startswith(("GRANT ", "REVOKE ", *rules)) and s.endswith(";") for s in statements)
     assert "GRANT SELECT, INSERT ON entries, " in result.stdout
     for line in statements:
         if line.startswith("GRANT") and ("UPDATE" in line or "DELETE" in line):

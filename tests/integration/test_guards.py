@@ -85,12 +85,13 @@ def log(ledger: Ledger, settings: Settings, backend: str) -> Iterator[Log]:
     keys = sorted((k.created_at, k.key_id, k.scope_kind) for k in ledger.store.iter_keys())
     subject_key, live_subject_key = [key_id for _, key_id, kind in keys if kind == "subject"]
     # The allowed changes made below by hand are what this run records (verify checks that).
-    purged_seq = 0
+    # A security event's payload: since migration 0004 retention may not purge a financial one.
+    purged_seq = 2
     op = ledger.operations.record(
         "retention_run",
         {
             "categories": {
-                "financial_transactions": {"seq_ranges": [[0, 0]], "keys_destroyed": []},
+                "security_events": {"seq_ranges": [[2, 2]], "keys_destroyed": []},
                 "data_privacy_events": {"seq_ranges": [], "keys_destroyed": [subject_key]},
             }
         },
@@ -298,6 +299,12 @@ def test_guard_rejects_changes(log: Log, table: str) -> None:
 
 def test_guards_allow_the_permitted_changes(log: Log, ledger: Ledger) -> None:
     """The guards are not blanket bans: head growth, counting key uses and destruction pass."""
+    with log.engine.connect() as conn:
+        # Since 0004 a release must name a legal_hold_released entry: reuse the other release's.
+        release_seq = conn.execute(
+            text("SELECT released_seq FROM legal_holds WHERE hold_id = :h"),
+            {"h": log.released_hold},
+        ).scalar_one()
     allowed = [
         ("UPDATE ledger_head SET size = size + 1", {}),
         ("UPDATE ledger_head SET size = size", {}),
@@ -322,7 +329,7 @@ def test_guards_allow_the_permitted_changes(log: Log, ledger: Ledger) -> None:
         ("UPDATE data_keys SET uses = uses WHERE key_id = :k", {"k": log.destroyed_key}),
         (
             "UPDATE legal_holds SET released_by = 'cli', released_seq = :op WHERE hold_id = :h",
-            {"op": log.op_seq, "h": log.active_hold},
+            {"op": release_seq, "h": log.active_hold},
         ),
     ]
     for sql, params in allowed:
