@@ -52,6 +52,7 @@ def prepare(settings: Settings) -> None:
     ledger = Ledger.open(settings)  # raises ConfigError for missing or bad keys
     try:
         ledger.check_schema()  # raises ConfigError for an unmigrated database
+        ledger.key_check.run()  # raises ConfigError for a KEK that unwraps no live key
     finally:
         ledger.close()
 

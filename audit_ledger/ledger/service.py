@@ -36,6 +36,7 @@ from audit_ledger.ledger.erasure import Erasure
 from audit_ledger.ledger.export import export_to_mirror
 from audit_ledger.ledger.holds import Holds
 from audit_ledger.ledger.jobs import Jobs
+from audit_ledger.ledger.key_check import KeyCheck
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.keys import Keys
 from audit_ledger.ledger.log import Log
@@ -84,6 +85,7 @@ class Ledger:
             store, keys.signer.verifier, keys.provider, settings.database_url
         )
         self.jobs = Jobs(store)
+        self.key_check = KeyCheck(store, keys.provider)  # the KEK unwraps live keys (#12)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Ledger:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    func,
     insert,
     select,
     update,
@@ -85,6 +86,20 @@ class KeyReads(Database):
                 select(data_keys.c.kek_id).where(data_keys.c.wrapped.is_not(None)).distinct()
             )
             return {str(r[0]) for r in rows}
+
+    def live_key_samples(self) -> list[StoredKey]:
+        """One undestroyed key per (KEK, scope kind): what start-up unwraps to prove the KEK
+        (and the subject key store) are the ones these rows were wrapped with."""
+        sample = (
+            select(func.max(data_keys.c.key_id))
+            .where(data_keys.c.wrapped.is_not(None))
+            .group_by(data_keys.c.kek_id, data_keys.c.scope_kind)
+        )
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(data_keys).where(data_keys.c.key_id.in_(sample)).order_by("key_id")
+            )
+            return [_key(r) for r in rows]
 
 
 class KeyWrites(Transaction):

@@ -1,0 +1,93 @@
+"""Proof, at start-up and for ``/readyz``, that the keys on disk are the ones the database needs.
+
+A wrong ``kek.key`` (another installation's, or a wrong backup restored) is a valid 32-byte key:
+loading it succeeds, and before this check the service started, said ``"keys": "ok"`` and then
+failed every append and every plaintext read with a 500 (issue #12). So the service unwraps one
+live data key per (KEK, scope kind) before it serves: a period key proves the KEK, a subject key
+proves the key store (``subject-keys/``) too. An empty ledger has nothing to prove.
+
+``/readyz`` repeats the check, cached for :data:`CACHE_SECONDS` so a probe every second costs
+one small query every few seconds, never an unwrap per probe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from audit_ledger.crypto.keys import EXTERNAL_KEY, KeyProvider
+from audit_ledger.errors import (
+    ConfigError,
+    CryptoError,
+    DatabaseUnavailableError,
+    ExternalKeyMissingError,
+)
+from audit_ledger.storage.store import Store
+
+CACHE_SECONDS = 5.0
+OK = "ok"
+
+
+class KeyCheck:
+    """Unwraps a sample of the stored data keys with the provider's KEKs."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: KeyProvider,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, str] | None = None
+
+    def run(self) -> None:
+        """Raise :class:`ConfigError` (one line naming the problem) unless every sampled key
+        unwraps. Key and KEK ids are fingerprints, not secrets: naming them tells the operator
+        which backup the database expects."""
+        samples = self.store.live_key_samples()
+        external_missing = 0
+        externals = 0
+        for stored in samples:
+            if stored.wrapped is None:  # live rows only: never, but typed so
+                continue
+            external = stored.wrapped == EXTERNAL_KEY
+            externals += external
+            try:
+                self.provider.unwrap(stored.key_id, stored.wrapped, stored.kek_id)
+            except ExternalKeyMissingError:
+                # One subject key gone (an erasure interrupted between file and row) is not a
+                # wrong key store; every sampled one gone is.
+                external_missing += 1
+            except CryptoError as exc:
+                raise ConfigError(
+                    f"the keys directory does not unwrap the database's data keys ({exc}): "
+                    "is kek.key (or retired-keks/) from another installation or backup?"
+                ) from None
+        if externals and external_missing == externals:
+            raise ConfigError(
+                "the subject key store (subject-keys/ in the keys directory) holds none of the "
+                "database's live subject keys: restore it from the matching backup"
+            )
+
+    def status(self) -> str:
+        """``"ok"``, ``"unknown"`` (database unreachable) or the problem, for ``/readyz``
+        (public: a fixed phrase, no ids)."""
+        now = self.clock()
+        with self._lock:
+            if self._cached is not None and now - self._cached[0] < CACHE_SECONDS:
+                return self._cached[1]
+        try:
+            self.run()
+            result = OK
+        except DatabaseUnavailableError:
+            result = "unknown"
+        except ConfigError:
+            result = "the key files do not unwrap the stored data keys"
+        with self._lock:
+            self._cached = (now, result)
+        return result
