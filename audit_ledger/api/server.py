@@ -14,13 +14,14 @@ import sys
 import uvicorn
 
 from audit_ledger.api.app import PER_PROCESS_LOGS_ENV
+from audit_ledger.api.protocol import HttpLimits, connection_cap, protocol
 from audit_ledger.api.supervisor import READY_BYTE, Supervisor
 from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.admin import create_keys, have_keys, upgrade_database
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.metrics import prepare_multiprocess
 from audit_ledger.parent_death import die_with_parent
-from audit_ledger.settings import Settings
+from audit_ledger.settings import Settings, load_settings
 
 DEV_KEYS_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -54,13 +55,26 @@ def prepare(settings: Settings) -> None:
         ledger.close()
 
 
-def _uvicorn_config(host: str, port: int) -> uvicorn.Config:
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        max_head_bytes=settings.http_max_head_bytes,
+        max_headers=settings.http_max_headers,
+        head_timeout=settings.http_head_timeout_seconds,
+        body_idle_timeout=settings.http_body_idle_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+        max_connections=connection_cap(settings.http_max_connections),
+    )
+
+
+def _uvicorn_config(host: str, port: int, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         "audit_ledger.api.app:create_app",
         factory=True,
         host=host,
         port=port,
-        http="httptools",  # a dependency: the C parser, several times faster than h11
+        # httptools (llhttp, a dependency): the C parser, several times faster than h11; with
+        # the head, time and connection limits it lacks added (api/protocol.py, issue #12).
+        http=protocol(http_limits(settings)),
         proxy_headers=False,
         server_header=False,
         log_level="info",
@@ -71,7 +85,7 @@ def _uvicorn_config(host: str, port: int) -> uvicorn.Config:
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     prepare(settings)
     if workers <= 1:
-        uvicorn.Server(_uvicorn_config(host, port)).run()
+        uvicorn.Server(_uvicorn_config(host, port, settings)).run()
         return
     # Workers inherit these: shared metric files, one set of log files per worker.
     prepare_multiprocess(workers)
@@ -124,7 +138,8 @@ def _serve_worker(host: str, port: int, fd: int, ready_fd: int) -> None:
     (uvicorn's graceful shutdown on SIGTERM) when the supervisor dies."""
     die_with_parent()  # before uvicorn's handlers: SIGTERM until then simply ends the process
     sock = socket.socket(fileno=fd)
-    _ReadyServer(_uvicorn_config(host, port), ready_fd).run(sockets=[sock])
+    config = _uvicorn_config(host, port, load_settings())  # the supervisor's environment
+    _ReadyServer(config, ready_fd).run(sockets=[sock])
 
 
 if __name__ == "__main__":
