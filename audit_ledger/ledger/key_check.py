@@ -16,13 +16,19 @@ import threading
 import time
 from collections.abc import Callable
 
+from audit_ledger.core.canonical import strict_loads
+from audit_ledger.crypto.blind_index import BlindIndexer
+from audit_ledger.crypto.envelope import DataKey, payload_aad
 from audit_ledger.crypto.keys import EXTERNAL_KEY, KeyProvider
 from audit_ledger.errors import (
+    AuditLedgerError,
     ConfigError,
     CryptoError,
     DatabaseUnavailableError,
     ExternalKeyMissingError,
 )
+from audit_ledger.ledger.appends.prepare import SUBJECT_REF
+from audit_ledger.policy import Policy
 from audit_ledger.storage.store import Store
 
 CACHE_SECONDS = 5.0
@@ -36,11 +42,15 @@ class KeyCheck:
         self,
         store: Store,
         provider: KeyProvider,
+        indexer: BlindIndexer | None = None,
+        policy: Policy | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.provider = provider
+        self.indexer = indexer
+        self.policy = policy
         self.clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, str] | None = None
@@ -58,7 +68,7 @@ class KeyCheck:
             external = stored.wrapped == EXTERNAL_KEY
             externals += external
             try:
-                self.provider.unwrap(stored.key_id, stored.wrapped, stored.kek_id)
+                key = self.provider.unwrap(stored.key_id, stored.wrapped, stored.kek_id)
             except ExternalKeyMissingError:
                 # One subject key gone (an erasure interrupted between file and row) is not a
                 # wrong key store; every sampled one gone is.
@@ -68,10 +78,35 @@ class KeyCheck:
                     f"the keys directory does not unwrap the database's data keys ({exc}): "
                     "is kek.key (or retired-keks/) from another installation or backup?"
                 ) from None
+            if stored.scope_kind == "subject":
+                self._check_index_key(key, stored.category, stored.scope_value)
         if externals and external_missing == externals:
             raise ConfigError(
                 "the subject key store (subject-keys/ in the keys directory) holds none of the "
                 "database's live subject keys: restore it from the matching backup"
+            )
+
+    def _check_index_key(self, key: DataKey, category: str, scope_value: str) -> None:
+        """A subject key's scope is the blind index of its subject (DESIGN §3): open one payload
+        it sealed and recompute that index, which proves ``index.key`` too — a wrong one would
+        make every search by user or order id silently find nothing."""
+        if self.indexer is None or self.policy is None or category not in self.policy.categories:
+            return
+        field = self.policy.categories[category].subject_field
+        sealed = self.store.one_sealed_by(key.key_id) if field else None
+        if field is None or sealed is None:
+            return  # nothing sealed by it is still stored (purged, or a subject of no entry)
+        category, event_id, blob = sealed
+        try:
+            data = strict_loads(key.open(blob, payload_aad(category, event_id, key.key_id)))
+        except (AuditLedgerError, ValueError):
+            return  # an unreadable payload is verify's to report, not a key file problem
+        if not isinstance(data, dict) or field not in data:
+            return
+        if self.indexer.index(SUBJECT_REF, data[field]) != scope_value:
+            raise ConfigError(
+                f"index.key does not reproduce the blind index of data key {key.key_id}'s "
+                "subject: is index.key from another installation or backup?"
             )
 
     def status(self) -> str:

@@ -85,7 +85,7 @@ class Ledger:
             store, keys.signer.verifier, keys.provider, settings.database_url
         )
         self.jobs = Jobs(store)
-        self.key_check = KeyCheck(store, keys.provider)  # the KEK unwraps live keys (#12)
+        self.key_check = KeyCheck(store, keys.provider, keys.indexer, policy)  # (#12)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Ledger:

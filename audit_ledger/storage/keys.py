@@ -25,6 +25,8 @@ from audit_ledger.storage.database import (
 )
 from audit_ledger.storage.schema import (
     data_keys,
+    entries,
+    payloads,
 )
 
 
@@ -100,6 +102,19 @@ class KeyReads(Database):
                 select(data_keys).where(data_keys.c.key_id.in_(sample)).order_by("key_id")
             )
             return [_key(r) for r in rows]
+
+    def one_sealed_by(self, key_id: str) -> tuple[str, str, bytes] | None:
+        """``(category, event_id, payload)`` of one entry sealed by ``key_id`` whose payload is
+        still stored, or None."""
+        query = (
+            select(entries.c.category, entries.c.event_id, payloads.c.blob)
+            .join(payloads, payloads.c.seq == entries.c.seq)
+            .where(entries.c.key_id == key_id)
+            .limit(1)
+        )
+        with self.reader() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (str(row[0]), str(row[1]), bytes(row[2]))
 
 
 class KeyWrites(Transaction):

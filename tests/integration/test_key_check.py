@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from audit_ledger.crypto.keys import KEK_FILE
+from audit_ledger.crypto.keys import INDEX_FILE, KEK_FILE
 from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
@@ -66,6 +66,23 @@ def test_a_wrong_kek_is_refused_in_one_line(settings: Settings) -> None:
         assert "\n" not in message
         assert "kek.key" in message
         assert "unknown key-encryption key" in message
+    finally:
+        ledger.close()
+
+
+def test_a_wrong_index_key_is_refused(settings: Settings) -> None:
+    """index.key unwraps nothing, but a wrong one would make every search by user or order id
+    find nothing: the subject key's scope (its subject's blind index) is recomputed."""
+    _append_both_scopes(settings)
+    path = settings.keys_dir / INDEX_FILE
+    path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(os.urandom(32)).decode("ascii") + "\n")
+    ledger = Ledger.open(settings)
+    try:
+        with pytest.raises(ConfigError, match=r"index\.key does not reproduce"):
+            ledger.key_check.run()
     finally:
         ledger.close()
 
