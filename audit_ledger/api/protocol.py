@@ -14,7 +14,8 @@ either, so the limits live here, in the protocol that feeds the parser:
 * **time** — a head must be complete within ``head_timeout`` seconds of its first byte (or of
   the connection's start), and a body within ``body_timeout`` seconds of its head, with no pause
   longer than ``body_idle_timeout``: else ``408 Request Timeout`` (RFC 9110 §15.5.9) if no
-  answer has begun, and the connection is closed.
+  answer has begun, and the connection is closed. One sweep per worker checks every connection
+  each 0.25 s (a timer per request cost more CPU than all the rest of this).
 * **connections** — at most ``max_connections`` per worker (kept below the descriptor limit).
   A connection beyond that evicts the oldest one still *waiting for its client* (head or body
   incomplete: a slow client's, or an idle keep-alive one) rather than being refused: requests
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -104,21 +106,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0  # URL and header fields of the head being parsed, exactly
         self._header_count = 0
         self._waiting_since = 0.0  # since when the client has owed us something
+        self._head_since: float | None = None  # when the head being awaited was begun
         self._receiving_body = False
         self._body_deadline = 0.0
         self._body_last = 0.0
-        self._timer: asyncio.TimerHandle | None = None
 
     # -- connections -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._waiting_since = self.loop.time()
+        self._waiting_since = self._head_since = self.loop.time()
         if len(self.connections) > self.limits.max_connections and not self._evict_one():
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
             return
-        self._arm(self.limits.head_timeout)
+        _start_sweeping(self.loop, self.connections)
 
     def _evict_one(self) -> bool:
         """Close the connection that has waited longest for its client; False if none."""
@@ -146,7 +148,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return self._awaiting_head and (self.cycle is None or self.cycle.response_complete)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._awaiting_head = self._receiving_body = False
         super().connection_lost(exc)
 
     # -- the head ----------------------------------------------------------------------------
@@ -180,7 +182,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."
         self.logger.warning(msg)
-        self._disarm()
+        self._awaiting_head = self._receiving_body = False
         self.send_400_response(msg)
 
     def on_message_begin(self) -> None:
@@ -189,9 +191,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         if not self._awaiting_head:  # pipelined right behind a body: a head is owed again
             self._awaiting_head = True
-        if self._timer is None:
-            self._waiting_since = self.loop.time()
-            self._arm(self.limits.head_timeout)
+        if self._head_since is None:  # else: timed from the connection's start
+            self._waiting_since = self._head_since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
@@ -212,12 +213,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         self._head_bytes = 0
-        self._disarm()
+        self._head_since = None
         now = self.loop.time()
         self._receiving_body = True
         self._waiting_since = self._body_last = now
         self._body_deadline = now + self.limits.body_timeout
-        self._arm(self.limits.body_idle_timeout)
         super().on_headers_complete()
 
     # -- the body ----------------------------------------------------------------------------
@@ -229,39 +229,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._receiving_body = False
         self._awaiting_head = True  # for the next request on this connection
-        self._disarm()
         super().on_message_complete()
 
-    # -- timers ------------------------------------------------------------------------------
+    # -- time -------------------------------------------------------------------------------
 
-    def _arm(self, delay: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(delay, self._on_timer)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _check_time(self, now: float) -> None:
+        """Called by the worker's sweep (no timer per request: arming and cancelling two
+        timers per request cost more CPU than the whole check)."""
         if self.transport.is_closing():
             return
+        limits = self.limits
         if self._receiving_body:
-            now = self.loop.time()
-            idle_until = self._body_last + self.limits.body_idle_timeout
-            due = min(idle_until, self._body_deadline)
-            if now < due:  # bytes came since the timer was armed: wait for the rest
-                self._timer = self.loop.call_at(due, self._on_timer)
-                return
-            self._abort(TIMED_OUT)
-        elif self._awaiting_head:
+            if now >= self._body_deadline or now - self._body_last >= limits.body_idle_timeout:
+                self._abort(TIMED_OUT)
+        elif (
+            self._awaiting_head
+            and self._head_since is not None
+            and now - self._head_since >= limits.head_timeout
+        ):
             # A connection that never sent a byte is simply closed; a partial head gets 408.
             self._abort(TIMED_OUT if self._head_bytes else None)
 
     def _abort(self, answer: bytes | None) -> None:
         """Answer (unless the app has begun to), close, and tell a waiting app the client left."""
-        self._disarm()
         self._awaiting_head = self._receiving_body = False
         cycle = self.cycle
         started = cycle is not None and cycle.response_started
@@ -277,3 +267,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 def protocol(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, with ``limits``."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+
+
+#: How often each worker looks for connections past their time limits (their resolution).
+SWEEP_SECONDS = 0.25
+_sweeping: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _start_sweeping(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    """Check every connection's time limits every :data:`SWEEP_SECONDS` on ``loop`` (started
+    by the first connection; one sweep per worker's event loop)."""
+    if loop in _sweeping:
+        return
+    _sweeping.add(loop)
+
+    def sweep() -> None:
+        if loop.is_closed():
+            _sweeping.discard(loop)
+            return
+        now = loop.time()
+        for connection in list(connections):
+            if isinstance(connection, GuardedHttpToolsProtocol):
+                connection._check_time(now)
+        loop.call_later(SWEEP_SECONDS, sweep)
+
+    loop.call_later(SWEEP_SECONDS, sweep)
