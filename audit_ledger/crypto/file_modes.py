@@ -29,14 +29,17 @@ def private_dir(path: Path) -> None:
 
 def check_key_store_modes(keys_dir: Path) -> None:
     """Raise :class:`ConfigError` for the first key directory or key file the group or others
-    may access; missing ones are left to the key loader, which names them."""
-    _check(keys_dir, 0o700)
+    may access; missing ones are left to the key loader, which names them (an empty directory
+    holds nothing to protect: "missing key file" is the message that helps there)."""
+    key_files = sorted(keys_dir.glob("*.key"))
+    if key_files or any((keys_dir / sub).exists() for sub in KEY_SUBDIRS):
+        _check(keys_dir, 0o700)
     for sub in KEY_SUBDIRS:
         directory = keys_dir / sub
         if _check(directory, 0o700):
             for path in sorted(directory.glob("*.key")):
                 _check(path, 0o600)
-    for path in sorted(keys_dir.glob("*.key")):
+    for path in key_files:
         _check(path, 0o600)
 
 
