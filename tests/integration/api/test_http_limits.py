@@ -30,6 +30,7 @@ import pytest
 from audit_ledger.settings import Settings
 from tests.support.databases import BACKENDS, fresh_settings
 from tests.support.factories import event
+from tests.support.polling import wait_until
 from tests.support.servers import add_principals, cli_env, free_port
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
@@ -51,7 +52,8 @@ class Served:
         self.settings = settings
         self.port = free_port()
         self.tokens = add_principals(settings)
-        env = {**cli_env(settings), **LIMITS_ENV, "AUDIT_LEDGER_LOG_DIR": str(tmp / "logs")}
+        self.log_dir = tmp / "logs"
+        env = {**cli_env(settings), **LIMITS_ENV, "AUDIT_LEDGER_LOG_DIR": str(self.log_dir)}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
         def limit() -> None:
@@ -234,6 +236,18 @@ def test_a_trickled_body_gets_408(server: Served) -> None:
     sock.close()
     assert _status(answer) == 408, answer
     assert time.monotonic() - started < BODY_TOTAL + 5
+    # The app, left waiting for the body, counts it as the client's 408, not a server error.
+    logs = server.log_dir
+    wait_until(
+        lambda: any(
+            '"status": 408' in line and '"/v1/events"' in line
+            for line in (logs / "performance.log").read_text().splitlines()
+        ),
+        timeout=10,
+        message="a 408 line in the performance log",
+    )
+    errors = logs / "error.log"
+    assert not errors.exists() or "request_failed" not in errors.read_text()
 
 
 def test_a_paused_body_gets_408_after_the_idle_timeout(server: Served) -> None:
