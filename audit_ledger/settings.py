@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     witness_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     #: How often the witnessing job submits the latest checkpoint to lagging witnesses.
     witness_interval_seconds: int = Field(default=60, ge=1)
+    #: HTTP limits enforced by ``serve`` before a request reaches the app (api/protocol.py):
+    #: request line + header fields (→ 431), time to receive a head and a body (→ 408), and
+    #: connections per worker (lowered to fit the descriptor limit).
+    http_max_head_bytes: int = Field(default=16 * KIB, ge=1 * KIB, le=1 * MIB)
+    http_max_headers: int = Field(default=100, ge=10, le=10_000)
+    http_head_timeout_seconds: float = Field(default=10.0, gt=0, le=3_600)
+    http_body_idle_timeout_seconds: float = Field(default=10.0, gt=0, le=3_600)
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    http_max_connections: int = Field(default=1000, ge=1, le=1_000_000)
 
     @field_validator("database_url")
     @classmethod

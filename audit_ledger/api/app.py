@@ -49,6 +49,7 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
                 led.settings.log_dir, per_process=os.environ.get(PER_PROCESS_LOGS_ENV) == "1"
             )
             led.check_schema()
+            led.key_check.run()  # a wrong kek.key: refuse to serve (ConfigError)
         metrics.instrument_engine(led.engine)
         app.state.ledger = led
         led.appends.start()

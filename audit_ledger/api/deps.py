@@ -11,6 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from audit_ledger.api.openapi import json_body
 from audit_ledger.api.problems import UnsupportedMediaTypeError
@@ -129,11 +131,16 @@ async def read_json(request: Request) -> Any:
         raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left, or serve timed its body out (api/protocol.py): nobody hears this
+        # answer, but logs and metrics count it as the client's 408, not as a server error.
+        raise StarletteHTTPException(408, "the request body was not received in time") from None
     return parse_json(b"".join(chunks))
 
 

@@ -7,23 +7,21 @@ database or missing keys, with one clear line — production keys are made delib
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 
 import uvicorn
 
 from audit_ledger.api.app import PER_PROCESS_LOGS_ENV
+from audit_ledger.api.protocol import HttpLimits, connection_cap, protocol
+from audit_ledger.api.supervisor import READY_BYTE, Supervisor
 from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.admin import create_keys, have_keys, upgrade_database
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability.metrics import prepare_multiprocess
-from audit_ledger.parent_death import child_environment, die_with_parent
-from audit_ledger.settings import Settings
+from audit_ledger.parent_death import die_with_parent
+from audit_ledger.settings import Settings, load_settings
 
 DEV_KEYS_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -52,17 +50,31 @@ def prepare(settings: Settings) -> None:
     ledger = Ledger.open(settings)  # raises ConfigError for missing or bad keys
     try:
         ledger.check_schema()  # raises ConfigError for an unmigrated database
+        ledger.key_check.run()  # raises ConfigError for a KEK that unwraps no live key
     finally:
         ledger.close()
 
 
-def _uvicorn_config(host: str, port: int) -> uvicorn.Config:
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        max_head_bytes=settings.http_max_head_bytes,
+        max_headers=settings.http_max_headers,
+        head_timeout=settings.http_head_timeout_seconds,
+        body_idle_timeout=settings.http_body_idle_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+        max_connections=connection_cap(settings.http_max_connections),
+    )
+
+
+def _uvicorn_config(host: str, port: int, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         "audit_ledger.api.app:create_app",
         factory=True,
         host=host,
         port=port,
-        http="httptools",  # a dependency: the C parser, several times faster than h11
+        # httptools (llhttp, a dependency): the C parser, several times faster than h11; with
+        # the head, time and connection limits it lacks added (api/protocol.py, issue #12).
+        http=protocol(http_limits(settings)),
         proxy_headers=False,
         server_header=False,
         log_level="info",
@@ -73,7 +85,7 @@ def _uvicorn_config(host: str, port: int) -> uvicorn.Config:
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     prepare(settings)
     if workers <= 1:
-        uvicorn.Server(_uvicorn_config(host, port)).run()
+        uvicorn.Server(_uvicorn_config(host, port, settings)).run()
         return
     # Workers inherit these: shared metric files, one set of log files per worker.
     prepare_multiprocess(workers)
@@ -81,84 +93,13 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     _supervise(host, port, workers)
 
 
-#: A worker that exits sooner than this after its start failed to start: not restarted.
-WORKER_START_GRACE_SECONDS = 10.0
-
-
 def _supervise(host: str, port: int, workers: int) -> None:
-    """Run ``workers`` server processes, each accepting on its own SO_REUSEPORT socket.
-
-    Not uvicorn's ``--workers``: there all workers accept from one shared socket, and whichever
-    wakes first takes a whole burst of connections — with keep-alive clients one worker ended up
-    serving everything while the other idled. With a socket each, the kernel spreads new
-    connections over the workers. The sockets are bound here, before any worker starts, so
-    connections spread from the first one on (a worker still starting finds its share waiting
-    in its backlog), and a restarted worker takes over its predecessor's socket and backlog.
-    A worker that dies is restarted; SIGTERM/SIGINT stop them all. A supervisor killed outright
-    (SIGKILL) stops none: the workers then get SIGTERM from the kernel (see
-    :mod:`audit_ledger.parent_death`) and shut down as if it had sent it.
-    """
+    """Run ``workers`` server processes, each accepting on its own SO_REUSEPORT socket bound
+    here; :mod:`audit_ledger.api.supervisor` says why, and how deaths are handled."""
     sockets = [_listening_socket(host, port) for _ in range(workers)]
-    stopping = False
-    started: dict[int, float] = {}
-
-    def start(index: int) -> subprocess.Popen[bytes]:
-        # A worker gets SIGTERM when the thread that started it exits (PR_SET_PDEATHSIG is
-        # per thread). Every worker, restarts included, is started here on the main thread —
-        # the only one that may install the signal handlers above, so _supervise always runs
-        # on it — and the main thread lives as long as this process.
-        fd = sockets[index].fileno()
-        child = subprocess.Popen(  # noqa: S603 - this interpreter, our own module
-            [sys.executable, "-m", __name__, host, str(port), str(fd)],
-            pass_fds=(fd,),
-            env=child_environment(),
-        )
-        started[child.pid] = time.monotonic()
-        return child
-
-    signalled: set[int] = set()
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.pid not in signalled:
-                signalled.add(child.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signal.SIGTERM)
-
-    children: list[subprocess.Popen[bytes]] = []
-    # Handlers first: a stop request that arrives while workers start must still reach them.
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for index in range(workers):
-            if not stopping:
-                children.append(start(index))
-        while not stopping:
-            time.sleep(0.5)
-            for index, child in enumerate(children):
-                if child.poll() is None or stopping:
-                    continue
-                if time.monotonic() - started[child.pid] < WORKER_START_GRACE_SECONDS:
-                    # It could not even start (bad configuration): restarting would only
-                    # repeat that. Stop the others and report it.
-                    stop(signal.SIGTERM, None)
-                    for other in children:
-                        other.wait()
-                    code = child.returncode
-                    raise ConfigError(f"a server worker exited during start-up ({code})")
-                children[index] = start(index)
-        # Again, for a worker whose start was under way when the stop request came.
-        stop(signal.SIGTERM, None)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        Supervisor([sys.executable, "-m", __name__, host, str(port)], sockets).run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for sock in sockets:
             sock.close()
 
@@ -178,13 +119,28 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve_worker(host: str, port: int, fd: int) -> None:
+class _ReadyServer(uvicorn.Server):
+    """uvicorn, telling its supervisor once it has started (the app's start-up done)."""
+
+    def __init__(self, config: uvicorn.Config, ready_fd: int) -> None:
+        super().__init__(config)
+        self._ready_fd = ready_fd
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            os.write(self._ready_fd, READY_BYTE)
+            os.close(self._ready_fd)
+
+
+def _serve_worker(host: str, port: int, fd: int, ready_fd: int) -> None:
     """One supervised worker, accepting on the socket its supervisor bound for it; stops
     (uvicorn's graceful shutdown on SIGTERM) when the supervisor dies."""
     die_with_parent()  # before uvicorn's handlers: SIGTERM until then simply ends the process
     sock = socket.socket(fileno=fd)
-    uvicorn.Server(_uvicorn_config(host, port)).run(sockets=[sock])
+    config = _uvicorn_config(host, port, load_settings())  # the supervisor's environment
+    _ReadyServer(config, ready_fd).run(sockets=[sock])
 
 
 if __name__ == "__main__":
-    _serve_worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    _serve_worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

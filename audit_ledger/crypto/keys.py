@@ -45,6 +45,7 @@ from audit_ledger.core.checkpoint import (
 )
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.envelope import KEY_SIZE, NONCE_SIZE, DataKey
+from audit_ledger.crypto.file_modes import check_key_store_modes, private_dir
 from audit_ledger.crypto.secret import Secret
 from audit_ledger.errors import CheckpointError, ConfigError, CryptoError, ExternalKeyMissingError
 
@@ -56,7 +57,6 @@ RETIRED_KEKS_DIR = "retired-keks"
 _KEY_ID = re.compile(r"dk_[0-9a-f]{24}\Z")
 _KEK_ID = re.compile(r"kek-[0-9a-f]{16}\Z")
 _WRAP_CONTEXT = b"audit-ledger/dek-wrap/v1\x00"
-
 
 #: Stored in ``data_keys.wrapped`` for a key whose material lives in the key store, not the
 #: database (subject keys): erasing it then reaches database backups too.
@@ -427,6 +427,7 @@ def _read_secret_file(path: Path) -> Secret:
 
 def load_keys(keys_dir: Path, origin: str) -> KeyRing:
     """Load the key ring from ``keys_dir``; the signing key's name must equal ``origin``."""
+    check_key_store_modes(keys_dir)  # 0700/0600 before any key is read (file_modes)
     signer_path = keys_dir / CHECKPOINT_FILE
     try:
         signer = parse_signer_key(signer_path.read_text(encoding="ascii"))
@@ -447,8 +448,7 @@ def load_keys(keys_dir: Path, origin: str) -> KeyRing:
     )
 
 
-def keys_exist(keys_dir: Path) -> bool:
-    """True when any of the key files is present."""
+def keys_exist(keys_dir: Path) -> bool:  # any of the key files present
     return any((keys_dir / name).exists() for name in (KEK_FILE, INDEX_FILE, CHECKPOINT_FILE))
 
 
@@ -486,7 +486,7 @@ def init_keys(keys_dir: Path, origin: str) -> Verifier:
     check_key_name(origin)
     if keys_exist(keys_dir):
         raise ConfigError(f"{keys_dir} already holds key files; refusing to overwrite them")
-    keys_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(keys_dir)  # 0700 even when it existed (keys/ comes 0755 from git)
     signer = CheckpointSigner(origin, Secret(os.urandom(32)))
     _write_private(keys_dir / KEK_FILE, base64.b64encode(os.urandom(KEY_SIZE)).decode("ascii"))
     _write_private(keys_dir / INDEX_FILE, base64.b64encode(os.urandom(KEY_SIZE)).decode("ascii"))

@@ -40,6 +40,7 @@ from audit_ledger.ledger.erasure import Erasure
 from audit_ledger.ledger.export import export_to_mirror
 from audit_ledger.ledger.holds import Holds
 from audit_ledger.ledger.jobs import Jobs
+from audit_ledger.ledger.key_check import KeyCheck
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.keys import Keys
 from audit_ledger.ledger.log import Log
@@ -100,6 +101,7 @@ class Ledger:
             settings.witness_timeout_seconds,
             clock,
         )
+        self.key_check = KeyCheck(store, keys.provider, keys.indexer, policy)  # (#12)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Ledger:

@@ -72,6 +72,18 @@ def _file_name(tier: str, per_process: bool) -> str:
     return f"{tier}.{os.getpid()}.log" if per_process else f"{tier}.log"
 
 
+class _PrivateFileHandler(logging.handlers.TimedRotatingFileHandler):
+    """A tier file created (and kept) 0600: log lines name principals, routes and seqs, which
+    other accounts on the host have no business reading (issue #12)."""
+
+    def _open(self) -> Any:
+        # O_APPEND as the stdlib's mode "a"; the mode applies from creation, so the file is
+        # never readable by others, and fchmod tightens a file an older version left 0644.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: PTH123
+
+
 def configure_logging(
     log_dir: Path | None, *, per_process: bool = False, level: int = logging.INFO
 ) -> None:
@@ -107,9 +119,9 @@ def configure_logging(
         (root, logging.StreamHandler(sys.stdout))
     ]
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for tier, logger in tier_loggers.items():
-            handler = logging.handlers.TimedRotatingFileHandler(
+            handler = _PrivateFileHandler(
                 log_dir / _file_name(tier, per_process),
                 when="midnight",
                 utc=True,

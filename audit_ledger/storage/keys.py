@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    func,
     insert,
     select,
     update,
@@ -24,6 +25,8 @@ from audit_ledger.storage.database import (
 )
 from audit_ledger.storage.schema import (
     data_keys,
+    entries,
+    payloads,
 )
 
 
@@ -85,6 +88,33 @@ class KeyReads(Database):
                 select(data_keys.c.kek_id).where(data_keys.c.wrapped.is_not(None)).distinct()
             )
             return {str(r[0]) for r in rows}
+
+    def live_key_samples(self) -> list[StoredKey]:
+        """One undestroyed key per (KEK, scope kind): what start-up unwraps to prove the KEK
+        (and the subject key store) are the ones these rows were wrapped with."""
+        sample = (
+            select(func.max(data_keys.c.key_id))
+            .where(data_keys.c.wrapped.is_not(None))
+            .group_by(data_keys.c.kek_id, data_keys.c.scope_kind)
+        )
+        with self.reader() as conn:
+            rows = conn.execute(
+                select(data_keys).where(data_keys.c.key_id.in_(sample)).order_by("key_id")
+            )
+            return [_key(r) for r in rows]
+
+    def one_sealed_by(self, key_id: str) -> tuple[str, str, bytes] | None:
+        """``(category, event_id, payload)`` of one entry sealed by ``key_id`` whose payload is
+        still stored, or None."""
+        query = (
+            select(entries.c.category, entries.c.event_id, payloads.c.blob)
+            .join(payloads, payloads.c.seq == entries.c.seq)
+            .where(entries.c.key_id == key_id)
+            .limit(1)
+        )
+        with self.reader() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (str(row[0]), str(row[1]), bytes(row[2]))
 
 
 class KeyWrites(Transaction):

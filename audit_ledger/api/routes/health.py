@@ -47,7 +47,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def _readiness(ledger: Ledger) -> dict[str, str]:
-    checks = {"keys": "ok"}
+    checks = {"keys": ledger.key_check.status()}  # cached a few seconds (ledger.key_check)
     try:
         ledger.check_schema()
         checks["database"] = "ok"

@@ -11,7 +11,10 @@ together or not at all.
 That first attempt writes without probing for replays (the unique event_id refuses one, and
 nothing is written). Then, or when a request conflicts (a reused ``event_id``), the group is
 appended the ordinary way: replays get their original receipts, and only a conflicting request
-fails while the rest of the group is retried.
+fails while the rest of the group is retried. A request never fails because of a sibling that
+has not committed: one whose event_id clashes with another request of the group is set aside
+and appended alone once the group has committed, so it gets the original receipt when its
+content is what was stored, and a 409 only when it is not.
 
 The futures are :class:`concurrent.futures.Future`: the API awaits them on its event loop
 (``asyncio.wrap_future``) without holding a thread, and use cases running in a thread (a read
@@ -135,6 +138,12 @@ class GroupCommitter:
             pos += n
 
     def _commit(self, group: list[_Request]) -> None:
+        # Requests set aside because their event_id clashed with an *uncommitted* sibling's:
+        # whether they conflict is only known against what commits (DESIGN §4: the same
+        # content again gets 200 and the original receipt), so each runs alone afterwards
+        # (issue #12: a request whose content was the one finally stored got a batch-wording
+        # 409 because of a sibling that then lost).
+        deferred: list[_Request] = []
         while group:
             events = [e for r in group for e in r.events]
             writers = [r.writer for r in group for _ in r.events]
@@ -144,17 +153,22 @@ class GroupCommitter:
                 culprit = self._owner(group, exc.index)
                 if culprit is None or len(group) == 1:
                     self._fail(group, exc)
-                    return
-                offset = sum(len(r.events) for r in group[: group.index(culprit)])
-                index = None if exc.index is None else exc.index - offset
-                self._fail([culprit], ConflictError(str(exc), index))
+                    break
+                if _repeats_itself(culprit):  # its own batch conflicts: nothing to wait for
+                    offset = sum(len(r.events) for r in group[: group.index(culprit)])
+                    index = None if exc.index is None else exc.index - offset
+                    self._fail([culprit], ConflictError(str(exc), index))
+                else:
+                    deferred.append(culprit)
                 group = [r for r in group if r is not culprit]
                 continue
             except Exception as exc:  # noqa: BLE001 - every waiter must hear about the failure
                 self._fail(group, exc)
-                return
+                break
             self._deliver(group, receipts)
-            return
+            break
+        for request in deferred:
+            self._commit([request])
 
     @staticmethod
     def _owner(group: list[_Request], index: int | None) -> _Request | None:
@@ -172,3 +186,13 @@ class GroupCommitter:
         for request in group:
             if not request.future.done():
                 request.future.set_exception(exc)
+
+
+def _repeats_itself(request: _Request) -> bool:
+    """True when the request's own events repeat an event_id with different content."""
+    first: dict[str, PreparedEvent] = {}
+    for event in request.events:
+        earlier = first.setdefault(event.event_id, event)
+        if earlier is not event and not earlier.same_request(event):
+            return True
+    return False

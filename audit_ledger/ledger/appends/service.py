@@ -130,7 +130,11 @@ class Appends:
         except ValidationError:
             metrics.APPENDS.labels("unknown", "invalid").inc()
             raise
-        return await self._observed([event], writer)
+        try:
+            return await self._observed([event], writer)
+        except ConflictError as exc:
+            # One event, no batch: no "(events[0])" position for a client that sent none.
+            raise ConflictError(str(exc)) from None
 
     async def accept_batch(self, body: Any, writer: str) -> list[Receipt]:
         """``POST /v1/events/batch``: ``{"events": [...]}``, all or nothing."""

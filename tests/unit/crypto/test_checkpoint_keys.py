@@ -74,6 +74,7 @@ def test_refusals_and_a_crash_leftover(keys_dir: Path) -> None:
     # A crash after the previous key was written but before checkpoint.key was replaced: the
     # previous key is the current one; the next rotation clears it and goes on.
     (keys_dir / PREVIOUS_FILE).write_text((keys_dir / CHECKPOINT_FILE).read_text())
+    (keys_dir / PREVIOUS_FILE).chmod(0o600)  # as the rotation writes it
     keys = _keys(keys_dir)
     assert len(keys.verifiers()) == 1
     old, new = start_rotation(keys_dir)

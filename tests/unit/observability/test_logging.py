@@ -333,3 +333,22 @@ def test_an_invented_method_is_logged_as_other(logs: Path) -> None:
     assert access["method"] == "OTHER"
     for path in logs.iterdir():
         assert "SECRET-CANARY" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_log_files_are_created_0600(logs: Path) -> None:
+    """Issue #12: tier files were 0644 (readable by every account on the host)."""
+    for tier in TIER_RETENTION_DAYS:
+        level = logging.ERROR if tier == "error" else logging.INFO
+        get_logger("application" if tier == "error" else tier).log(level, "x")
+    files = sorted(logs.glob("*.log"))
+    assert len(files) == len(TIER_RETENTION_DAYS)
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o600 for p in files}
+
+
+def test_a_log_file_left_0644_is_tightened(tmp_path: Path, logs: Path) -> None:
+    old = logs / "security.log"
+    old.write_text("", encoding="utf-8")
+    old.chmod(0o644)
+    configure_logging(logs)  # a restarted service
+    get_logger("security").warning("x")
+    assert old.stat().st_mode & 0o777 == 0o600
