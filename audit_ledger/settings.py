@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     verify_interval_seconds: int = Field(default=3_600, ge=60)
     #: SQLAlchemy connection pool size (ignored for SQLite).
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    #: Serve ``/tlog/`` (checkpoint, tiles, entry bundles) without authentication (DESIGN §7).
+    tiles_public: bool = False
+    #: When set, the checkpoint job publishes the tiles into this directory (``tiles publish``).
+    tiles_dir: Path | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -141,10 +145,11 @@ class Settings(BaseSettings):
             raise ValueError("must not contain control characters")
         return value
 
-    @field_validator("policy_file", mode="before")
+    @field_validator("policy_file", "tiles_dir", mode="before")
     @classmethod
     def _empty_policy_file_is_none(cls, value: object) -> object:
-        # ``AUDIT_LEDGER_POLICY_FILE=`` means "no file", not the current directory.
+        # ``AUDIT_LEDGER_POLICY_FILE=`` means "no file", not the current directory (same for
+        # ``AUDIT_LEDGER_TILES_DIR=``).
         if isinstance(value, str) and not value.strip():
             return None
         return value

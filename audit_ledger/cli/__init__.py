@@ -43,6 +43,7 @@ from audit_ledger.cli.common import (
     CliError,
     _err,
 )
+from audit_ledger.cli.tiles import add_tiles_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(
         func=cmd_scheduler
     )
+    add_tiles_commands(sub, _Parser)
     return parser
 
 

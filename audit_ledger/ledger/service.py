@@ -6,6 +6,7 @@
 ``ledger.appends``        validate and append events (group commit, bulk import)
 ``ledger.reads``          read entries, decrypting where the role allows; every read recorded
 ``ledger.log``            size, leaves, proofs, checkpoints, the verifier key
+``ledger.tiles``          C2SP tlog-tiles: tiles, entry bundles, static publication
 ``ledger.principals``     add, revoke, list, authenticate
 ``ledger.retention``      the tiered retention run
 ``ledger.erasure``        erase a data subject
@@ -43,6 +44,7 @@ from audit_ledger.ledger.operations import Operations, utc_now
 from audit_ledger.ledger.principals import Principals
 from audit_ledger.ledger.reads import Reads
 from audit_ledger.ledger.retention import Retention, Shredder
+from audit_ledger.ledger.tiles import Tiles
 from audit_ledger.ledger.verify import Verification
 from audit_ledger.policy import Policy, load_policy
 from audit_ledger.settings import Settings
@@ -74,6 +76,7 @@ class Ledger:
             store, policy, self.keyring, keys.indexer, self.operations, settings.page_limit_max
         )
         self.log = Log(store, keys.signer, self.reads, clock)
+        self.tiles = Tiles(store, self.log, self.reads)
         self.principals = Principals(store, self.operations)
         shredder = Shredder(self.keyring, keys.provider)
         self.retention = Retention(store, policy, self.operations, shredder)

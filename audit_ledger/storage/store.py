@@ -29,13 +29,16 @@ from audit_ledger.storage.integrity import IntegrityReads
 from audit_ledger.storage.keys import KeyReads, KeyWrites
 from audit_ledger.storage.principals import PrincipalReads, PrincipalWrites
 from audit_ledger.storage.purges import PurgeWrites
+from audit_ledger.storage.tiles import TileReads
 
 
 class WriteTx(AppendWrites, KeyWrites, PrincipalWrites, HoldWrites, CheckpointWrites, PurgeWrites):
     """Operations valid inside :meth:`Store.writer` (head already locked)."""
 
 
-class Store(EntryReads, IntegrityReads, KeyReads, PrincipalReads, HoldReads, CheckpointReads):
+class Store(
+    EntryReads, IntegrityReads, KeyReads, PrincipalReads, HoldReads, CheckpointReads, TileReads
+):
     """Entry point of the storage layer over one SQLAlchemy engine."""
 
     @contextmanager

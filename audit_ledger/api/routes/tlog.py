@@ -1,0 +1,70 @@
+"""``/tlog/``: the log as C2SP tlog-tiles (DESIGN §7, c2sp.org/tlog-tiles).
+
+``checkpoint`` is the note ``GET /v1/log/checkpoint`` serves (the same ledger method);
+``tile/<L>/<N>[.p/<W>]`` and ``tile/entries/<N>[.p/<W>]`` are hash tiles and entry bundles.
+The auditor role reads them; with ``AUDIT_LEDGER_TILES_PUBLIC=true`` anyone does (headers carry
+no plaintext). Unknown or non-canonical paths are 404 problems, as a static server over a
+published directory would answer.
+
+Caching (tlog-tiles: the checkpoint "SHOULD prevent caching beyond a few seconds", tiles are
+immutable): full tiles are cacheable for a year and ``immutable``; partial tiles only briefly
+(a log may delete them once the full tile exists); the checkpoint not at all. While tiles need
+a token the answers are ``private``, so that no shared cache hands them to someone without one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from audit_ledger.api.deps import current_principal, ledger_of, require, run
+from audit_ledger.errors import NotFoundError
+from audit_ledger.ledger.identity import Principal
+from audit_ledger.roles import AUDITOR
+
+router = APIRouter(tags=["tlog"])
+
+OCTET_STREAM = "application/octet-stream"
+IMMUTABLE = "max-age=31536000, immutable"
+PARTIAL = "max-age=60"
+ENTRIES_ENDPOINT = "GET /tlog/tile/entries"
+_auditor = require(AUDITOR)
+
+
+async def tile_reader(request: Request) -> Principal | None:
+    """The auditor asking, or None when tiles are public (no token needed, none looked at)."""
+    if ledger_of(request).settings.tiles_public:
+        return None
+    return await _auditor(request, await current_principal(request))
+
+
+TileReader = Annotated[Principal | None, Depends(tile_reader)]
+
+
+def _scope(principal: Principal | None) -> str:
+    return "public" if principal is None else "private"
+
+
+@router.get("/tlog/checkpoint", response_class=PlainTextResponse)
+async def checkpoint(request: Request, principal: TileReader) -> PlainTextResponse:
+    latest = await run(ledger_of(request).log.latest_checkpoint)
+    if latest is None:
+        raise NotFoundError("no checkpoint yet (the log is empty or none was made)")
+    return PlainTextResponse(
+        latest.note,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/tlog/tile/{path:path}", response_class=Response)
+async def tile(request: Request, path: str, principal: TileReader) -> Response:
+    found = await run(ledger_of(request).tiles.get, f"tile/{path}", principal, ENTRIES_ENDPOINT)
+    cache = IMMUTABLE if found.tile.full else PARTIAL
+    return Response(
+        found.data,
+        media_type=OCTET_STREAM,
+        headers={"Cache-Control": f"{_scope(principal)}, {cache}"},
+    )
