@@ -141,8 +141,9 @@ class Tiles:
     def publish(self, directory: Path) -> PublishReport:
         """Write the latest checkpoint and its tiles into ``directory`` (tlog-tiles paths).
 
-        Incremental: full tiles already there are never rewritten; the partial tiles of every
-        checkpointed size since the last publication are added. Each file is written to a
+        Incremental: tiles already there are never rewritten (a tile's bytes never change);
+        missing ones are written, including the partial tiles of every checkpointed size since
+        the last publication. Each file is written to a
         temporary name and renamed into place, and the checkpoint is written last, so a reader
         of the directory never sees a checkpoint whose tiles are missing.
         """
@@ -157,7 +158,9 @@ class Tiles:
         old = self._published_size(directory)
         if old > latest.tree_size:  # pragma: no cover - _published_size refuses it first
             raise RefusedError("the directory is ahead of the ledger")
-        tiles: dict[Tile, None] = {}
+        # Every tile of the latest size (a file missing from the directory is written again;
+        # the rest cost one stat each), plus the partial tiles of the sizes in between.
+        tiles = dict.fromkeys(new_tiles(0, latest.tree_size))
         prev = old
         for size in self._sizes_since(old, latest.tree_size):
             tiles.update(dict.fromkeys(new_tiles(prev, size)))
