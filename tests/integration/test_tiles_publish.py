@@ -6,18 +6,24 @@ The HTTP side of tiles is in ``tests/integration/api/test_tiles.py``.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from audit_ledger.core.tiles import Tile, tiles_for_size
+from audit_ledger.core import merkle
+from audit_ledger.core.tiles import Tile, tile_hash_reader, tiles_for_size
+from audit_ledger.errors import NotFoundError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.scheduler import default_jobs, run_job
 from audit_ledger.settings import Settings
 from tests.support.cli import run_cli
+from tests.support.databases import BACKENDS, fresh_settings
 from tests.support.factories import event
+from tests.support.golang import build_tlogcheck
 from tests.support.servers import make_server
 from tests.support.servers import run_cli as run_cli_process
 
@@ -149,3 +155,61 @@ def test_public_flag_in_a_real_server(settings: Settings, tmp_path: Path) -> Non
         assert r.status_code == 401
     finally:
         server.stop()
+
+
+# --- level-2 tiles: 65,536 entries and more ---------------------------------------------------
+
+BIG_SIZES = [65_535, 65_536, 65_537, 65_836]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def big(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Ledger, Path]]:
+    backend = str(request.param)
+    tmp = tmp_path_factory.mktemp(f"big-{backend}")
+    with fresh_settings(backend, request, tmp) as (settings, _):
+        ledger = Ledger.open(settings)
+        try:
+            for size in BIG_SIZES:
+                grow_to(ledger, size)
+                ledger.log.checkpoint()
+                ledger.tiles.publish(tmp / "site")
+            yield ledger, tmp / "site"
+        finally:
+            ledger.close()
+
+
+@pytest.mark.slow
+def test_level_two_tiles(big: tuple[Ledger, Path]) -> None:
+    ledger, _ = big
+    for cp in ledger.store.checkpoints():
+        size = cp.tree_size
+        tiles = tiles_for_size(size)
+        levels = {t.level for t in tiles}
+        assert levels == ({-1, 0, 1, 2} if size >= 65_536 else {-1, 0, 1})
+        if size >= 65_536:
+            assert Tile(1, 0) in tiles  # the first full level-1 tile
+            assert Tile(2, 0, 1) in tiles  # tlog-tiles: a partial level-2 tile of width 1
+
+        def fetch(tile: Tile) -> bytes:
+            return ledger.tiles.get(tile.path(), None, "test").data
+
+        assert merkle.tree_root(size, tile_hash_reader(size, fetch)) == cp.root_hash, size
+    with pytest.raises(NotFoundError):
+        ledger.tiles.get("tile/2/000", None, "test")  # needs 16,777,216 entries
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_level_two_tiles_in_go(big: tuple[Ledger, Path], tmp_path: Path) -> None:
+    ledger, site = big
+    binary = build_tlogcheck(tmp_path)
+    result = subprocess.run(
+        [str(binary), "-vkey", ledger.log.verifier_key(), "-dir", str(site),
+         "-old", ",".join(str(s) for s in BIG_SIZES), "-sample", "300"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"size":65836' in result.stdout
+    assert '"entries":65836' in result.stdout
