@@ -16,6 +16,7 @@ anonymous fetches are not recorded (recording them would let anyone grow the led
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import tempfile
@@ -42,6 +43,9 @@ log = logging.getLogger("audit_ledger.application.tiles")
 
 #: Name of the checkpoint file in a published directory (tlog-tiles ``<prefix>/checkpoint``).
 CHECKPOINT_FILE = "checkpoint"
+#: Held (flock) while publishing, so that two publishers (the scheduler and an operator) never
+#: interleave: an older one finishing last would put back an older checkpoint.
+LOCK_FILE = ".publish.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,12 @@ class Tiles:
 
     def _publish(self, directory: Path, latest: StoredCheckpoint) -> PublishReport:
         directory.mkdir(parents=True, exist_ok=True)
+        with (directory / LOCK_FILE).open("a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            # Whoever waited publishes the newest checkpoint, not the one it saw before.
+            return self._publish_locked(directory, self._latest())
+
+    def _publish_locked(self, directory: Path, latest: StoredCheckpoint) -> PublishReport:
         old = self._published_size(directory)
         if old > latest.tree_size:  # pragma: no cover - _published_size refuses it first
             raise RefusedError("the directory is ahead of the ledger")

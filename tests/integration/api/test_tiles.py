@@ -48,7 +48,7 @@ from tests.support.api import assert_problem, records_read_count
 from tests.support.databases import BACKENDS, fresh_settings
 from tests.support.factories import event
 from tests.support.golang import build_tlogcheck
-from tests.support.servers import ThreadedServer, add_principals
+from tests.support.servers import InProcessServer, ThreadedServer, add_principals
 
 SIZES = [1, 2, 255, 256, 257, 300, 511, 512, 513, 1000, 2047, 2048, 2049, 3001]
 
@@ -166,6 +166,11 @@ def test_tiles_of_every_checkpointed_size_agree_with_proofs_and_roots(tiled: Til
         previous = size
 
 
+def test_nothing_before_the_first_checkpoint(app_server: InProcessServer) -> None:
+    for path in ("checkpoint", "tile/0/000.p/1", "tile/entries/000.p/1"):
+        assert_problem(app_server.get(f"/tlog/{path}", headers=app_server.headers("auditor")), 404)
+
+
 def test_a_tile_is_one_range_read(tiled: Tiled) -> None:
     statements: list[str] = []
 
@@ -266,6 +271,7 @@ def test_tiles_beyond_the_latest_checkpoint_are_404(tiled: Tiled) -> None:
 def test_published_directory_is_what_the_api_serves(tiled: Tiled) -> None:
     files = [p for p in tiled.published.rglob("*") if p.is_file()]
     assert not [p for p in files if p.name.startswith(".tmp-")]
+    files.remove(tiled.published / ".publish.lock")
     assert (tiled.published / "checkpoint").read_text() == tiled.get("/tlog/checkpoint").text
     names = set()
     for p in files:
