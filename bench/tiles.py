@@ -45,10 +45,10 @@ from bench.append import bench_append, throwaway_ledger
 from bench.http import free_port, start_server
 
 
-def tile_mix(size: int, n: int, seed: int = 13) -> list[Tile]:
-    """``n`` random tiles of the tree: mostly full level-0 tiles and bundles (what a client
-    tailing or auditing the log fetches), some higher-level and partial tiles."""
-    tiles = tiles_for_size(size)
+def tile_mix(size: int, n: int, *, entries: bool, seed: int = 13) -> list[Tile]:
+    """``n`` random tiles of the tree: entry bundles (``entries``), or hash tiles (nearly all
+    full level-0 tiles, what a client proving entries fetches, and the few higher ones)."""
+    tiles = [t for t in tiles_for_size(size) if t.entries == entries]
     rng = random.Random(seed)
     return [rng.choice(tiles) for _ in range(n)]
 
@@ -106,8 +106,11 @@ def main() -> None:
         print(f"setup: {args.entries:,} entries imported at {rate:,.0f}/s, checkpoint signed "
               f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
         size = made.tree_size
-        tiles = tile_mix(size, args.requests)
-        local = in_process(ledger, tiles[: min(len(tiles), 5000)])
+        mixes = {
+            kind: tile_mix(size, args.requests, entries=kind == "entry bundles")
+            for kind in ("hash tiles", "entry bundles")
+        }
+        local = {kind: in_process(ledger, tiles[:2000]) for kind, tiles in mixes.items()}
         with tempfile.TemporaryDirectory() as tmp:
             site = Path(tmp) / "site"
             t0 = time.perf_counter()
@@ -128,12 +131,13 @@ def main() -> None:
         proc = start_server(url, keys, port, args.workers, keys.parent)
         try:
             base = f"http://127.0.0.1:{port}"
-            asyncio.run(serve_bench(base, tiles[:200], args.clients))  # warm-up
-            tps, lat = asyncio.run(serve_bench(base, tiles, args.clients))
-            print(f"serve: {args.requests:,} random tiles, {args.clients} clients, "
-                  f"{args.workers} workers: {tps:8,.0f} tiles/s  p50 {pct(lat, 50):6.1f} ms  "
-                  f"p99 {pct(lat, 99):6.1f} ms | in-process reads {local:8,.0f} tiles/s | "
-                  f"ratio {tps / local:.2f}")  # fmt: skip
+            for kind, tiles in mixes.items():
+                asyncio.run(serve_bench(base, tiles[:200], args.clients))  # warm-up
+                tps, lat = asyncio.run(serve_bench(base, tiles, args.clients))
+                print(f"serve {kind}: {args.requests:,} random, {args.clients} clients, "
+                      f"{args.workers} workers: {tps:8,.0f}/s  p50 {pct(lat, 50):6.1f} ms  "
+                      f"p99 {pct(lat, 99):6.1f} ms | in-process reads {local[kind]:8,.0f}/s | "
+                      f"ratio {tps / local[kind]:.2f}")  # fmt: skip
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
