@@ -53,15 +53,23 @@ def tile_mix(size: int, n: int, *, entries: bool, seed: int = 13) -> list[Tile]:
     return [rng.choice(tiles) for _ in range(n)]
 
 
-async def serve_bench(base: str, tiles: list[Tile], clients: int) -> tuple[float, list[float]]:
+async def serve_bench(base: str, tiles: list[Tile], clients: int) -> tuple[float, list[float], int]:
+    """tiles/s, latencies and the number of requests retried after a dropped connection (a
+    keep-alive connection the server closed just as the client reused it)."""
     latencies: list[float] = []
     queue = list(tiles)
+    retried = 0
 
     async def client(http: httpx.AsyncClient) -> None:
+        nonlocal retried
         while queue:
             tile = queue.pop()
             t0 = time.perf_counter()
-            r = await http.get(f"/tlog/{tile.path()}")
+            try:
+                r = await http.get(f"/tlog/{tile.path()}")
+            except httpx.TransportError:
+                retried += 1
+                r = await http.get(f"/tlog/{tile.path()}")
             latencies.append(time.perf_counter() - t0)
             if r.status_code != 200:
                 raise SystemExit(f"{tile.path()}: {r.status_code} {r.text[:200]}")
@@ -71,7 +79,7 @@ async def serve_bench(base: str, tiles: list[Tile], clients: int) -> tuple[float
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return len(tiles) / elapsed, latencies
+    return len(tiles) / elapsed, latencies, retried
 
 
 def in_process(ledger: Ledger, tiles: list[Tile]) -> float:
@@ -133,11 +141,12 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             for kind, tiles in mixes.items():
                 asyncio.run(serve_bench(base, tiles[:200], args.clients))  # warm-up
-                tps, lat = asyncio.run(serve_bench(base, tiles, args.clients))
+                tps, lat, retried = asyncio.run(serve_bench(base, tiles, args.clients))
                 print(f"serve {kind}: {args.requests:,} random, {args.clients} clients, "
                       f"{args.workers} workers: {tps:8,.0f}/s  p50 {pct(lat, 50):6.1f} ms  "
                       f"p99 {pct(lat, 99):6.1f} ms | in-process reads {local[kind]:8,.0f}/s | "
-                      f"ratio {tps / local[kind]:.2f}")  # fmt: skip
+                      f"ratio {tps / local[kind]:.2f} (retried {retried}, server "
+                      f"{'alive' if proc.poll() is None else 'EXITED'})")  # fmt: skip
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
