@@ -132,7 +132,7 @@ def main() -> None:
             t0 = time.perf_counter()
             report = ledger.tiles.publish(site)
             print(f"publish (+1% entries): {time.perf_counter() - t0:5.2f} s  {report.written:,} "
-                  f"files written, {report.kept:,} already there")  # fmt: skip
+                  f"tiles written, {report.kept:,} already there")  # fmt: skip
         ledger.close()
         port = free_port()
         os.environ["AUDIT_LEDGER_TILES_PUBLIC"] = "true"

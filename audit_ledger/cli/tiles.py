@@ -40,6 +40,6 @@ def cmd_tiles_publish(args: argparse.Namespace, settings: Settings) -> int:
         report = ledger.tiles.publish(directory)
     print(
         f"published tree size {report.tree_size} (was {report.previous_size}): "
-        f"{report.written} files written, {report.kept} already there"
+        f"{report.written} tiles written, {report.kept} already there"
     )
     return EXIT_OK

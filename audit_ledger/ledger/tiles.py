@@ -61,7 +61,8 @@ class TileData:
 
 @dataclass(frozen=True, slots=True)
 class PublishReport:
-    """What ``tiles publish`` did: the sizes published before and now, files written."""
+    """What ``tiles publish`` did: the sizes published before and now, tiles written and
+    tiles found already there (the checkpoint file is not counted)."""
 
     previous_size: int
     tree_size: int
@@ -150,9 +151,9 @@ class Tiles:
 
         Incremental: tiles already there are never rewritten (a tile's bytes never change);
         missing ones are written, including the partial tiles of every checkpointed size since
-        the last publication. Each file is written to a
-        temporary name and renamed into place, and the checkpoint is written last, so a reader
-        of the directory never sees a checkpoint whose tiles are missing.
+        the last publication. Each file is written to a temporary name and renamed into place,
+        and the checkpoint is written last, so a reader of the directory never sees a
+        checkpoint whose tiles are missing.
         """
         latest = self._latest()
         try:

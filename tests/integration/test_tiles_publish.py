@@ -51,21 +51,21 @@ def test_cli_publishes_incrementally(ledger: Ledger, settings: Settings, tmp_pat
     first = run_cli_process(settings, "tiles", "publish", str(target))
     assert first.returncode == 0, first.stderr
     # 600 = 2·256 + 88: entries and level 0: 2 full + 1 partial each; level 1: width 2.
-    assert first.stdout == "published tree size 600 (was 0): 7 files written, 0 already there\n"
+    assert first.stdout == "published tree size 600 (was 0): 7 tiles written, 0 already there\n"
     latest = ledger.log.latest_checkpoint()
     assert latest is not None
     assert (target / "checkpoint").read_text(encoding="utf-8") == latest.note
     again = run_cli_process(settings, "tiles", "publish", str(target))
-    assert again.stdout == "published tree size 600 (was 600): 0 files written, 7 already there\n"
+    assert again.stdout == "published tree size 600 (was 600): 0 tiles written, 7 already there\n"
     grow_to(ledger, 800)
     ledger.log.checkpoint()
     third = run_cli_process(settings, "tiles", "publish", str(target))
     # 800 = 3·256 + 32: tiles 002 became full and 003.p/32 appeared (entries and level 0),
     # level 1 is 000.p/3; the four full tiles 000 and 001 were there already.
-    assert third.stdout == "published tree size 800 (was 600): 5 files written, 4 already there\n"
+    assert third.stdout == "published tree size 800 (was 600): 5 tiles written, 4 already there\n"
     (target / "tile/0/001").unlink()  # a file lost from the directory is written again
     fourth = run_cli_process(settings, "tiles", "publish", str(target))
-    assert fourth.stdout == "published tree size 800 (was 800): 1 files written, 8 already there\n"
+    assert fourth.stdout == "published tree size 800 (was 800): 1 tiles written, 8 already there\n"
     for tile in tiles_for_size(600) + tiles_for_size(800):
         assert (target / tile.path()).read_bytes() == ledger.tiles.read(tile), tile
 
