@@ -14,6 +14,7 @@ a token the answers are ``private``, so that no shared cache hands them to someo
 
 from __future__ import annotations
 
+import gzip
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -59,12 +60,27 @@ async def checkpoint(request: Request, principal: TileReader) -> PlainTextRespon
     )
 
 
+def _accepts_gzip(request: Request) -> bool:
+    """RFC 9110 §12.5.3: ``gzip`` listed with a non-zero q-value."""
+    for item in request.headers.get("accept-encoding", "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            q = params.strip().lower().removeprefix("q=")
+            return not params or (q.replace(".", "", 1).isdigit() and float(q) > 0)
+    return False
+
+
 @router.get("/tlog/tile/{path:path}", response_class=Response)
 async def tile(request: Request, path: str, principal: TileReader) -> Response:
     found = await run(ledger_of(request).tiles.get, f"tile/{path}", principal, ENTRIES_ENDPOINT)
     cache = IMMUTABLE if found.tile.full else PARTIAL
-    return Response(
-        found.data,
-        media_type=OCTET_STREAM,
-        headers={"Cache-Control": f"{_scope(principal)}, {cache}"},
-    )
+    headers = {"Cache-Control": f"{_scope(principal)}, {cache}"}
+    data = found.data
+    if found.tile.entries:
+        # tlog-tiles: entry bundles SHOULD be compressed at the HTTP layer (JSON headers shrink
+        # several-fold); hash tiles are random bytes and are not.
+        headers["Vary"] = "Accept-Encoding"
+        if _accepts_gzip(request):
+            data = await run(gzip.compress, data, 5)
+            headers["Content-Encoding"] = "gzip"
+    return Response(data, media_type=OCTET_STREAM, headers=headers)

@@ -218,6 +218,21 @@ def test_public_tiles_need_no_token_and_are_cacheable(tiled: Tiled) -> None:
     assert records_read_count(tiled.ledger) == before
 
 
+def test_entry_bundles_are_gzipped_when_asked(tiled: Tiled) -> None:
+    plain = tiled.get("/tlog/tile/entries/002", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert plain.headers["vary"] == "Accept-Encoding"
+    for accept in ("gzip", "br, gzip;q=0.5", "GZIP"):
+        r = tiled.get("/tlog/tile/entries/002", headers={"Accept-Encoding": accept})
+        assert r.headers["content-encoding"] == "gzip", accept
+        assert r.content == plain.content  # httpx decodes it
+        assert int(r.headers["content-length"]) < len(plain.content) / 2
+    refused = tiled.get("/tlog/tile/entries/002", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers
+    hashes = tiled.get("/tlog/tile/0/002", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in hashes.headers
+
+
 def test_auditor_only_by_default(tiled: Tiled) -> None:
     server = tiled.auditor
     for path in ("/tlog/checkpoint", "/tlog/tile/0/000", "/tlog/tile/entries/000"):
