@@ -166,9 +166,21 @@ def test_tiles_of_every_checkpointed_size_agree_with_proofs_and_roots(tiled: Til
         previous = size
 
 
-def test_nothing_before_the_first_checkpoint(app_server: InProcessServer) -> None:
-    for path in ("checkpoint", "tile/0/000.p/1", "tile/entries/000.p/1"):
-        assert_problem(app_server.get(f"/tlog/{path}", headers=app_server.headers("auditor")), 404)
+def test_tiles_stop_at_the_served_checkpoint(app_server: InProcessServer) -> None:
+    """A log without a checkpoint serves none (404); one whose first checkpoint is signed on
+    the first read (as ``/v1/log/checkpoint`` may do) serves exactly the tiles of its size."""
+    auditor = app_server.headers("auditor")
+    r = app_server.get("/tlog/checkpoint", headers=auditor)
+    size = 0
+    if r.status_code == 404:
+        assert_problem(r, 404)
+    else:
+        verifier = parse_verifier_key(app_server.get("/v1/log/verifier-key").text)
+        size = verify_checkpoint(r.text, verifier).size
+        for path in (f"tile/0/000.p/{size}", f"tile/entries/000.p/{size}"):
+            assert app_server.get(f"/tlog/{path}", headers=auditor).status_code == 200
+    for path in (f"tile/0/000.p/{size + 1}", f"tile/entries/000.p/{size + 1}", "tile/0/000"):
+        assert_problem(app_server.get(f"/tlog/{path}", headers=auditor), 404)
 
 
 def test_a_tile_is_one_range_read(tiled: Tiled) -> None:
