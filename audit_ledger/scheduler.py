@@ -1,5 +1,6 @@
-"""Scheduled jobs (APScheduler 3): retention daily, a checkpoint every minute when the log grew,
-full verification hourly, and with witnesses configured the latest checkpoint submitted to them.
+"""Scheduled jobs (APScheduler 3): retention daily, a checkpoint every minute when the log grew
+(then the tiles publication, when a tiles directory is set), full verification hourly, and with
+witnesses configured the latest checkpoint submitted to them.
 
 Each job runs at most once per *tick* (its period, aligned to the Unix epoch) however many
 replicas run the scheduler: the first replica to take the job's lock after a tick boundary runs
@@ -47,6 +48,16 @@ def _checkpoint(ledger: Ledger) -> str:
     return "signed"
 
 
+def _checkpoint_then_publish(ledger: Ledger) -> str:
+    """The checkpoint job, then (with ``AUDIT_LEDGER_TILES_DIR``) the tiles publication: every
+    tick, so a directory that fell behind (a checkpoint made by the CLI) catches up too."""
+    outcome = _checkpoint(ledger)
+    if ledger.settings.tiles_dir is None or ledger.log.latest_checkpoint() is None:
+        return outcome
+    report = ledger.tiles.publish(ledger.settings.tiles_dir)
+    return f"{outcome}, +{report.written}"
+
+
 def _retention(ledger: Ledger) -> str:
     report = ledger.retention.run()
     metrics.RETENTION_RUNS.inc()
@@ -84,7 +95,7 @@ def _witness(ledger: Ledger) -> str:
 def default_jobs(ledger: Ledger) -> list[Job]:
     s = ledger.settings
     return [
-        Job("checkpoint", s.checkpoint_interval_seconds, _checkpoint),
+        Job("checkpoint", s.checkpoint_interval_seconds, _checkpoint_then_publish),
         Job("retention", s.retention_interval_seconds, _retention),
         Job("verify", s.verify_interval_seconds, _verify),
         Job("log_cleanup", 86_400, _log_cleanup),

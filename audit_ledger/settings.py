@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     http_body_idle_timeout_seconds: float = Field(default=10.0, gt=0, le=3_600)
     http_body_timeout_seconds: float = Field(default=60.0, gt=0, le=86_400)
     http_max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    #: Serve ``/tlog/`` (checkpoint, tiles, entry bundles) without authentication (DESIGN §7).
+    tiles_public: bool = False
+    #: When set, the checkpoint job publishes the tiles into this directory (``tiles publish``).
+    tiles_dir: Path | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -164,10 +168,11 @@ class Settings(BaseSettings):
         parse_witnesses(value)
         return value
 
-    @field_validator("policy_file", mode="before")
+    @field_validator("policy_file", "tiles_dir", mode="before")
     @classmethod
     def _empty_policy_file_is_none(cls, value: object) -> object:
-        # ``AUDIT_LEDGER_POLICY_FILE=`` means "no file", not the current directory.
+        # ``AUDIT_LEDGER_POLICY_FILE=`` means "no file", not the current directory (same for
+        # ``AUDIT_LEDGER_TILES_DIR=``).
         if isinstance(value, str) and not value.strip():
             return None
         return value

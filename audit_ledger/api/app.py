@@ -24,7 +24,7 @@ from audit_ledger.api.problems import (
     http_error_handler,
     request_validation_handler,
 )
-from audit_ledger.api.routes import events, health, log, retention
+from audit_ledger.api.routes import events, health, log, retention, tlog
 from audit_ledger.errors import AuditLedgerError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
@@ -85,4 +85,5 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     for router in (events.router, log.router, retention.router, health.router):
         app.include_router(router)
     install_openapi(app)
+    app.include_router(tlog.router)
     return app

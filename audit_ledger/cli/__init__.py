@@ -53,6 +53,7 @@ from audit_ledger.cli.common import (
     _err,
 )
 from audit_ledger.cli.openapi import cmd_openapi
+from audit_ledger.cli.tiles import add_tiles_commands
 from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("openapi", help="print the OpenAPI document (/openapi.json)").set_defaults(
         func=cmd_openapi
     )
+    add_tiles_commands(sub, _Parser)
     return parser
 
 

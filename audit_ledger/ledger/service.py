@@ -6,6 +6,7 @@
 ``ledger.appends``        validate and append events (group commit, bulk import)
 ``ledger.reads``          read entries, decrypting where the role allows; every read recorded
 ``ledger.log``            size, leaves, proofs, checkpoints, the verifier key
+``ledger.tiles``          C2SP tlog-tiles: tiles, entry bundles, static publication
 ``ledger.principals``     add, revoke, list, authenticate
 ``ledger.retention``      the tiered retention run
 ``ledger.erasure``        erase a data subject
@@ -48,6 +49,7 @@ from audit_ledger.ledger.operations import Operations, utc_now
 from audit_ledger.ledger.principals import Principals
 from audit_ledger.ledger.reads import Reads
 from audit_ledger.ledger.retention import Retention, Shredder
+from audit_ledger.ledger.tiles import Tiles
 from audit_ledger.ledger.verify import Verification
 from audit_ledger.ledger.witnessing import Witnessing, WitnessTarget
 from audit_ledger.policy import Policy, load_policy
@@ -81,6 +83,7 @@ class Ledger:
         )
         self.checkpoint_keys = CheckpointKeys(settings.keys_dir, keys.signer)
         self.log = Log(store, self.checkpoint_keys, self.reads, clock)
+        self.tiles = Tiles(store, self.log, self.reads)
         self.principals = Principals(store, self.operations)
         shredder = Shredder(self.keyring, keys.provider)
         self.retention = Retention(store, policy, self.operations, shredder)

@@ -31,6 +31,7 @@ from audit_ledger.storage.integrity import IntegrityReads
 from audit_ledger.storage.keys import KeyReads, KeyWrites
 from audit_ledger.storage.principals import PrincipalReads, PrincipalWrites
 from audit_ledger.storage.purges import PurgeWrites
+from audit_ledger.storage.tiles import TileReads
 
 
 class WriteTx(
@@ -53,6 +54,7 @@ class Store(
     HoldReads,
     CheckpointReads,
     CosignatureReads,
+    TileReads,
 ):
     """Entry point of the storage layer over one SQLAlchemy engine."""
 

@@ -84,6 +84,9 @@ OPERATION_ROLES: dict[str, frozenset[str] | str | None] = {
     "GET /v1/log/proof/inclusion": frozenset({"auditor"}),
     "GET /v1/log/proof/consistency": frozenset({"auditor"}),
     "GET /v1/log/proof/bundle": frozenset({"auditor"}),
+    # /tlog/ is the auditor's unless AUDIT_LEDGER_TILES_PUBLIC (tests/integration/api/test_tiles.py)
+    "GET /tlog/checkpoint": frozenset({"auditor"}),
+    "GET /tlog/tile/{path}": frozenset({"auditor"}),
     "POST /v1/erasure-requests": frozenset({"privacy_officer"}),
     "POST /v1/legal-holds": frozenset({"admin", "compliance_officer"}),
     "GET /v1/legal-holds": frozenset({"admin", "compliance_officer"}),

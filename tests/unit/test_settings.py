@@ -248,3 +248,19 @@ def test_redact_url(url: str, expected: str) -> None:
 def test_redact_url_with_awkward_password(char: str) -> None:
     url = f"postgresql://app:pa{char}ss-{PASSWORD}@db/audit"
     assert redact_url(url) == "postgresql://app:***@db/audit"
+
+
+def test_tiles_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    s = load_settings()
+    assert s.tiles_public is False
+    assert s.tiles_dir is None
+    monkeypatch.setenv("AUDIT_LEDGER_TILES_PUBLIC", "true")
+    monkeypatch.setenv("AUDIT_LEDGER_TILES_DIR", str(tmp_path / "site"))
+    s = load_settings()
+    assert s.tiles_public is True
+    assert s.tiles_dir == tmp_path / "site"
+    monkeypatch.setenv("AUDIT_LEDGER_TILES_DIR", "")
+    assert load_settings().tiles_dir is None
+    monkeypatch.setenv("AUDIT_LEDGER_TILES_PUBLIC", "maybe")
+    with pytest.raises(ConfigError, match="AUDIT_LEDGER_TILES_PUBLIC"):
+        load_settings()
