@@ -24,6 +24,7 @@ from audit_ledger.api.problems import (
     request_validation_handler,
 )
 from audit_ledger.api.routes import events, health, log, retention
+from audit_ledger.console import router as console_router
 from audit_ledger.errors import AuditLedgerError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
@@ -80,6 +81,6 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, domain_error_handler)
-    for router in (events.router, log.router, retention.router, health.router):
+    for router in (events.router, log.router, retention.router, health.router, console_router):
         app.include_router(router)
     return app
