@@ -17,6 +17,7 @@ from ipaddress import ip_address
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -66,6 +67,12 @@ _templates = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+)
+# Header members such as ``refs`` and nested payload fields are shown as JSON, not Python repr.
+_templates.filters["show"] = lambda value: (
+    orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, dict | list)
+    else value
 )
 
 
