@@ -44,7 +44,20 @@ from audit_ledger.roles import WRITER
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 SignedIn = Annotated[Session, Depends(current_session)]
-SEARCH_FIELDS = ("category", "event_type", "since", "until", "user_id", "order_id", "limit")
+SEARCH_FIELDS = (
+    "category",
+    "event_type",
+    "since",
+    "until",
+    "recorded_since",
+    "recorded_until",
+    "user_id",
+    "order_id",
+    "event_id",
+    "order",
+    "limit",
+)
+ORDERS = {"oldest": False, "newest": True}
 _STATIC = {"console.css": "text/css; charset=utf-8"}
 
 
@@ -136,6 +149,11 @@ def _query(form: dict[str, str], default_limit: int) -> Query:
                 "page size must be a whole number", [{"field": "limit", "problem": "not a number"}]
             )
         limit = int(values["limit"])
+    order = values["order"] or "oldest"
+    if order not in ORDERS:
+        raise ValidationError(
+            "order is newest or oldest", [{"field": "order", "problem": "unknown order"}]
+        )
     return Query(
         values["category"],
         values["event_type"],
@@ -145,6 +163,10 @@ def _query(form: dict[str, str], default_limit: int) -> Query:
         values["order_id"],
         limit,
         (form.get("cursor") or "").strip() or None,
+        values["recorded_since"],
+        values["recorded_until"],
+        values["event_id"],
+        ORDERS[order],
     )
 
 
@@ -214,3 +236,9 @@ def _status(request: Request) -> dict[str, Any]:
 @router.get("/status")
 async def status(request: Request, session: SignedIn) -> Response:
     return render(request, "status.html", session=session, **(await run(_status, request)))
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST"])
+async def not_found(rest: str) -> Response:
+    """Any other console path: an HTML 404 with the console's headers (last route)."""
+    raise NotFoundError("no such console page")

@@ -186,7 +186,7 @@ def error_page(request: Request, exc: AuditLedgerError) -> Response:
             route=f"{request.method} {request.url.path}",
         )
     # The messages are the ledger's own (never a submitted value); field names only.
-    errors = getattr(exc, "errors", None) or []
+    errors = getattr(exc, "fields", None) or []
     return render(request, "error.html", status, message=str(exc), errors=errors)
 
 

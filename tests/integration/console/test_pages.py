@@ -30,13 +30,14 @@ class Seeded:
     seq_of: dict[str, int]
     canary_of: dict[str, str]
     user_id: str
+    event_id_of: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def seeded(server: InProcessServer) -> Seeded:
     """One event per category with a unique string in its data, and a checkpoint over them."""
     user_id = f"user-{uuid.uuid4().hex[:10]}"
-    seq_of, canary_of = {}, {}
+    seq_of, canary_of, event_id_of = {}, {}, {}
     for category in CATEGORIES:
         canary = f"canary-{category[:4]}-{uuid.uuid4().hex[:12]}"
         body = event(category, user_id=user_id)
@@ -45,9 +46,10 @@ def seeded(server: InProcessServer) -> Seeded:
         assert response.status_code == 201, response.text
         seq_of[category] = response.json()["seq"]
         canary_of[category] = canary
+        event_id_of[category] = body["event_id"]
     with open_ledger(server.settings) as ledger:
         assert ledger.log.checkpoint() is not None
-    return Seeded(server, seq_of, canary_of, user_id)
+    return Seeded(server, seq_of, canary_of, user_id, event_id_of)
 
 
 def _cookie_attributes(response: httpx.Response, name: str) -> list[str]:
@@ -253,6 +255,71 @@ def test_chain_status_shows_the_checkpoint(seeded: Seeded) -> None:
         assert page.status_code == 200
         assert checkpoint.root_hash.hex() in page.text
         assert "No witnesses are configured." in page.text
+
+
+def _result_seqs(response: httpx.Response) -> list[int]:
+    assert response.status_code == 200, response.text
+    return [int(s) for s in re.findall(r'<td><a href="/console/records/(\d+)">', response.text)]
+
+
+def _next_page_form(response: httpx.Response) -> dict[str, str]:
+    form = response.text.split('<h2 id="results"')[1]
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+
+
+def test_search_newest_first_pages_through_the_subjects_records(seeded: Seeded) -> None:
+    mine = sorted(seeded.seq_of.values())
+    with signed_in(seeded.server, "auditor") as b:
+        oldest = _result_seqs(b.search(user_id=seeded.user_id))
+        assert oldest == mine
+        seen: list[int] = []
+        response = b.search(user_id=seeded.user_id, order="newest", limit="1")
+        while True:
+            seen += _result_seqs(response)
+            if "Next page" not in response.text:
+                break
+            response = b.post("/console/search", _next_page_form(response))
+        assert seen == sorted(mine, reverse=True)
+
+
+def test_search_by_event_id_and_recorded_at(seeded: Seeded) -> None:
+    privacy = "data_privacy_events"
+    with signed_in(seeded.server, "auditor") as b:
+        found = b.search(event_id=seeded.event_id_of[privacy])
+        assert _result_seqs(found) == [seeded.seq_of[privacy]]
+        since = b.search(user_id=seeded.user_id, recorded_since="2000-01-01T00:00:00Z")
+        assert _result_seqs(since) == sorted(seeded.seq_of.values())
+        for bounds in (
+            {"recorded_since": "2999-01-01T00:00:00Z"},
+            {"recorded_until": "2000-01-01T00:00:00Z"},
+        ):
+            assert _result_seqs(b.search(user_id=seeded.user_id, **bounds)) == []
+    with signed_in(seeded.server, "compliance_officer") as b:  # another category's event id
+        assert _result_seqs(b.search(event_id=seeded.event_id_of[privacy])) == []
+
+
+def test_bad_search_fields_are_named_and_not_echoed(seeded: Seeded) -> None:
+    with signed_in(seeded.server, "auditor") as b:
+        for field, value in (
+            ("recorded_since", "yesterday-xq7"),
+            ("since", "soon-xq7"),
+            ("order", "sideways-xq7"),
+            ("limit", "many-xq7"),
+            ("event_id", "e" * 37),
+            ("cursor", "bogus-xq7"),
+        ):
+            response = b.search(**{field: value})
+            assert response.status_code == 422, (field, response.text)
+            assert f"<code>{field}</code>" in response.text
+            assert value not in response.text
+            _assert_secured(response)
+
+
+def test_an_unknown_console_path_is_an_html_404(seeded: Seeded) -> None:
+    with browser(seeded.server) as b:
+        response = b.get("/console/no/such/page")
+        assert response.status_code == 404
+        _assert_secured(response)
 
 
 # --- ending a session -------------------------------------------------------------------------
