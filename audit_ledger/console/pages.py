@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hmac
 from importlib import resources
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from audit_ledger.console.web import (
@@ -21,8 +21,8 @@ from audit_ledger.console.web import (
     PREFIX,
     SESSION_COOKIE,
     ConsoleRoute,
+    SignedIn,
     clear_cookie,
-    current_session,
     ledger_of,
     new_pre_token,
     read_form,
@@ -43,7 +43,6 @@ from audit_ledger.observability import metrics
 from audit_ledger.roles import WRITER
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
-SignedIn = Annotated[Session, Depends(current_session)]
 SEARCH_FIELDS = (
     "category",
     "event_type",
@@ -238,7 +237,11 @@ async def status(request: Request, session: SignedIn) -> Response:
     return render(request, "status.html", session=session, **(await run(_status, request)))
 
 
-@router.api_route("/{rest:path}", methods=["GET", "POST"])
+#: Added after every other console router (see the package's ``__init__``).
+fallback = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+
+@fallback.api_route("/{rest:path}", methods=["GET", "POST"])
 async def not_found(rest: str) -> Response:
     """Any other console path: an HTML 404 with the console's headers (last route)."""
     raise NotFoundError("no such console page")

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from importlib import resources
 from ipaddress import ip_address
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -135,6 +135,15 @@ async def current_session(request: Request) -> Session:
     request.state.principal = session.principal.name
     request.state.refreshed_cookie = refreshed
     return session
+
+
+SignedIn = Annotated[Session, Depends(current_session)]
+
+
+def require(request: Request, session: Session, roles: Iterable[str]) -> None:
+    """The API's role check (``api/deps.require``) for a console page."""
+    if not session.principal.has_any(roles):
+        raise PermissionDeniedError("your roles do not allow this page")
 
 
 async def read_form(request: Request) -> dict[str, str]:
