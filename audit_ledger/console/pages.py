@@ -61,8 +61,9 @@ _STATIC = {"console.css": "text/css; charset=utf-8"}
 
 
 @router.get("/")
-async def home(session: SignedIn) -> Response:
-    return RedirectResponse(f"{PREFIX}/search", status_code=303)
+async def home(request: Request, session: SignedIn) -> Response:
+    landing = "search" if _categories(request, session) else "principals"
+    return RedirectResponse(f"{PREFIX}/{landing}", status_code=303)
 
 
 @router.get("/static/{name}")
@@ -104,7 +105,9 @@ async def sign_in(request: Request) -> Response:
     if session.principal.roles <= {WRITER}:
         raise PermissionDeniedError("the writer role appends events; it has no console")
     security_log.info("console_signed_in", principal=session.principal.name)
-    response = RedirectResponse(f"{PREFIX}/search", status_code=303)
+    # Readers land on search; an admin (no category to read) on the principals page.
+    landing = "search" if _categories(request, session) else "principals"
+    response = RedirectResponse(f"{PREFIX}/{landing}", status_code=303)
     set_cookie(request, response, SESSION_COOKIE, cookie)
     clear_cookie(request, response, PRE_COOKIE)
     return response

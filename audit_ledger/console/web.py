@@ -26,9 +26,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from audit_ledger.errors import (
     AuditLedgerError,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RefusedError,
     ValidationError,
 )
 from audit_ledger.ledger.console_sessions import Session
@@ -56,6 +58,8 @@ _STATUS = (
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (NotFoundError, 404),
+    (ConflictError, 409),
+    (RefusedError, 409),
     (PayloadTooLargeError, 413),
     (ValidationError, 422),
 )

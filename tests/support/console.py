@@ -77,5 +77,6 @@ def signed_in(server: InProcessServer, role: str) -> Iterator[Browser]:
     with browser(server) as b:
         response = b.sign_in(server.tokens[role])
         assert response.status_code == 303, (role, response.status_code, response.text)
-        assert response.headers["location"] == "/console/search"
+        landing = "/console/principals" if role == "admin" else "/console/search"
+        assert response.headers["location"] == landing
         yield b

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.support.api import open_ledger
-from tests.support.console import Browser, signed_in
+from tests.support.console import Browser, browser, signed_in
 from tests.support.factories import event
 from tests.support.servers import InProcessServer, module_app_server
 
@@ -121,3 +121,40 @@ def test_a_hold_keeps_an_erasure_from_its_subject_until_released(server: InProce
         record = privacy.get(f"/console/records/{seq}")
         assert "state-erased" in record.text
         assert 'id="plaintext"' not in record.text
+
+
+def test_an_admin_adds_and_revokes_a_principal(server: InProcessServer) -> None:
+    name = f"officer-{uuid.uuid4().hex[:6]}"
+    with signed_in(server, "compliance_officer") as officer:
+        assert officer.get("/console/principals").status_code == 403
+        forged = officer.post(
+            "/console/principals",
+            {"csrf": officer.csrf(), "name": name, "role.admin": "yes"},
+        )
+        assert forged.status_code == 403
+    with signed_in(server, "admin") as admin:
+        assert admin.get("/console/").headers["location"] == "/console/principals"
+        csrf = admin.csrf("/console/principals")
+        assert admin.post("/console/principals", {"name": name}).status_code == 403  # no CSRF
+        added = admin.post(
+            "/console/principals", {"csrf": csrf, "name": name, "role.compliance_officer": "yes"}
+        )
+        assert added.status_code == 201, added.text
+        token = re.search(r'<code id="new-token">([^<]+)</code>', added.text)
+        assert token
+        assert added.headers["cache-control"] == "no-store"
+        with browser(server) as newcomer:
+            assert newcomer.sign_in(token.group(1)).status_code == 303
+            assert newcomer.get("/console/search").status_code == 200
+            revoked = admin.post(f"/console/principals/{name}/revoke", {"csrf": csrf})
+            assert revoked.status_code == 303
+            assert newcomer.get("/console/search").status_code == 303  # session ended
+        listing = admin.get("/console/principals").text
+        assert token.group(1) not in listing
+        assert re.search(rf"<td>{name}</td>.*?revoked", listing, re.S)
+        duplicate = admin.post(
+            "/console/principals", {"csrf": csrf, "name": name, "role.auditor": "yes"}
+        )
+        assert duplicate.status_code == 409
+        assert "already exists" in duplicate.text
+        assert duplicate.headers["x-frame-options"] == "DENY"  # an HTML page, not problem+json
