@@ -322,6 +322,27 @@ def test_an_unknown_console_path_is_an_html_404(seeded: Seeded) -> None:
         _assert_secured(response)
 
 
+def test_the_access_trail_shows_who_read_what(seeded: Seeded) -> None:
+    seq = seeded.seq_of["financial_transactions"]
+    with signed_in(seeded.server, "compliance_officer") as officer:
+        assert officer.get(f"/console/records/{seq}").status_code == 200
+        assert officer.get("/console/access").status_code == 403  # not its category
+    with signed_in(seeded.server, "security_team") as security:
+        trail = security.get("/console/access")
+        assert trail.status_code == 200
+        rows = re.findall(r"<tr>(.*?)</tr>", trail.text, re.S)
+        newest = next(r for r in rows if "GET /console/records/{seq}" in r)
+        assert "p-compliance_officer" in newest
+        assert f"[{seq},{seq}]" in newest
+        older = security.post("/console/access", {"csrf": "wrong"})
+        assert older.status_code == 403
+    with signed_in(seeded.server, "auditor") as auditor:
+        headers_only = auditor.get("/console/access")
+        assert headers_only.status_code == 200
+        assert "withheld" in headers_only.text
+        assert "p-compliance_officer" not in headers_only.text
+
+
 # --- ending a session -------------------------------------------------------------------------
 
 
