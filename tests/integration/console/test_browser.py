@@ -108,6 +108,7 @@ def _sign_in(page: Page, site: Site, role: str) -> None:
 def _shot(page: Page, site: Site, name: str) -> None:
     if site.backend == "sqlite":  # one set of screenshots is enough
         DOCS.mkdir(exist_ok=True)
+        page.wait_for_load_state("load")
         page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
 
 
