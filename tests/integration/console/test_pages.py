@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from audit_ledger.core.merkle import root_from_inclusion_proof
 from tests.support.api import CATEGORIES, open_ledger, records_read_count
 from tests.support.console import SECURITY_HEADERS, browser, signed_in
 from tests.support.factories import event
@@ -245,6 +246,25 @@ def test_identifiers_never_travel_in_a_url(seeded: Seeded) -> None:
         assert not [h for h in hrefs if seeded.user_id in h]
         assert "Next page" in results.text  # paging is a POST form carrying the filters
         assert 'method="post"' in results.text
+
+
+def test_the_record_pages_inclusion_proof_verifies(seeded: Seeded) -> None:
+    """The hashes on the page lead from the leaf hash on the page to the checkpoint's root
+    (RFC 9162 §2.1.3.2), recomputed here by the pure tree code."""
+    seq = seeded.seq_of["data_privacy_events"]
+    with signed_in(seeded.server, "auditor") as b:
+        page = b.get(f"/console/records/{seq}").text
+    leaf = re.search(r"<dt>Leaf hash</dt><dd><code>([0-9a-f]{64})</code>", page)
+    size_root = re.search(r"tree size (\d+), root <code>([0-9a-f]{64})</code>", page)
+    hashes = re.findall(r"<li><code>([0-9a-f]{64})</code></li>", page)
+    assert leaf
+    assert size_root
+    assert hashes
+    size, root = int(size_root.group(1)), bytes.fromhex(size_root.group(2))
+    proof = [bytes.fromhex(h) for h in hashes]
+    assert root_from_inclusion_proof(seq, size, bytes.fromhex(leaf.group(1)), proof) == root
+    tampered = [bytes(32), *proof[1:]]  # and a changed hash does not
+    assert root_from_inclusion_proof(seq, size, bytes.fromhex(leaf.group(1)), tampered) != root
 
 
 def test_chain_status_shows_the_checkpoint(seeded: Seeded) -> None:
