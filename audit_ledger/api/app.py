@@ -25,6 +25,7 @@ from audit_ledger.api.problems import (
     request_validation_handler,
 )
 from audit_ledger.api.routes import events, health, log, retention, tlog
+from audit_ledger.console import router as console_router
 from audit_ledger.errors import AuditLedgerError
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
@@ -82,8 +83,8 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, domain_error_handler)
-    for router in (events.router, log.router, retention.router, health.router):
+    routers = (events.router, log.router, tlog.router, retention.router, health.router)
+    for router in (*routers, console_router):
         app.include_router(router)
     install_openapi(app)
-    app.include_router(tlog.router)
     return app

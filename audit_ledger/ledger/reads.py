@@ -189,6 +189,11 @@ class Query:
     order_id: str | int | None = None
     limit: int = 100
     cursor: str | None = None
+    # The console's extra filters (issue #14); the API v1 routes leave them unset.
+    recorded_since: str | None = None
+    recorded_until: str | None = None
+    event_id: str | None = None
+    newest_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,13 +260,29 @@ class Reads:
         until = timestamp_bound("until", q.until)
         if since is not None and until is not None and since > until:
             raise bad("until", "must not be before since")
+        recorded_since = timestamp_bound("recorded_since", q.recorded_since)
+        recorded_until = timestamp_bound("recorded_until", q.recorded_until)
+        if recorded_since and recorded_until and recorded_since > recorded_until:
+            raise bad("recorded_until", "must not be before recorded_since")
+        if q.event_id is not None and not (0 < len(q.event_id) <= 36):
+            raise bad("event_id", "must be 1-36 characters")
         refs = {}  # blind indexes, computed once: for the scan and for the record
         if q.user_id is not None:
             refs["user"] = self.indexer.index("user", q.user_id)
         if q.order_id is not None:
             refs["order"] = self.indexer.index("order", q.order_id)
         after = decode_cursor(q.cursor) if q.cursor else None
-        flt = EntryFilter(frozenset(categories), q.event_type, since, until, refs or None)
+        flt = EntryFilter(
+            frozenset(categories),
+            q.event_type,
+            since,
+            until,
+            refs or None,
+            recorded_since,
+            recorded_until,
+            q.event_id,
+            q.newest_first,
+        )
         stored = self.store.scan(flt, after, q.limit + 1)
         more = len(stored) > q.limit
         stored = stored[: q.limit]
@@ -274,6 +295,10 @@ class Reads:
                 ("since", q.since),
                 ("until", q.until),
                 ("limit", q.limit),
+                ("recorded_since", q.recorded_since),
+                ("recorded_until", q.recorded_until),
+                ("event_id", q.event_id),
+                ("newest_first", q.newest_first or None),
             )
             if value is not None
         }

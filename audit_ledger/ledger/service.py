@@ -8,6 +8,7 @@
 ``ledger.log``            size, leaves, proofs, checkpoints, the verifier key
 ``ledger.tiles``          C2SP tlog-tiles: tiles, entry bundles, static publication
 ``ledger.principals``     add, revoke, list, authenticate
+``ledger.console_sessions``  the console's sealed sessions and CSRF tokens
 ``ledger.retention``      the tiered retention run
 ``ledger.erasure``        erase a data subject
 ``ledger.holds``          legal holds
@@ -37,6 +38,7 @@ from audit_ledger.ledger.admin import check_schema_on
 from audit_ledger.ledger.appends.service import Appends
 from audit_ledger.ledger.appends.write import Appender
 from audit_ledger.ledger.checkpoint_rotation import CheckpointRotation
+from audit_ledger.ledger.console_sessions import ConsoleSessions
 from audit_ledger.ledger.erasure import Erasure
 from audit_ledger.ledger.export import export_to_mirror
 from audit_ledger.ledger.holds import Holds
@@ -85,6 +87,7 @@ class Ledger:
         self.log = Log(store, self.checkpoint_keys, self.reads, clock)
         self.tiles = Tiles(store, self.log, self.reads)
         self.principals = Principals(store, self.operations)
+        self.console_sessions = ConsoleSessions(self.principals, store, settings.keys_dir)
         shredder = Shredder(self.keyring, keys.provider)
         self.retention = Retention(store, policy, self.operations, shredder)
         self.erasure = Erasure(store, policy, keys.indexer, self.operations, shredder)

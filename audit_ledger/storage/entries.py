@@ -79,6 +79,11 @@ class EntryFilter:
     since: str | None = None  # canonical timestamp, inclusive
     until: str | None = None  # canonical timestamp, exclusive
     refs: Mapping[str, str] | None = None  # ref name -> blind index
+    recorded_since: str | None = None  # canonical timestamp, inclusive
+    recorded_until: str | None = None  # canonical timestamp, exclusive
+    event_id: str | None = None
+    #: Descending seq order; the keyset bound is then "before", not "after" (the console).
+    newest_first: bool = False
 
 
 ENTRY_COLUMNS = (
@@ -194,13 +199,16 @@ class EntryReads(Database):
             return entry_from_row(row, True) if row is not None else None
 
     @staticmethod
-    def _entry_select(after: int | None = None) -> Any:
+    def _entry_select(after: int | None = None, newest_first: bool = False) -> Any:
         """Entries with their payload and purge record. With ``after``, the joined tables are
         bounded too: otherwise PostgreSQL may merge-join from their first row on every page,
         which makes keyset paging through a long log quadratic."""
         payload_on = payloads.c.seq == entries.c.seq
         purge_on = payload_purges.c.seq == entries.c.seq
-        if after is not None:
+        if after is not None and newest_first:
+            payload_on = and_(payload_on, payloads.c.seq < after)
+            purge_on = and_(purge_on, payload_purges.c.seq < after)
+        elif after is not None:
             payload_on = and_(payload_on, payloads.c.seq > after)
             purge_on = and_(purge_on, payload_purges.c.seq > after)
         return (
@@ -212,8 +220,9 @@ class EntryReads(Database):
         )
 
     def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]:
-        """Entries matching ``flt`` in seq order after ``after_seq`` (keyset pagination)."""
-        stmt = self._entry_select(after_seq)
+        """Entries matching ``flt`` in seq order after ``after_seq`` (keyset pagination);
+        with ``flt.newest_first``, in reverse order before ``after_seq``."""
+        stmt = self._entry_select(after_seq, flt.newest_first)
         conditions: list[ColumnElement[bool]] = []
         if flt.categories is not None:
             conditions.append(entries.c.category.in_(sorted(flt.categories)))
@@ -223,14 +232,22 @@ class EntryReads(Database):
             conditions.append(entries.c.occurred_at >= flt.since)
         if flt.until is not None:
             conditions.append(entries.c.occurred_at < flt.until)
+        if flt.recorded_since is not None:
+            conditions.append(entries.c.recorded_at >= flt.recorded_since)
+        if flt.recorded_until is not None:
+            conditions.append(entries.c.recorded_at < flt.recorded_until)
+        if flt.event_id is not None:
+            conditions.append(entries.c.event_id == flt.event_id)
         if after_seq is not None:
-            conditions.append(entries.c.seq > after_seq)
+            bound = entries.c.seq < after_seq if flt.newest_first else entries.c.seq > after_seq
+            conditions.append(bound)
         for name, value in (flt.refs or {}).items():
             ref = entry_refs.alias(f"ref_{name}")
             stmt = stmt.join(
                 ref, and_(ref.c.seq == entries.c.seq, ref.c.name == name, ref.c.value == value)
             )
-        stmt = stmt.where(*conditions).order_by(entries.c.seq).limit(limit)
+        order = entries.c.seq.desc() if flt.newest_first else entries.c.seq
+        stmt = stmt.where(*conditions).order_by(order).limit(limit)
         with self.reader() as conn:
             return [entry_from_row(r, True) for r in conn.execute(stmt)]
 

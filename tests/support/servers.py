@@ -152,6 +152,8 @@ class InProcessServer:
     tokens: dict[str, str]
     _portal: BlockingPortal
     _client: httpx.AsyncClient
+    #: The ASGI app itself, for clients of their own (tests.support.console: one per browser).
+    app: Any = None
 
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -192,7 +194,7 @@ def in_process_server(settings: Settings) -> Iterator[InProcessServer]:
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
             try:
-                yield InProcessServer(settings, tokens, portal, client)
+                yield InProcessServer(settings, tokens, portal, client, app)
             finally:
                 portal.call(client.aclose)
     finally:

@@ -25,6 +25,8 @@ SHELL_ALLOWED = (
     "audit_ledger.scheduler",
     # the CLI starts the built-in witness (`audit-ledger witness …`), a separate service
     "audit_ledger.witness",
+    # the server mounts the compliance console (/console/, issue #14), a shell of its own
+    "audit_ledger.console",
 )
 #: The auditor's commands are the auditor's own tool: they check a server over HTTP (or a
 #: mirror offline) with the client and the auditor package, against a published verifier key.
@@ -33,7 +35,7 @@ AUDITOR_COMMANDS_ALLOWED = (
     "audit_ledger.client",
     "audit_ledger.core.checkpoint",
 )
-SHELLS = ("api", "cli", "scheduler.py")
+SHELLS = ("api", "cli", "scheduler.py", "console")
 
 
 def _module(path: Path) -> str:

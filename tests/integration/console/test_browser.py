@@ -1,0 +1,183 @@
+"""The console in a real browser: Debian's chromium driven by Playwright against a real uvicorn
+(issue #14). Sign in as an officer and as the auditor, search, open a record, check that the
+auditor's DOM holds no plaintext, that a form posted from another site carries no session, that
+the pages work with JavaScript off and raise no CSP violation, and sign out. Screenshots of the
+main pages go to ``docs/console-*.png`` (the README shows them).
+
+Never downloads a browser: ``/usr/bin/chromium`` (apt package ``chromium``) or a loud skip.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.support.api import CATEGORIES, open_ledger, records_read_count
+from tests.support.databases import BACKENDS, fresh_settings
+from tests.support.factories import event
+from tests.support.servers import ThreadedServer, threaded_server
+
+pytestmark = pytest.mark.process
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
+@dataclass(frozen=True)
+class Site:
+    server: ThreadedServer
+    backend: str
+    seq_of: dict[str, int]
+    canary_of: dict[str, str]
+    user_id: str
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        pytest.skip(
+            "!!! CONSOLE BROWSER TESTS SKIPPED: /usr/bin/chromium is missing "
+            "(apt-get install chromium; no browser is ever downloaded) !!!"
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    backend = str(request.param)
+    tmp = tmp_path_factory.mktemp(f"console-{backend}")
+    with (
+        fresh_settings(backend, request, tmp) as (settings, _),
+        threaded_server(settings) as server,
+    ):
+        user_id = f"user-{uuid.uuid4().hex[:8]}"
+        seq_of, canary_of = {}, {}
+        with httpx.Client(base_url=server.url, headers=server.headers("writer")) as client:
+            for category in CATEGORIES:
+                canary = f"canary-{category[:4]}-{uuid.uuid4().hex[:12]}"
+                body = event(category, user_id=user_id)
+                body["data"]["note"] = canary
+                response = client.post("/v1/events", json=body)
+                assert response.status_code == 201, response.text
+                seq_of[category], canary_of[category] = response.json()["seq"], canary
+        with open_ledger(settings) as ledger:
+            assert ledger.log.checkpoint() is not None
+        yield Site(server, backend, seq_of, canary_of, user_id)
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    """A fresh browser context (no cookies) and page; fails on any CSP violation."""
+    context = browser.new_context(base_url=site.server.url)
+    page = context.new_page()
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    yield page
+    context.close()
+    assert violations == []
+
+
+def _sign_in(page: Page, site: Site, role: str) -> None:
+    page.goto("/console/")
+    assert page.url.endswith("/console/sign-in")
+    page.fill("#token", site.server.tokens[role])
+    page.click("main button[type=submit]")
+    assert page.url.endswith("/console/search"), page.url
+    assert f"p-{role}" in page.inner_text("header")
+
+
+def _shot(page: Page, site: Site, name: str) -> None:
+    if site.backend == "sqlite":  # one set of screenshots is enough
+        DOCS.mkdir(exist_ok=True)
+        page.wait_for_load_state("load")
+        page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
+
+
+def test_an_officer_searches_opens_a_record_and_signs_out(page: Page, site: Site) -> None:
+    p = page
+    _sign_in(p, site, "compliance_officer")
+    p.select_option("#category", "financial_transactions")
+    p.fill("#user_id", site.user_id)
+    p.click("main button[type=submit]")
+    seq = site.seq_of["financial_transactions"]
+    assert site.user_id not in p.url
+    _shot(p, site, "search")
+    p.click(f"a[href='/console/records/{seq}']")
+    assert p.url.endswith(f"/console/records/{seq}")
+    assert site.canary_of["financial_transactions"] in p.inner_text("#plaintext")
+    assert "Inclusion proof" in p.inner_text("main")
+    p.click("header button[type=submit]")
+    assert p.url.endswith("/console/sign-in")
+    p.goto(f"/console/records/{seq}")
+    assert p.url.endswith("/console/sign-in")
+    assert site.canary_of["financial_transactions"] not in p.content()
+
+
+def test_the_auditors_dom_holds_no_plaintext(browser: Browser, site: Site) -> None:
+    # JavaScript off: every page must work as plain forms and links.
+    context = browser.new_context(base_url=site.server.url, java_script_enabled=False)
+    try:
+        p = context.new_page()
+        _sign_in(p, site, "auditor")
+        p.click("main button[type=submit]")  # every category the auditor may see
+        doms = [p.content()]
+        for category in CATEGORIES:
+            link = f"/console/records/{site.seq_of[category]}"
+            assert p.query_selector(f"a[href='{link}']") is not None
+        for category in CATEGORIES:
+            # Followed by address: a search result is a POST answer with no-store, so "back"
+            # to it is (rightly) a cache miss.
+            p.goto(f"/console/records/{site.seq_of[category]}")
+            assert "withheld" in p.inner_text("main")
+            assert p.query_selector("#plaintext") is None
+            doms.append(p.content())
+            if category == "financial_transactions":
+                _shot(p, site, "record-auditor")
+        p.click("text=Chain status")
+        assert "Latest checkpoint" in p.inner_text("main")
+        _shot(p, site, "status")
+        doms.append(p.content())
+        for dom in doms:
+            for canary in site.canary_of.values():
+                assert canary not in dom
+    finally:
+        context.close()
+
+
+def test_a_form_posted_from_another_site_carries_no_session(page: Page, site: Site) -> None:
+    p = page
+    _sign_in(p, site, "compliance_officer")
+    with open_ledger(site.server.settings) as ledger:
+        before = records_read_count(ledger)
+    # An attacker's page (another origin) posting the search form at the console.
+    attacker = (
+        f'<form method="post" action="{site.server.url}/console/search">'
+        '<input name="category" value="financial_transactions"><button>go</button></form>'
+    )
+    p.goto("about:blank")
+    p.set_content(attacker)
+    p.click("button")
+    p.wait_for_load_state()
+    # SameSite=Strict: no cookie on a cross-site POST, so the console asks to sign in.
+    assert p.url.endswith("/console/sign-in"), p.url
+    with open_ledger(site.server.settings) as ledger:
+        assert records_read_count(ledger) == before
