@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from audit_ledger.core.canonical import canonical_json, canonical_plain, strict_loads
+from audit_ledger.core.text import find_unsafe_text, shown_name
 from audit_ledger.core.timestamps import normalise_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
@@ -102,8 +103,10 @@ def prepare_event(
             "event must be a JSON object", [{"field": where, "problem": "not an object"}]
         )
     if not raw.keys() <= EVENT_MEMBERS:
-        for name in sorted(set(raw) - EVENT_MEMBERS, key=str):
-            _problem(fields, f"{location}{name}", "unknown member")
+        # Named in the safe form (core.text): a client's member name is never echoed as is.
+        for position, name in enumerate(raw, start=1):
+            if name not in EVENT_MEMBERS:
+                _problem(fields, f"{location}{shown_name(name, position)}", "unknown member")
     for name in REQUIRED_MEMBERS:
         if name not in raw or raw[name] is None:
             _problem(fields, f"{location}{name}", "required")
@@ -157,6 +160,10 @@ def prepare_event(
                 except FormatError as exc:
                     # The message names a JSON path and the rule, never the value.
                     _problem(fields, f"{location}data", str(exc).replace("$", "data", 1))
+            if b"\\u0000" in data_bytes:  # RFC 8785 writes a NUL as this escape, only it
+                found = find_unsafe_text(data, f"{location}data")
+                if found is not None:
+                    _problem(fields, *found)
             if len(data_bytes) > max_data_bytes:
                 _problem(fields, f"{location}data", f"larger than {max_data_bytes} bytes")
             if category_policy is not None:
