@@ -81,6 +81,7 @@ class EntryFilter:
     since: str | None = None  # canonical timestamp, inclusive
     until: str | None = None  # canonical timestamp, exclusive
     refs: Mapping[str, str] | None = None  # ref name -> blind index
+    below: int | None = None  # seq bound, exclusive (a paging's log size at its first page)
 
 
 ENTRY_COLUMNS = (
@@ -284,6 +285,8 @@ class EntryReads(Database):
             conditions.append(entries.c.occurred_at < flt.until)
         if after_seq is not None:
             conditions.append(entries.c.seq > after_seq)
+        if flt.below is not None:
+            conditions.append(entries.c.seq < flt.below)
         for name, value in (flt.refs or {}).items():
             ref = entry_refs.alias(f"ref_{name}")
             stmt = stmt.join(
