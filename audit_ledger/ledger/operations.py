@@ -73,11 +73,12 @@ class Operations:
 
     def event(self, event_type: str, data: Mapping[str, Any]) -> PreparedEvent:
         """A prepared ``ledger_operations`` event written by the service itself."""
+        now = self.clock()
         raw = {
             "event_id": str(uuid.uuid4()),
             "category": LEDGER_OPERATIONS,
             "event_type": event_type,
-            "occurred_at": format_timestamp(self.clock()),
+            "occurred_at": format_timestamp(now),
             "correlation_id": None,
             "data": dict(data),
         }
@@ -87,6 +88,7 @@ class Operations:
             self.indexer,
             max_data_bytes=SYSTEM_MAX_DATA_BYTES,
             allow_system=True,
+            now=now,  # the policy's occurred_at rules against the clock that stamped it
         )
 
     def record_in(self, tx: WriteTx, op: PreparedEvent) -> int:

@@ -33,7 +33,7 @@ from audit_ledger.errors import (
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.operations import Operations, bad, timestamp_bound
-from audit_ledger.policy import Policy
+from audit_ledger.policy import LEDGER_OPERATIONS, Policy
 from audit_ledger.storage.entries import EntryFilter, StoredEntry
 from audit_ledger.storage.keys import StoredKey
 
@@ -272,15 +272,22 @@ class Reads:
         if q.order_id is not None:
             refs["order"] = self.indexer.index("order", q.order_id)
         after, bound = decode_cursor(q.cursor) if q.cursor else (None, None)
-        # A paging sees the log as it was at its first page: the log size then is the bound
-        # every later page carries in its cursor. Each page is itself recorded (a
-        # ``records_read`` entry in ledger_operations), so without the bound a reader of
-        # ledger_operations would find its own previous page's record on every next page and
-        # never reach the end (issue #12). Entries appended since belong to the next paging.
+        # Each page is itself recorded (a ``records_read`` entry in ledger_operations), so a
+        # reader of ledger_operations would meet its previous page's record on every next page
+        # and never reach the end (issue #12). So a paging sees ledger_operations as it was at
+        # its first page: the log size then is the bound every later page carries in its
+        # cursor; operations recorded since belong to the next paging. Other categories still
+        # show entries appended during a paging on its following pages (a tail can follow).
         if bound is None:
             bound = self.store.size()
         flt = EntryFilter(
-            frozenset(categories), q.event_type, since, until, refs or None, below=bound
+            frozenset(categories),
+            q.event_type,
+            since,
+            until,
+            refs or None,
+            below=bound,
+            bounded=frozenset({LEDGER_OPERATIONS}),
         )
         stored = self.store.scan(flt, after, q.limit + 1)
         more = len(stored) > q.limit

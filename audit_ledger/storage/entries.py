@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     and_,
     func,
+    or_,
     select,
     tuple_,
 )
@@ -81,7 +82,10 @@ class EntryFilter:
     since: str | None = None  # canonical timestamp, inclusive
     until: str | None = None  # canonical timestamp, exclusive
     refs: Mapping[str, str] | None = None  # ref name -> blind index
-    below: int | None = None  # seq bound, exclusive (a paging's log size at its first page)
+    #: seq bound (exclusive) for the entries of ``bounded`` categories: a paging's log size at
+    #: its first page
+    below: int | None = None
+    bounded: frozenset[str] = frozenset()
 
 
 ENTRY_COLUMNS = (
@@ -285,8 +289,10 @@ class EntryReads(Database):
             conditions.append(entries.c.occurred_at < flt.until)
         if after_seq is not None:
             conditions.append(entries.c.seq > after_seq)
-        if flt.below is not None:
-            conditions.append(entries.c.seq < flt.below)
+        if flt.below is not None and flt.bounded:
+            conditions.append(
+                or_(entries.c.category.not_in(sorted(flt.bounded)), entries.c.seq < flt.below)
+            )
         for name, value in (flt.refs or {}).items():
             ref = entry_refs.alias(f"ref_{name}")
             stmt = stmt.join(

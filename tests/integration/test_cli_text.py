@@ -63,6 +63,7 @@ def test_undecodable_argument_is_one_line_naming_the_option(
     assert "Traceback" not in err
 
 
+@pytest.mark.process
 def test_the_reported_case_as_the_real_program(settings: Settings) -> None:
     """Raw 0xff in argv, through the real interpreter's argv decoding."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_LEDGER_")}

@@ -278,6 +278,7 @@ def test_copy_still_verifies_after_the_examples(case: Case) -> None:
 # --- the reported finding, through the real command ----------------------------------------------
 
 
+@pytest.mark.process
 def test_leaf_stored_as_text_is_tampering_at_its_seq(template: Template, tmp_path: Path) -> None:
     """The finding of issue #12: on SQLite a leaf rewritten as TEXT made verify print a
     TypeError traceback. Now: exit 1, the seq named on stdout/stderr, no traceback."""

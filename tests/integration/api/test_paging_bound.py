@@ -2,8 +2,9 @@
 
 * Paging ``ledger_operations`` with ``limit=1`` as ``security_team`` or the auditor never ended:
   each page is recorded as a ``records_read`` entry in ``ledger_operations``, which became the
-  next page. Now a paging sees the log as it was at its first page (the bound travels in the
-  cursor); the reads it recorded are found by the next paging.
+  next page. Now a paging sees ledger_operations as it was at its first page (the log size then
+  travels in the cursor); the reads it recorded are found by the next paging. Other categories
+  still show what is appended during a paging.
 * An erasure request with ``"categories": []`` erased every erasable category; now it is a 422
   and nothing is erased.
 """
@@ -67,9 +68,11 @@ def test_paging_ledger_operations_one_by_one_ends(server: InProcessServer, role:
     assert len(later) >= len(seqs) + len(seqs)  # one records_read per page of the paging
 
 
-def test_a_paging_does_not_see_events_appended_after_its_first_page(
+def test_a_paging_still_shows_events_appended_after_its_first_page(
     server: InProcessServer,
 ) -> None:
+    """The bound is for ledger_operations only: a tail of the event categories still follows
+    what is appended while it pages."""
     headers = server.headers("security_team")
     server.post(
         "/v1/events/batch",
@@ -81,12 +84,8 @@ def test_a_paging_does_not_see_events_appended_after_its_first_page(
     )
     cursor = first.json()["next_cursor"]
     assert cursor is not None
-    total = len(_ops_now(server))  # (any read will do; the point is the appends below)
-    assert total
     appended = server.post(
-        "/v1/events",
-        json=event("security_events"),
-        headers=server.headers("writer"),
+        "/v1/events", json=event("security_events"), headers=server.headers("writer")
     ).json()["seq"]
     seen = [e["seq"] for e in first.json()["events"]]
     while cursor is not None:
@@ -97,11 +96,7 @@ def test_a_paging_does_not_see_events_appended_after_its_first_page(
         ).json()
         seen += [e["seq"] for e in page["events"]]
         cursor = page["next_cursor"]
-    assert appended not in seen
-    fresh = server.get(
-        "/v1/events", params={"category": "security_events", "limit": 1000}, headers=headers
-    ).json()
-    assert appended in [e["seq"] for e in fresh["events"]]
+    assert appended in seen
 
 
 def _cursor(text: str) -> str:
