@@ -41,7 +41,7 @@ safe_ints = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER) | st.sampled_from(
 )
 # Repetition keeps multi-KB strings cheap for Hypothesis while still mixing in any code point.
 # Any code point but NUL, which the ledger refuses in every text input (issue #12).
-chars = st.characters(exclude_characters="\x00")
+chars = st.characters(codec="utf-8", exclude_characters="\x00")
 long_text = st.builds(
     lambda s, n: (s * n)[:4000], st.text(chars, min_size=1, max_size=12), st.integers(100, 400)
 )
