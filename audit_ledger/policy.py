@@ -74,7 +74,24 @@ _MAX_DAYS: Final = _MAX_YEARS * 366
 
 _TOP_LEVEL_KEYS: Final = frozenset({"version", "categories"})
 _REQUIRED_KEYS: Final = ("required", "retention", "readers", "key_scope")
-_OPTIONAL_KEYS: Final = ("money", "refs", "subject_field", "erasable", "system")
+_OPTIONAL_KEYS: Final = (
+    "money",
+    "refs",
+    "subject_field",
+    "erasable",
+    "system",
+    "non_negative",
+    "refund_event_types",
+    "max_future_skew",
+    "max_age",
+)
+#: "5m", "30s", "400d": a duration for the occurred_at rules (seconds, minutes, hours, days).
+_DURATION: Final = re.compile(r"(0|[1-9][0-9]{0,6})([smhd])")
+_DURATION_UNIT: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+#: How far ``occurred_at`` may run ahead of ``recorded_at`` when a category does not say
+#: (clocks of the bot and the ledger differ a little; 9999-12-31 is no clock difference).
+DEFAULT_MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 _CATEGORY_KEYS: Final = frozenset(_REQUIRED_KEYS + _OPTIONAL_KEYS)
 _POLICY_VERSION: Final = 1
 
@@ -175,6 +192,14 @@ class CategoryPolicy:
     erasable: bool = False
     #: Written only by the service itself; appends by writers are refused.
     system: bool = False
+    #: Money fields that must not be negative, except in events of ``refund_event_types``.
+    non_negative: tuple[str, ...] = ()
+    #: Event types (e.g. ``refund``) whose ``non_negative`` fields may be negative.
+    refund_event_types: frozenset[str] = frozenset()
+    #: ``occurred_at`` may be at most this much later than ``recorded_at``.
+    max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW
+    #: ``occurred_at`` may be at most this much earlier than ``recorded_at`` (None: any age).
+    max_age: timedelta | None = None
 
     def is_readable_by(self, roles: Iterable[str]) -> bool:
         """True if any of ``roles`` may read this category in plaintext."""
@@ -357,6 +382,20 @@ class _Reader:
             # Erasure destroys the subject's data key; period keys are shared by many subjects.
             self.fail(f"{key}.erasable", "erasure needs key_scope = 'subject'")
         system = self.boolean(table.get("system", False), f"{key}.system")
+        non_negative = self.names(
+            table.get("non_negative", []), f"{key}.non_negative", _FIELD_NAME, "field"
+        )
+        for name_ in non_negative:
+            if name_ not in money:
+                self.fail(f"{key}.non_negative", f"{name_!r} is not one of the money fields")
+        refunds = self.names(
+            table.get("refund_event_types", []),
+            f"{key}.refund_event_types",
+            _EVENT_TYPE,
+            "event type",
+        )
+        skew = self.duration(table.get("max_future_skew", "5m"), f"{key}.max_future_skew")
+        max_age = table.get("max_age")
 
         return CategoryPolicy(
             name=name,
@@ -369,7 +408,20 @@ class _Reader:
             subject_field=subject_field if scope == "subject" else None,
             erasable=erasable,
             system=system,
+            non_negative=non_negative,
+            refund_event_types=frozenset(refunds),
+            max_future_skew=skew,
+            max_age=None if max_age is None else self.duration(max_age, f"{key}.max_age"),
         )
+
+    def duration(self, value: object, key: str) -> timedelta:
+        match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            self.fail(key, "must be a duration: '<N>s', '<N>m', '<N>h' or '<N>d'")
+        span = timedelta(seconds=int(match.group(1)) * _DURATION_UNIT[match.group(2)])
+        if span > timedelta(days=_MAX_DAYS):  # keeps "now - max_age" inside datetime's range
+            self.fail(key, f"is longer than {_MAX_DAYS}d")
+        return span
 
     def names(
         self, value: object, key: str, pattern: re.Pattern[str], what: str

@@ -21,7 +21,7 @@ from audit_ledger.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
 )
-from audit_ledger.ledger.bodies import parse_json
+from audit_ledger.ledger.bodies import check_text, parse_json, shown_name
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
@@ -90,7 +90,22 @@ async def current_principal(
         security_log.warning("authentication_failed", reason=reason, route=route_of(request))
         raise
     request.state.principal = principal.name
+    refuse_unsafe_parameters(request)
     return principal
+
+
+def refuse_unsafe_parameters(request: Request) -> None:
+    """A NUL in a query or path parameter (``?event_type=%00``, a hold id) is a 422 naming the
+    parameter, for every authenticated route, before any of it reaches the database
+    (PostgreSQL cannot store a NUL in text). Percent-decoding already turns undecodable bytes
+    into U+FFFD, so no lone surrogate arrives this way; the check covers both all the same.
+    Bodies are checked where they are parsed (:func:`audit_ledger.ledger.bodies.parse_json`)."""
+    for position, (name, value) in enumerate(request.query_params.multi_items(), start=1):
+        field = shown_name(name, position)
+        check_text(name, field)
+        check_text(value, field)
+    for name, value in request.path_params.items():
+        check_text(value, name)  # names of path parameters are the routes' own
 
 
 def require(*roles: str) -> Callable[[Request, Principal], Awaitable[Principal]]:

@@ -57,6 +57,7 @@ from audit_ledger.cli.tiles import add_tiles_commands
 from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
+from audit_ledger.ledger.bodies import text_problem
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
 
@@ -261,10 +262,34 @@ def _stderr_warnings() -> None:
     root.addHandler(handler)
 
 
+#: Arguments that name files or directories: a Linux path may hold any bytes but NUL, which
+#: Python carries as lone surrogates (PEP 383) and hands back to the OS unchanged.
+_PATH_ARGUMENTS = frozenset({"file", "keys_dir", "mirror", "token_file", "verifier_key_file"})
+
+
+def _refuse_unsafe_text(args: argparse.Namespace) -> None:
+    """Every text argument that reaches the ledger is valid Unicode without NUL: an undecodable
+    byte (``--user-id $'\\xff'``) arrives as a lone surrogate, which no database or blind index
+    can take. One line naming the option, never its value."""
+    for dest, value in vars(args).items():
+        if dest in _PATH_ARGUMENTS or dest == "func":
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            problem = text_problem(item) if isinstance(item, str) else None
+            if problem is not None:
+                name = f"--{dest.replace('_', '-')}" if dest not in _POSITIONALS else dest
+                raise CliError(f"{name} {problem}")
+
+
+#: Positional arguments, named without dashes in errors.
+_POSITIONALS = frozenset({"name", "hold_id", "file"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _stderr_warnings()
     try:
         args = build_parser().parse_args(argv)
+        _refuse_unsafe_text(args)
         code: int = args.func(args, load_settings())
     except CliError as exc:
         _err(str(exc))

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from audit_ledger.core.text import _SAFE_NAME, shown_name
 from audit_ledger.errors import FormatError
 
 #: RFC 8785 §3.2.2.3 / I-JSON: integers outside this range lose precision in IEEE-754 readers.
@@ -49,11 +50,20 @@ def _normalise(value: Any, path: str) -> Any:
             if not isinstance(name, str):
                 raise FormatError(f"{path}: object member names must be strings")
             _check_string(name, path)
-            out[name] = _normalise(value[name], f"{path}.{name}")
+            out[name] = _normalise(value[name], _member_path(path, value, name))
         return out
     if isinstance(value, list | tuple):
         return [_normalise(item, f"{path}[{i}]") for i, item in enumerate(value)]
     raise FormatError(f"{path}: unsupported JSON type {type(value).__name__}")
+
+
+def _member_path(path: str, obj: Mapping[str, Any], name: str) -> str:
+    """``path.name``, the name in the safe form of :mod:`audit_ledger.core.text` (an error
+    message must not echo a client's member name)."""
+    if _SAFE_NAME.match(name):
+        return f"{path}.{name}"
+    position = next(i for i, key in enumerate(obj, start=1) if key == name)
+    return f"{path}.{shown_name(name, position)}"
 
 
 def _check_string(text: str, path: str) -> None:
@@ -82,7 +92,7 @@ def _needs_utf16_order(value: Any, path: str) -> bool:
                 raise FormatError(f"{path}: object member names must be strings")
             if name and max(name) >= "\ue000":
                 special = True
-            special = _needs_utf16_order(item, f"{path}.{name}") or special
+            special = _needs_utf16_order(item, _member_path(path, value, name)) or special
         return special
     if isinstance(value, list | tuple):
         special = False
@@ -182,9 +192,10 @@ def _reject_constant(text: str) -> Any:
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
-    for name, value in pairs:
+    for position, (name, value) in enumerate(pairs, start=1):
         if name in obj:
-            raise FormatError(f"duplicate object member {name!r}")
+            # Named in the safe form (core.text): never the submitted name at any length.
+            raise FormatError(f"duplicate object member {shown_name(name, position)}")
         obj[name] = value
     return obj
 

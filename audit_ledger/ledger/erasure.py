@@ -60,7 +60,11 @@ class Erasure:
         refused; held data is skipped and reported."""
         if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
             raise bad("user_id", "must be a non-empty string or an integer")
-        names = list(categories) if categories else None
+        if categories is not None and not categories:
+            # An empty list is not "no filter": erasing every erasable category because a
+            # client sent [] would destroy more than it asked for (issue #12).
+            raise bad("categories", "must name at least one category, or be omitted")
+        names = list(categories) if categories is not None else None
         for name in names or []:
             category = self.policy.category(name)
             if not category.erasable:

@@ -153,7 +153,8 @@ class Holds:
             tx.head()
             seq = self.operations.record_in(tx, op)
             if not tx.release_hold(hold_id, actor, seq):
-                raise NotFoundError(f"no active legal hold {hold_id!r}")
+                # The id is not echoed: it is whatever the caller sent (DESIGN §4).
+                raise NotFoundError("no active legal hold has that id")
         return seq
 
     def all(self) -> list[StoredHold]:

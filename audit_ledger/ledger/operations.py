@@ -79,11 +79,12 @@ class Operations:
     ) -> PreparedEvent:
         """A prepared ``ledger_operations`` event written by the service itself; ``refs`` are
         header commitments (``core.commitments``) the database checks the change against."""
+        now = self.clock()
         raw = {
             "event_id": str(uuid.uuid4()),
             "category": LEDGER_OPERATIONS,
             "event_type": event_type,
-            "occurred_at": format_timestamp(self.clock()),
+            "occurred_at": format_timestamp(now),
             "correlation_id": None,
             "data": dict(data),
         }
@@ -93,6 +94,7 @@ class Operations:
             self.indexer,
             max_data_bytes=SYSTEM_MAX_DATA_BYTES,
             allow_system=True,
+            now=now,  # the policy's occurred_at rules against the clock that stamped it
         )
         if refs:
             prepared.refs = {**prepared.refs, **refs}

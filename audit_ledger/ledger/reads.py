@@ -33,7 +33,7 @@ from audit_ledger.errors import (
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.operations import Operations, bad, timestamp_bound
-from audit_ledger.policy import Policy
+from audit_ledger.policy import LEDGER_OPERATIONS, Policy
 from audit_ledger.storage.entries import EntryFilter, StoredEntry
 from audit_ledger.storage.keys import StoredKey
 
@@ -67,19 +67,28 @@ class EntryView:
         return out
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode("ascii").rstrip("=")
+def encode_cursor(seq: int, bound: int | None = None) -> str:
+    """The opaque ``next_cursor``: the last seq returned and the paging's bound (see
+    :meth:`Reads._scan`)."""
+    text = f"v1:{seq}" if bound is None else f"v2:{seq}:{bound}"
+    return base64.urlsafe_b64encode(text.encode()).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str) -> tuple[int, int | None]:
+    """``(last seq returned, bound)`` of a cursor; a ``v1`` cursor (issued before bounds) has
+    no bound."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        version, seq = text.split(":")
+        version, *numbers = text.split(":")
         # A seq is a header integer (< 2^53); a larger one would overflow the database's
         # BIGINT (or SQLite's INTEGER) parameter and surface as a 500, not as a bad cursor.
-        if version != "v1" or not seq.isdigit() or int(seq) > MAX_SAFE_INTEGER:
+        if (
+            (version, len(numbers)) not in {("v1", 1), ("v2", 2)}
+            or not all(n.isdigit() and int(n) <= MAX_SAFE_INTEGER for n in numbers)
+            or (version == "v2" and int(numbers[0]) >= int(numbers[1]))
+        ):
             raise ValueError(cursor)  # noqa: TRY301 - folded into the one error below
-        return int(seq)
+        return int(numbers[0]), int(numbers[1]) if version == "v2" else None
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(
             "cursor is not a next_cursor from this API",
@@ -112,6 +121,8 @@ class EntryStore(Protocol):
     def entry(self, seq: int) -> StoredEntry | None: ...
 
     def keys_by_id(self, key_ids: Sequence[str]) -> dict[str, StoredKey]: ...
+
+    def size(self) -> int: ...
 
 
 class EntryReader:
@@ -271,7 +282,15 @@ class Reads:
             refs["user"] = self.indexer.index("user", q.user_id)
         if q.order_id is not None:
             refs["order"] = self.indexer.index("order", q.order_id)
-        after = decode_cursor(q.cursor) if q.cursor else None
+        after, bound = decode_cursor(q.cursor) if q.cursor else (None, None)
+        # Each page is itself recorded (a ``records_read`` entry in ledger_operations), so a
+        # reader of ledger_operations would meet its previous page's record on every next page
+        # and never reach the end (issue #12). So a paging sees ledger_operations as it was at
+        # its first page: the log size then is the bound every later page carries in its
+        # cursor; operations recorded since belong to the next paging. Other categories still
+        # show entries appended during a paging on its following pages (a tail can follow).
+        if bound is None:
+            bound = self.store.size()
         flt = EntryFilter(
             frozenset(categories),
             q.event_type,
@@ -282,11 +301,13 @@ class Reads:
             recorded_until,
             q.event_id,
             q.newest_first,
+            below=bound,
+            bounded=frozenset({LEDGER_OPERATIONS}),
         )
         stored = self.store.scan(flt, after, q.limit + 1)
         more = len(stored) > q.limit
         stored = stored[: q.limit]
-        next_cursor = encode_cursor(stored[-1].seq) if more and stored else None
+        next_cursor = encode_cursor(stored[-1].seq, bound) if more and stored else None
         filters: dict[str, Any] = {
             name: value
             for name, value in (

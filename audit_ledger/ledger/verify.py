@@ -44,17 +44,32 @@ from audit_ledger.errors import (
 from audit_ledger.ledger.verify_entries import (
     PURGE_OPERATION,
     FoundProblemError,
+    Problem,
     RangeOutcome,
     VerifyReport,
     check_range,
     fail,
 )
 from audit_ledger.ledger.verify_principals import check_principals
+from audit_ledger.ledger.verify_rows import check_forms, check_types
 from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.policy import LEDGER_OPERATIONS
 from audit_ledger.storage.checkpoints import StoredCheckpoint
 from audit_ledger.storage.entries import Head
 from audit_ledger.storage.store import Store
+
+#: What a malformed stored value can raise in code that expects the right one (a database
+#: outage is not among them: it is raised, not reported as tampering).
+UNREADABLE = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    CheckpointError,
+    ProofError,
+)
 
 #: How often verification follows entries appended while it ran before it settles on a size.
 CATCH_UP_ROUNDS = 10
@@ -81,9 +96,15 @@ class _Run:
         self.ranges = ranges
         self.chain = ChainVerifier()
         self.report = VerifyReport()
-        self.checkpoints = _checkpoints(store)
-        self.next_checkpoint = next(self.checkpoints, None)
+        self.checkpoints: Iterator[StoredCheckpoint] = iter(())
+        self.next_checkpoint: StoredCheckpoint | None = None
         self.progress: Callable[[int], None] | None = None
+
+    def start(self) -> None:
+        """Check the types of the rows read whole, then open the stream of checkpoints."""
+        check_types(self.store)
+        self.checkpoints = _checkpoints(self.store)
+        self.next_checkpoint = next(self.checkpoints, None)
 
     def entries(self, progress: Callable[[int], None] | None) -> None:
         """Verify the entries after those already verified, up to the current end of the log."""
@@ -191,6 +212,10 @@ class _Run:
         self.report.root = self.chain.root().hex()
         self.keys(keys)
         check_principals(self.store, size)
+        check_forms(self.store)
+        foreign = self.store.first_entry_under_foreign_key(below=size)
+        if foreign is not None:
+            raise fail("entry is sealed under a data key of another category", seq=foreign)
         if keys is not None:
             self.operation_records(keys, size)
 
@@ -351,10 +376,19 @@ def verify_ledger(
         ranges = _ranges_in_workers(pool)
     run = _Run(store, verifier, chunk, ranges)
     try:
+        run.start()
         run.entries(progress)
         run.finish(keys)
     except FoundProblemError as failed:
         run.report.problem = failed.problem
+        run.report.size = run.chain.size
+    except UNREADABLE as exc:
+        # The backstop (issue #12 item 3): the checks above name each malformed value they
+        # know; anything a tampered row still slips past them is tampering too, reported where
+        # verification stopped — never a traceback instead of a verdict.
+        run.report.problem = Problem(
+            f"a stored value cannot be read ({exc.__class__.__name__})", seq=run.chain.size
+        )
         run.report.size = run.chain.size
     finally:
         if pool is not None:
@@ -394,7 +428,8 @@ class Verification:
         checkpoint keys to accept (default: the keys directory's key history)."""
         if jobs is None:
             # From the entries, not the head row: verification must work when that is damaged.
-            big = (self.store.last_seq() or 0) + 1 >= PARALLEL_VERIFY_MIN_SIZE
+            last = self.store.last_seq()
+            big = type(last) is int and last + 1 >= PARALLEL_VERIFY_MIN_SIZE
             jobs = min(os.cpu_count() or 1, MAX_VERIFY_JOBS) if big else 1
         parsed = make_url(self.database_url)
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):

@@ -152,6 +152,10 @@ def check_range(store: Store, lo: int, hi: int) -> RangeOutcome:
     segment = SegmentVerifier(lo)
     try:
         for entry in batch:
+            if entry.defect is not None:
+                # A value of the wrong type (SQLite stores any type in any column).
+                seq = entry.seq if entry.seq >= 0 else segment.next_seq
+                raise fail(f"stored {entry.defect} holds a value of the wrong type", seq=seq)
             try:
                 header, leaf_hash = segment.add(entry.seq, entry.leaf)
             except ChainBrokenError as exc:

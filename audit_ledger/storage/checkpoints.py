@@ -27,7 +27,11 @@ class StoredCheckpoint:
 
 
 def _checkpoint(row: Any) -> StoredCheckpoint:
-    return StoredCheckpoint(row.tree_size, bytes(row.root_hash), row.note)
+    root = row.root_hash
+    # Any other type is left as it is for verification to report (SQLite stores any type).
+    return StoredCheckpoint(
+        row.tree_size, bytes(root) if isinstance(root, memoryview) else root, row.note
+    )
 
 
 class CheckpointReads(Database):

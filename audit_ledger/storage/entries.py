@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     and_,
     func,
+    or_,
     select,
     tuple_,
 )
@@ -26,7 +27,6 @@ from audit_ledger.core.merkle import CompactRange
 from audit_ledger.errors import StorageError
 from audit_ledger.storage.database import (
     Database,
-    as_bytes,
     raw_rows,
 )
 from audit_ledger.storage.schema import (
@@ -68,6 +68,9 @@ class StoredEntry:
     payload: bytes | None = None
     purge_op_seq: int | None = None
     purge_reason: str | None = None
+    #: ``table.column`` of a stored value of the wrong type (only :func:`page_entry` sets it:
+    #: verification reports it as tampering at this entry instead of crashing on it)
+    defect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,10 @@ class EntryFilter:
     event_id: str | None = None
     #: Descending seq order; the keyset bound is then "before", not "after" (the console).
     newest_first: bool = False
+    #: seq bound (exclusive) for the entries of ``bounded`` categories: a paging's log size at
+    #: its first page
+    below: int | None = None
+    bounded: frozenset[str] = frozenset()
 
 
 ENTRY_COLUMNS = (
@@ -116,14 +123,58 @@ def entry_from_row(row: Any, with_payload: bool = False) -> StoredEntry:
     )
 
 
+#: Python type of each :func:`page_entry` column (None allowed where the column is nullable),
+#: named as ``table.column``. SQLite stores any value in any column, and a superuser can put
+#: one there: a leaf stored as TEXT must be reported as tampering, not crash the verifier.
+_PAGE_TYPES: tuple[tuple[str, type, bool], ...] = (
+    ("entries.seq", int, False),
+    *((f"entries.{m}", str, m == "key_id") for m in INDEXED_MEMBERS),
+    ("entries.leaf_hash", bytes, False),
+    ("entries.leaf", bytes, False),
+    ("payloads.blob", bytes, True),
+    ("payload_purges.op_seq", int, True),
+    ("payload_purges.reason", str, True),
+)
+
+
+def _bytes_or_same(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _malformed(row: tuple[Any, ...]) -> StoredEntry:
+    """A row with a value of the wrong type, as an entry that only names its defect."""
+    name = next(
+        name
+        for value, (name, kind, nullable) in zip(row, _PAGE_TYPES, strict=True)
+        if not (type(value) is kind or (nullable and value is None))
+    )
+    seq = row[0] if type(row[0]) is int else -1
+    return StoredEntry(seq, "", "", "", "", "", "", None, b"", b"", defect=name)
+
+
 def page_entry(row: tuple[Any, ...]) -> StoredEntry:
-    """A :data:`_ENTRY_RANGE` row as a :class:`StoredEntry`."""
+    """A :data:`_ENTRY_RANGE` row as a :class:`StoredEntry` (one whose ``defect`` names a
+    value of the wrong type, if any)."""
     (seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id, leaf_hash,
      leaf, blob, op_seq, reason) = row  # fmt: skip
+    if type(leaf) is memoryview or type(leaf_hash) is memoryview or type(blob) is memoryview:
+        # psycopg's text protocol; its binary one and sqlite3 give bytes
+        leaf_hash, leaf = _bytes_or_same(leaf_hash), _bytes_or_same(leaf)
+        blob = _bytes_or_same(blob)
+    # One chained test per row (this runs for every entry of the log); _malformed says which.
+    if not (
+        type(seq) is int and type(event_id) is str and type(category) is str
+        and type(event_type) is str and type(occurred_at) is str and type(recorded_at) is str
+        and type(writer) is str and (key_id is None or type(key_id) is str)
+        and type(leaf_hash) is bytes and type(leaf) is bytes
+        and (blob is None or type(blob) is bytes) and (op_seq is None or type(op_seq) is int)
+        and (reason is None or type(reason) is str)
+    ):  # fmt: skip
+        return _malformed((seq, event_id, category, event_type, occurred_at, recorded_at,
+                           writer, key_id, leaf_hash, leaf, blob, op_seq, reason))  # fmt: skip
     return StoredEntry(
         seq, event_id, category, event_type, occurred_at, recorded_at, writer, key_id,
-        as_bytes(leaf_hash), as_bytes(leaf), as_bytes(blob) if blob is not None else None,
-        op_seq, reason,
+        leaf_hash, leaf, blob, op_seq, reason,
     )  # fmt: skip
 
 
@@ -174,6 +225,19 @@ def head_from_rows(rows: Sequence[tuple[Any, ...]]) -> Head:
     if not rows:
         raise StorageError("ledger_head row is missing: run 'audit-ledger db upgrade'")
     size, last_leaf_hash, last_recorded_at, frontier = rows[0]
+    if isinstance(frontier, memoryview):
+        frontier = bytes(frontier)
+    if isinstance(last_leaf_hash, memoryview):
+        last_leaf_hash = bytes(last_leaf_hash)
+    if not (
+        type(size) is int
+        and size >= 0
+        and type(frontier) is bytes
+        and (last_leaf_hash is None or type(last_leaf_hash) is bytes)
+        and (last_recorded_at is None or type(last_recorded_at) is str)
+    ):
+        # Only a superuser's edit can do this (the columns are typed; SQLite's are not).
+        raise StorageError("ledger_head holds a value of the wrong type")
     return Head(
         size=size,
         last_leaf_hash=bytes(last_leaf_hash) if last_leaf_hash is not None else None,
@@ -241,6 +305,10 @@ class EntryReads(Database):
         if after_seq is not None:
             bound = entries.c.seq < after_seq if flt.newest_first else entries.c.seq > after_seq
             conditions.append(bound)
+        if flt.below is not None and flt.bounded:
+            conditions.append(
+                or_(entries.c.category.not_in(sorted(flt.bounded)), entries.c.seq < flt.below)
+            )
         for name, value in (flt.refs or {}).items():
             ref = entry_refs.alias(f"ref_{name}")
             stmt = stmt.join(

@@ -4,11 +4,14 @@ counts, purge records, destroyed keys and orphans — every table verify cross-c
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    LargeBinary,
+    Table,
     exists,
     func,
     select,
@@ -20,13 +23,46 @@ from audit_ledger.storage.database import (
 )
 from audit_ledger.storage.entries import ENTRY_ROW, StoredEntry, page_entry
 from audit_ledger.storage.schema import (
+    checkpoint_cosignatures,
+    checkpoints,
     data_keys,
     entries,
     entry_refs,
     payload_purges,
     payloads,
+    principals,
     tree_nodes,
 )
+
+#: Tables whose every row verification reads whole (small ones: one row per key, checkpoint,
+#: cosignature or principal), by name.
+WHOLE_TABLES: dict[str, Table] = {
+    t.name: t for t in (checkpoints, data_keys, checkpoint_cosignatures, principals)
+}
+
+
+def _python_type(column: Any) -> type:
+    if isinstance(column.type, LargeBinary):
+        return bytes
+    return int if isinstance(column.type, Integer) else str
+
+
+def wrong_type(table: Table, row: dict[str, Any]) -> str | None:
+    """``table.column`` of the first value of ``row`` that is not of its column's type (SQLite
+    stores any value in any column; a superuser can put one there), or None."""
+    for column in table.columns:
+        value = row[column.name]
+        if value is None:
+            if not column.nullable:
+                return f"{table.name}.{column.name}"
+        elif type(value) is not _python_type(column):
+            return f"{table.name}.{column.name}"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
+
 
 _ENTRY_RANGE = (
     f"SELECT {', '.join('e.' + column for column in ENTRY_ROW)}, p.blob, pp.op_seq, pp.reason"  # noqa: S608 - fixed identifiers
@@ -87,7 +123,11 @@ class IntegrityReads(Database):
         params = [value for triple in ranges for value in triple]
         with self.reader() as conn:
             rows = raw_rows(conn, f"SELECT level, idx, hash FROM tree_nodes WHERE {where}", params)  # noqa: S608 - fixed text
-        return {(level, idx): bytes(h) for level, idx, h in rows}
+        # A value that is not bytes (SQLite stores any type) can match no recomputed hash.
+        return {
+            (level, idx): _plain(h) if isinstance(h, bytes | memoryview) else b""
+            for level, idx, h in rows
+        }
 
     def count_rows(self, below: int | None = None) -> dict[str, int]:
         """Row counts of the tables whose size verification cross-checks; with ``below``, only
@@ -118,7 +158,14 @@ class IntegrityReads(Database):
             # cursor must not outlive its transaction).
             with streamed.execute(stmt) as result:
                 for r in result:
-                    yield int(r.op_seq), int(r.seq), str(r.category)
+                    # Typed before (the entries pass checks each purge row it joins), so a
+                    # value of another type here is a row that joined no entry: -1 never
+                    # matches a recorded purge.
+                    yield (
+                        r.op_seq if type(r.op_seq) is int else -1,
+                        r.seq if type(r.seq) is int else -1,
+                        r.category if type(r.category) is str else "",
+                    )
 
     def destroyed_keys(self) -> list[tuple[int, str, str]]:
         """``(destroyed_by_seq, key_id, category)`` of every destroyed data key."""
@@ -128,7 +175,28 @@ class IntegrityReads(Database):
                 .where(data_keys.c.wrapped.is_(None), data_keys.c.destroyed_by_seq.is_not(None))
                 .order_by(data_keys.c.destroyed_by_seq, data_keys.c.key_id)
             )
-            return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+            # Typed before: verification checks every data_keys row's types first.
+            return [(r[0], r[1], r[2]) for r in rows]
+
+    def first_entry_under_foreign_key(self, below: int) -> int | None:
+        """The first entry below ``below`` whose data key row names another category (a key
+        is made for one category, DESIGN §2: its row's category is what retention and erasure
+        select keys by)."""
+        with self.reader() as conn:
+            seq = conn.execute(
+                select(func.min(entries.c.seq))
+                .join(data_keys, data_keys.c.key_id == entries.c.key_id)
+                .where(entries.c.seq < below, entries.c.category != data_keys.c.category)
+            ).scalar_one_or_none()
+        return seq if type(seq) is int else None
+
+    def whole_rows(self, name: str) -> Iterator[dict[str, Any]]:
+        """Every row of one of :data:`WHOLE_TABLES`, as stored (any type: see
+        :func:`wrong_type`), ordered by primary key."""
+        table = WHOLE_TABLES[name]
+        with self.reader() as conn:
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
+            return iter([{k: _plain(v) for k, v in r.items()} for r in rows])
 
     def orphans(self) -> dict[str, int]:
         """Rows that point at no entry (possible only if a superuser bypassed the guards)."""

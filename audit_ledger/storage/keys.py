@@ -53,7 +53,8 @@ def _key(row: Any) -> StoredKey:
         scope_kind=row.scope_kind,
         scope_value=row.scope_value,
         kek_id=row.kek_id,
-        wrapped=bytes(row.wrapped) if row.wrapped is not None else None,
+        # Any other type than bytes is left for verification to report (SQLite stores any).
+        wrapped=bytes(row.wrapped) if isinstance(row.wrapped, memoryview) else row.wrapped,
         uses=row.uses,
         created_at=row.created_at,
         destroyed_at=row.destroyed_at,

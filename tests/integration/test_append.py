@@ -206,8 +206,12 @@ def test_recorded_at_never_decreases_when_the_clock_steps_back(settings: Setting
         return next(ticks)
 
     led = Ledger.open(settings, clock=clock)
+    # Prepared on a ledger with the real clock: validation reads the clock too (the policy's
+    # occurred_at rules), and this clock is for the commits alone.
+    plain = Ledger.open(settings)
     try:
-        receipts = [_append(led, event(), event("security_events"))[0] for _ in times]
+        batches = [plain.appends.prepare_batch([event(), event("security_events")]) for _ in times]
+        receipts = [led.appends.append(batch, "bot")[0] for batch in batches]
         stamps = [r.recorded_at for r in receipts]
         assert stamps == [
             "2026-11-28T03:00:00.500000Z",
@@ -220,6 +224,7 @@ def test_recorded_at_never_decreases_when_the_clock_steps_back(settings: Setting
         assert [h.recorded_at for h in headers] == [s for s in stamps for _ in range(2)]
         _assert_intact(led, 10)
     finally:
+        plain.close()
         led.close()
 
 

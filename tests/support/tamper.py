@@ -34,6 +34,8 @@ TABLES = (
     "checkpoints",
     "data_keys",
     "ledger_head",
+    "checkpoint_cosignatures",
+    "principals",
 )
 
 

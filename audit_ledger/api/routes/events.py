@@ -25,7 +25,7 @@ from audit_ledger.api.models import (
 from audit_ledger.api.openapi import BODY, ROLE_GATED, problems
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.appends.write import Receipt
-from audit_ledger.ledger.bodies import json_object
+from audit_ledger.ledger.bodies import json_object, shown_name
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.reads import Query as LedgerQuery
 
@@ -100,7 +100,11 @@ async def list_events(  # noqa: PLR0917 - FastAPI maps query parameters to argum
     cursor: str | None = None,
 ) -> dict[str, Any]:
     allowed = {"category", "event_type", "since", "until", "limit", "cursor"}
-    unknown = sorted(set(request.query_params) - allowed)
+    unknown = [  # named in the safe form (core.text), never echoed as submitted
+        shown_name(name, position)
+        for position, name in enumerate(request.query_params, start=1)
+        if name not in allowed
+    ]
     if unknown:
         # user_id / order_id especially: personal identifiers never travel in a URL.
         raise ValidationError(

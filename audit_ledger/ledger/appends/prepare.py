@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from audit_ledger.core.canonical import canonical_json, canonical_plain, strict_loads
-from audit_ledger.core.timestamps import normalise_timestamp
+from audit_ledger.core.text import find_unsafe_text, shown_name
+from audit_ledger.core.timestamps import normalise_timestamp, parse_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
 from audit_ledger.policy import CategoryPolicy, Policy
@@ -90,10 +92,13 @@ def prepare_event(
     max_data_bytes: int,
     allow_system: bool = False,
     location: str = "",
+    now: datetime | None = None,
 ) -> PreparedEvent:
     """Check ``raw`` against the envelope rules and the category policy; normalise it.
 
-    ``location`` prefixes field names (``events[3].data.amount``) inside a batch.
+    ``location`` prefixes field names (``events[3].data.amount``) inside a batch. ``now`` is
+    the time the policy's ``occurred_at`` rules are checked against (default: the wall clock,
+    which ``recorded_at`` is taken from moments later).
     """
     fields: list[dict[str, str]] = []
     if not isinstance(raw, Mapping):
@@ -102,8 +107,10 @@ def prepare_event(
             "event must be a JSON object", [{"field": where, "problem": "not an object"}]
         )
     if not raw.keys() <= EVENT_MEMBERS:
-        for name in sorted(set(raw) - EVENT_MEMBERS, key=str):
-            _problem(fields, f"{location}{name}", "unknown member")
+        # Named in the safe form (core.text): a client's member name is never echoed as is.
+        for position, name in enumerate(raw, start=1):
+            if name not in EVENT_MEMBERS:
+                _problem(fields, f"{location}{shown_name(name, position)}", "unknown member")
     for name in REQUIRED_MEMBERS:
         if name not in raw or raw[name] is None:
             _problem(fields, f"{location}{name}", "required")
@@ -157,10 +164,18 @@ def prepare_event(
                 except FormatError as exc:
                     # The message names a JSON path and the rule, never the value.
                     _problem(fields, f"{location}data", str(exc).replace("$", "data", 1))
+            if b"\\u0000" in data_bytes:  # RFC 8785 writes a NUL as this escape, only it
+                found = find_unsafe_text(data, f"{location}data")
+                if found is not None:
+                    _problem(fields, *found)
             if len(data_bytes) > max_data_bytes:
                 _problem(fields, f"{location}data", f"larger than {max_data_bytes} bytes")
             if category_policy is not None:
                 _check_data(category_policy, cast(Mapping[str, Any], data), fields, location)
+                if isinstance(event_type, str):
+                    _check_amounts(category_policy, event_type, data, fields, location)
+    if category_policy is not None and occurred_at is not None:
+        _check_occurred_at(category_policy, occurred_at, now, fields, location)
 
     if fields:
         raise ValidationError("event is invalid", fields)
@@ -208,6 +223,7 @@ def prepare_lines(
     indexer: BlindIndexer,
     *,
     max_data_bytes: int,
+    now: datetime | None = None,
 ) -> PreparedLines:
     """Parse (strict JSON: no floats, no duplicate members) and validate numbered lines, each
     the body of ``POST /v1/events``; stop at the first bad one. The bulk-import unit of work,
@@ -217,7 +233,9 @@ def prepare_lines(
     for number, line in lines:
         try:
             events.append(
-                prepare_event(strict_loads(line), policy, indexer, max_data_bytes=max_data_bytes)
+                prepare_event(
+                    strict_loads(line), policy, indexer, max_data_bytes=max_data_bytes, now=now
+                )
             )
         except (FormatError, ValidationError) as exc:
             return PreparedLines(events, numbers, number, describe(exc))
@@ -269,3 +287,64 @@ def _check_data(
             continue
         if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
             _problem(fields, f"{location}data.{name}", "must be a non-empty string or an integer")
+
+
+def _check_amounts(
+    policy: CategoryPolicy,
+    event_type: str,
+    data: Mapping[str, Any],
+    fields: list[dict[str, str]],
+    location: str,
+) -> None:
+    """The policy's ``non_negative`` money fields (DESIGN §2 money: integer or decimal string):
+    negative only in its refund event types (issue #12 item 5)."""
+    if event_type in policy.refund_event_types:
+        return
+    for name in policy.non_negative:
+        value = data.get(name)
+        negative = (type(value) is int and value < 0) or (
+            isinstance(value, str)
+            and _MONEY.match(value) is not None
+            and value.startswith("-")
+            and value.strip("-0.") != ""  # "-0.00" is zero
+        )
+        if negative:
+            refunds = ", ".join(sorted(policy.refund_event_types)) or "none"
+            _problem(
+                fields,
+                f"{location}data.{name}",
+                f"must not be negative (except in refund event types: {refunds})",
+            )
+
+
+def _check_occurred_at(
+    policy: CategoryPolicy,
+    occurred_at: str,
+    now: datetime | None,
+    fields: list[dict[str, str]],
+    location: str,
+) -> None:
+    """``occurred_at`` no later than ``recorded_at`` plus the policy's skew, and (if the policy
+    sets ``max_age``) not older than that (issue #12 item 5)."""
+    moment = parse_timestamp(occurred_at)
+    now = now if now is not None else datetime.now(UTC)
+    if moment > now + policy.max_future_skew:
+        _problem(
+            fields,
+            f"{location}occurred_at",
+            f"must not be later than recorded_at plus {_duration(policy.max_future_skew)}",
+        )
+    elif policy.max_age is not None and moment < now - policy.max_age:
+        _problem(
+            fields,
+            f"{location}occurred_at",
+            f"must not be more than {_duration(policy.max_age)} before recorded_at",
+        )
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

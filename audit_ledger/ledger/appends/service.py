@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from audit_ledger.crypto.blind_index import BlindIndexer
@@ -93,13 +94,23 @@ class Appends:
 
     # -- validation ------------------------------------------------------------------------------
 
-    def prepare(self, raw: object, *, location: str = "") -> PreparedEvent:
+    def now(self) -> datetime:
+        """The time the policy's ``occurred_at`` rules are checked against: the ledger's clock
+        (which gives ``recorded_at``), never earlier than the wall clock. In a serving process
+        both are the same clock; a ledger opened with a clock of its own (years of retention
+        simulated in tests) moves the bound forward with it."""
+        return max(self.appender.clock(), datetime.now(UTC))
+
+    def prepare(
+        self, raw: object, *, location: str = "", now: datetime | None = None
+    ) -> PreparedEvent:
         return prepare_event(
             raw,
             self.policy,
             self.indexer,
             max_data_bytes=self.settings.max_event_bytes,
             location=location,
+            now=now if now is not None else self.now(),
         )
 
     def prepare_batch(
@@ -108,9 +119,10 @@ class Appends:
         """Validate every event; all failures of the batch are reported together."""
         prepared: list[PreparedEvent] = []
         fields: list[dict[str, str]] = []
+        now = self.now()  # once per batch
         for i, raw in enumerate(raws):
             try:
-                prepared.append(self.prepare(raw, location=f"{prefix}[{i}]."))
+                prepared.append(self.prepare(raw, location=f"{prefix}[{i}].", now=now))
             except ValidationError as exc:
                 fields.extend(exc.fields)
         if fields:
@@ -203,8 +215,10 @@ class Appends:
                 results: Iterable[PreparedLines] = pool.map(chunks)
             else:
                 limit = self.settings.max_event_bytes
-                results = (
-                    prepare_lines(c, self.policy, self.indexer, max_data_bytes=limit)
+                results = (  # the policy's occurred_at rules against now, chunk by chunk
+                    prepare_lines(
+                        c, self.policy, self.indexer, max_data_bytes=limit, now=self.now()
+                    )
                     for c in chunks
                 )
             pipeline = stack.enter_context(CommitPipeline(self.appender, writer))
