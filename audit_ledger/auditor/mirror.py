@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from audit_ledger.core.merkle import CompactRange
+from audit_ledger.durable import write_atomically
 from audit_ledger.errors import AuditLedgerError, CoreError
 
 STATE_FORMAT = 1
@@ -165,7 +166,7 @@ class Mirror:
 
     def commit(self, state: MirrorState) -> None:
         """Replace the state atomically (the leaves it covers must be on disk already)."""
-        _write_atomically(self.state_path, state.to_json())
+        write_atomically(self.state_path, state.to_json(), mode=0o644)
 
     def read_leaves(self, limit_bytes: int) -> Iterator[tuple[int, bytes]]:
         """Every ``(seq, leaf)`` in the first ``limit_bytes`` of the leaves file."""
@@ -194,22 +195,8 @@ class Mirror:
         folder.mkdir(parents=True)
         for name, content in documents.items():
             data = content.encode() if isinstance(content, str) else content
-            _write_atomically(folder / name, data)
+            write_atomically(folder / name, data, mode=0o644)
         return folder
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
 
 
 @contextmanager

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from audit_ledger.cli.common import CLI_WRITER, EXIT_OK, CliError, _ledger
+from audit_ledger.durable import write_atomically
 from audit_ledger.ledger.bundles import proof_bundle
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.settings import Settings
@@ -23,15 +23,9 @@ from audit_ledger.settings import Settings
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: never half a bundle."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("x", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
+        write_atomically(path, text.encode("utf-8"), mode=0o644)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -42,12 +42,12 @@ from audit_ledger.core.policy import TlogPolicy, key_history_policy
 from audit_ledger.crypto.keys import (
     CHECKPOINT_FILE,
     CheckpointSigner,
-    _fsync_dir,
     _replace_private,
     _write_private,
     parse_signer_key,
 )
 from audit_ledger.crypto.secret import Secret
+from audit_ledger.durable import fsync_dir, write_atomically
 from audit_ledger.errors import CheckpointError, ConfigError
 
 PREVIOUS_FILE = "checkpoint.previous.key"
@@ -172,14 +172,7 @@ class CheckpointKeys:
 
 def _write_history(keys_dir: Path, history: list[Verifier]) -> None:
     text = "".join(v.encode() + "\n" for v in history)
-    temporary = keys_dir / (HISTORY_FILE + ".new")
-    temporary.unlink(missing_ok=True)
-    with temporary.open("x", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(keys_dir / HISTORY_FILE)
-    _fsync_dir(keys_dir)
+    write_atomically(keys_dir / HISTORY_FILE, text.encode("utf-8"))
 
 
 def start_rotation(keys_dir: Path) -> tuple[Verifier, Verifier]:
@@ -211,5 +204,5 @@ def finish_rotation(keys_dir: Path) -> tuple[Verifier, Verifier]:
     previous = _read_signer(previous_path)
     current = _read_signer(keys_dir / CHECKPOINT_FILE)
     previous_path.unlink()
-    _fsync_dir(keys_dir)
+    fsync_dir(keys_dir)
     return previous.verifier, current.verifier

@@ -47,6 +47,7 @@ from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.envelope import KEY_SIZE, NONCE_SIZE, DataKey
 from audit_ledger.crypto.file_modes import check_key_store_modes, private_dir
 from audit_ledger.crypto.secret import Secret
+from audit_ledger.durable import fsync_dir
 from audit_ledger.errors import CheckpointError, ConfigError, CryptoError, ExternalKeyMissingError
 
 KEK_FILE = "kek.key"
@@ -226,7 +227,7 @@ class FileKeyProvider:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def external_key_ids(self) -> list[str]:
@@ -343,7 +344,7 @@ def remove_retired_kek(keys_dir: Path, kek_id: str) -> None:
         raise ConfigError("malformed key-encryption key id")
     path = keys_dir / RETIRED_KEKS_DIR / f"{kek_id}.key"
     path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class CheckpointSigner:
@@ -461,7 +462,7 @@ def _write_private(path: Path, text: str, *, durable: bool = False) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _replace_private(path: Path, text: str) -> None:
@@ -470,15 +471,7 @@ def _replace_private(path: Path, text: str) -> None:
     temporary.unlink(missing_ok=True)  # left by a crash before the rename
     _write_private(temporary, text, durable=True)
     temporary.replace(path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def init_keys(keys_dir: Path, origin: str) -> Verifier:

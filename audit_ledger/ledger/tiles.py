@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 from audit_ledger.core import merkle
 from audit_ledger.core.checkpoint import parse_checkpoint_body, split_note
 from audit_ledger.core.tiles import Tile, encode_entry_bundle, new_tiles, parse_tile_path
+from audit_ledger.durable import write_atomically
 from audit_ledger.errors import (
     CheckpointError,
     FormatError,
@@ -202,17 +201,7 @@ class Tiles:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a temporary file in the same directory and a rename
-    (atomic on POSIX), so a static server never serves half a tile."""
+    """Write ``data`` to ``target`` atomically, so a static server never serves half a tile
+    (0644: a web server must read it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).chmod(0o644)  # mkstemp makes 0600; a web server must read it
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, data, mode=0o644)

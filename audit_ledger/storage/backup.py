@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
+from audit_ledger.durable import fsync_dir
 from audit_ledger.errors import ConfigError, StorageError
 from audit_ledger.storage.engine import missing_database_message, normalise_url
 
@@ -68,7 +69,7 @@ def backup_sqlite(source: Path, dest: Path) -> SqliteBackup:
             os.link(partial, dest)
         except FileExistsError:
             raise ConfigError(f"{dest} exists: a backup never overwrites a file") from None
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except sqlite3.Error as exc:
         raise StorageError(f"backup failed: {exc.__class__.__name__}: {exc}") from None
     except OSError as exc:
@@ -105,11 +106,3 @@ def _describe(conn: sqlite3.Connection) -> tuple[int, str | None]:
     head = conn.execute("SELECT size FROM ledger_head").fetchone()
     version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     return int(head[0]) if head else 0, version[0] if version else None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from audit_ledger.core.cosignature import (
     cosign,
     make_cosigner_key,
 )
+from audit_ledger.durable import fsync_dir
 from audit_ledger.errors import CheckpointError, ConfigError
 
 KEY_FILE = "witness.key"
@@ -52,14 +53,6 @@ class WitnessSigner:
         return f"PRIVATE+KEY+{self.key.name}+{self.key.key_hash.hex()}+{encoded}\n"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def init_witness_key(keys_dir: Path, name: str) -> CosignerKey:
     """Create a new witness key under ``name``; refuses to overwrite an existing one."""
     try:
@@ -78,7 +71,7 @@ def init_witness_key(keys_dir: Path, name: str) -> CosignerKey:
         handle.write(signer._encode_private())
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_dir(keys_dir)
+    fsync_dir(keys_dir)
     return signer.key
 
 

@@ -20,6 +20,7 @@ SHELL_ALLOWED = (
     "audit_ledger.observability",
     "audit_ledger.roles",
     "audit_ledger.parent_death",
+    "audit_ledger.durable",  # atomic, fsync'd file writes (cross-cutting like errors)
     # shells compose: the server starts the scheduler, the CLI starts either
     "audit_ledger.api",
     "audit_ledger.scheduler",
@@ -92,6 +93,7 @@ def test_core_imports_nothing_of_ours_but_errors(path: Path) -> None:
 #: the ledger's database, keys or use cases, only the pure formats and the cross-cutting modules.
 WITNESS_ALLOWED = (
     "audit_ledger.witness",
+    "audit_ledger.durable",
     "audit_ledger.core",
     "audit_ledger.errors",
     "audit_ledger.observability",
