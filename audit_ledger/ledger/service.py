@@ -12,6 +12,7 @@
 ``ledger.holds``          legal holds
 ``ledger.key_rotation``   KEK rotation and pruning (through the key provider)
 ``ledger.verification``   full verification
+``ledger.recent_verification`` incremental verification (every minute)
 ``ledger.operations``     the service's own ``ledger_operations`` records
 ``ledger.jobs``           scheduled jobs' leader lock and bookkeeping
 ``ledger.witnessing``     submit checkpoints to outside witnesses, keep their cosignatures
@@ -45,6 +46,7 @@ from audit_ledger.ledger.principals import Principals
 from audit_ledger.ledger.reads import Reads
 from audit_ledger.ledger.retention import Retention, Shredder
 from audit_ledger.ledger.verify import Verification
+from audit_ledger.ledger.verify_recent import RecentVerification
 from audit_ledger.ledger.witnessing import Witnessing, WitnessTarget
 from audit_ledger.policy import Policy, load_policy
 from audit_ledger.settings import Settings, parse_witnesses
@@ -85,6 +87,7 @@ class Ledger:
         self.verification = Verification(
             store, keys.signer.verifier, keys.provider, settings.database_url
         )
+        self.recent_verification = RecentVerification(store, keys.signer.verifier)
         self.jobs = Jobs(store)
         self.witnessing = Witnessing(
             store,

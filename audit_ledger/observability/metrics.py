@@ -72,6 +72,11 @@ WITNESS_SUBMISSIONS = Counter(
     "Checkpoint submissions to witnesses, by witness and outcome.",
     ["witness", "outcome"],
 )
+VERIFICATION_FAILURES = Counter(
+    "ledger_verification_failures_total",
+    "Verification runs that found a problem, by kind (incremental, full).",
+    ["kind"],
+)
 RETENTION_RUNS = Counter("ledger_retention_runs_total", "Retention runs completed.")
 RETENTION_PURGED = Counter(
     "ledger_retention_payloads_purged_total", "Payloads deleted by retention.", ["category"]
@@ -187,6 +192,18 @@ class LedgerStateCollector(Collector):
                 "ledger_last_verification_success",
                 "1 if the last full verification passed.",
                 value=1 if verify[2] == "ok" else 0,
+            )
+        recent = runs.get("verify_recent")
+        if recent and (ts := _epoch(recent[1])) is not None:
+            yield GaugeMetricFamily(
+                "ledger_last_incremental_verification_timestamp_seconds",
+                "When the incremental (every-minute) verification last ran.",
+                value=ts,
+            )
+            yield GaugeMetricFamily(
+                "ledger_last_incremental_verification_success",
+                "1 if the last incremental verification passed, 0 if it found tampering.",
+                value=1 if recent[2] == "ok" else 0,
             )
         yield from _witness_lag(self.ledger)
         job_ts = GaugeMetricFamily(
