@@ -135,9 +135,9 @@ def configure_logging(
     # stdout and the error tier take every record (the error file from ERROR up); each other
     # tier's file hangs on its own logger ("audit_ledger.<tier>", and so its children), so a
     # record meets only the handlers it is written by.
-    placed: list[tuple[logging.Logger, logging.Handler]] = [
-        (root, logging.StreamHandler(sys.stdout))
-    ]
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.addFilter(_quiet_scheduler)
+    placed: list[tuple[logging.Logger, logging.Handler]] = [(root, stdout)]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         for tier, logger in tier_loggers.items():
@@ -174,7 +174,19 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic announces its dialect at INFO on every schema check (each /readyz probe).
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler says "executed successfully" for every tick, skipped ones included (the tick
+    # check is inside the job): our own line says what ran (jobs.Jobs.run_once).
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     _configured = True
+
+
+def _quiet_scheduler(record: logging.LogRecord) -> bool:
+    """Keep the scheduler's per-tick INFO lines out of stdout (they stay in the tier file and
+    are forwarded with the ``scheduler`` tier); its warnings and errors still show."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(_SCHEDULER_LOGGER)
+
+
+_SCHEDULER_LOGGER = f"{LOGGER_PREFIX}.application.scheduler"
 
 
 def cleanup_rotated(log_dir: Path, now: float | None = None) -> list[Path]:
