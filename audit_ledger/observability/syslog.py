@@ -56,13 +56,15 @@ QUEUED = Gauge(
     multiprocess_mode="livesum",
 )
 
-#: The security tier, the error tier and the scheduled jobs' outcomes (retention runs,
-#: verification results, checkpoints, witness submissions): the ledger's own operations.
+#: The security tier (with the ledger's own operations: reads, retention runs, erasures, holds,
+#: key events, principal changes), the error tier and the scheduled jobs' outcomes
+#: (verification results, checkpoints, witness submissions).
 DEFAULT_TIERS = "security,error,scheduler"
 #: Forwardable tiers and the logger each one names (``error`` is every record from ERROR up).
 TIER_LOGGERS = {
     "application": "audit_ledger.application",
     "security": "audit_ledger.security",
+    "operations": "audit_ledger.security.operations",
     "performance": "audit_ledger.performance",
     "scheduler": "audit_ledger.application.scheduler",
     "error": "",

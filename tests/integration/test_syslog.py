@@ -208,9 +208,10 @@ CANARY_TOKEN = "canary-token-9b8e77"
 @pytest.mark.process
 @needs_gtls
 def test_a_serving_process_forwards_no_secret(settings: Settings, tmp_path: Path) -> None:
-    """A real uvicorn with TLS forwarding: appends carrying a canary payload and subject ref,
-    a request with a canary token; the security line and the scheduler's lines arrive, with
-    ``service`` and ``environment``, and no canary in anything received or written."""
+    """A real uvicorn with TLS forwarding: appends carrying a canary payload and subject ref, a
+    request with a canary token, a search by the canary ref; the security line, the read's
+    operation line and the scheduler's lines arrive, with ``service`` and ``environment``, and
+    no canary in anything received or written."""
     receiver = Rsyslog(tmp_path / "rsyslog", tls=True)
     receiver.start()
     server = make_server(settings, tmp_path)
@@ -230,6 +231,13 @@ def test_a_serving_process_forwards_no_secret(settings: Settings, tmp_path: Path
                 assert r.status_code in (200, 201), r.text
             bad = client.get("/v1/events", headers={"Authorization": f"Bearer {CANARY_TOKEN}"})
             assert bad.status_code == 401
+            # A read searched by the canary identifier: recorded as a ledger operation.
+            search = {"category": "data_privacy_events", "user_id": CANARY_REF}
+            found = client.post(
+                "/v1/events/search", json=search, headers=server.headers("privacy_officer")
+            )
+            assert found.status_code == 200, found.text
+            assert CANARY_DATA in found.text  # the reader sees it; the SIEM must not
             got = wait_until(
                 lambda: [
                     r
@@ -246,6 +254,9 @@ def test_a_serving_process_forwards_no_secret(settings: Settings, tmp_path: Path
         assert {line["environment"] for line in lines} == {"staging"}
         assert any(r.msgid == "performance" for r in received)
         assert any("job " in str(line.get("event")) for line in lines), "scheduler lines"
+        operations = [line for line in lines if line["event"] == "ledger_operation"]
+        assert {"event_type": "records_read"}.items() <= operations[-1].items()
+        assert isinstance(operations[-1]["seq"], int)
         raw = receiver.raw()
         written = b"".join(p.read_bytes() for p in (tmp_path / "logs").glob("*.log*"))
         for canary in (CANARY_DATA, CANARY_REF, CANARY_TOKEN):
