@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import structlog
 from sqlalchemy import event
 
 from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
@@ -27,6 +28,14 @@ from audit_ledger.storage.store import WriteTx
 #: One line per operation the service records about itself, on the security tier (forwarded to
 #: the SIEM by default): its event type and seq only — the record's data stays in the ledger.
 ops_log = get_logger("security.operations")
+
+
+def _said(event_type: str, seq: int) -> None:
+    # Only where logging is set up (serve, scheduler): structlog's unconfigured default prints
+    # to stdout, which is a command's output (``principals add`` prints a token there).
+    if structlog.is_configured():
+        ops_log.info("ledger_operation", event_type=event_type, seq=seq)
+
 
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
@@ -104,7 +113,7 @@ class Operations:
         event.listen(
             tx.conn,
             "commit",
-            lambda _conn: ops_log.info("ledger_operation", event_type=op.event_type, seq=seq),
+            lambda _conn: _said(op.event_type, seq),
             once=True,
         )
         return seq
@@ -112,5 +121,5 @@ class Operations:
     def record(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
         """Append one operation record and wait until it is committed."""
         receipt = self.submitter.submit([self.event(event_type, data)], SYSTEM_WRITER).result()[0]
-        ops_log.info("ledger_operation", event_type=event_type, seq=receipt.seq)
+        _said(event_type, receipt.seq)
         return receipt
