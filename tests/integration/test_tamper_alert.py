@@ -1,0 +1,169 @@
+"""A tampered row is alerted by a real Prometheus scraping a real service (issue #15 "Show"):
+``audit-ledger serve`` with its scheduler (the incremental verification every 2 s instead of
+60 s), a Prometheus server evaluating deploy/audit-ledger-rules.yml every second, and a row
+changed by a superuser; ``AuditLedgerTamperDetected`` must be firing within 2 minutes (with the
+production intervals: one minute for the job, plus scrape and evaluation intervals)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from audit_ledger.settings import Settings
+from audit_ledger.storage.engine import create_engine_for_url
+from tests.support.factories import event
+from tests.support.polling import wait_until
+from tests.support.servers import LiveServer, free_port, make_server
+from tests.support.tamper import TABLES, flip
+
+PROMETHEUS = shutil.which("prometheus")
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "audit-ledger-rules.yml"
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (apt: prometheus)"),
+]
+
+
+class Prometheus:
+    """A Prometheus server scraping one target every second, with our alert rules."""
+
+    def __init__(self, directory: Path, target: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = directory / "prometheus.yml"
+        # JSON is YAML.
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{RULES}']\n"
+            "scrape_configs:\n"
+            "  - job_name: audit-ledger\n"
+            f"    static_configs: [{{targets: ['{target}']}}]\n",
+            encoding="utf-8",
+        )
+        self.log = directory / "prometheus.log"
+        assert PROMETHEUS is not None
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self._ready, timeout=60, message="prometheus ready")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(self.log.read_text("utf-8", errors="replace")[-2000:])
+        try:
+            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def value(self, query: str) -> float | None:
+        body: dict[str, Any] = httpx.get(
+            self.url + "/api/v1/query", params={"query": query}, timeout=5
+        ).json()
+        result = body["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def firing(self, alert: str) -> bool:
+        body: dict[str, Any] = httpx.get(self.url + "/api/v1/alerts", timeout=5).json()
+        return any(
+            a["labels"]["alertname"] == alert and a["state"] == "firing"
+            for a in body["data"]["alerts"]
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def server(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    live = make_server(settings, tmp_path)
+    live.extra_env.update(
+        AUDIT_LEDGER_SCHEDULER_ENABLED="true",
+        AUDIT_LEDGER_CHECKPOINT_INTERVAL_SECONDS="1",
+        AUDIT_LEDGER_VERIFY_RECENT_INTERVAL_SECONDS="2",
+    )
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def _tamper(settings: Settings, seq: int) -> None:
+    """What a database superuser can do: guards out of the way, one leaf byte changed."""
+    engine = create_engine_for_url(settings.database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            if engine.dialect.name == "sqlite":
+                names = conn.execute(
+                    text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+                ).scalars()
+                for name in list(names):
+                    conn.execute(text(f'DROP TRIGGER "{name}"'))
+            else:
+                for table in TABLES:
+                    conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER ALL"))
+            leaf = bytes(
+                conn.execute(
+                    text("SELECT leaf FROM entries WHERE seq = :s"), {"s": seq}
+                ).scalar_one()
+            )
+            conn.execute(
+                text("UPDATE entries SET leaf = :l WHERE seq = :s"),
+                {"l": flip(leaf, len(leaf) // 2), "s": seq},
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_tampered_row_is_alerted_within_two_minutes(
+    server: LiveServer, settings: Settings, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(20):
+            r = client.post("/v1/events", json=event(), headers=server.headers("writer"))
+            assert r.status_code in (200, 201), r.text
+    prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{server.port}")
+    try:
+        # Healthy first: scraped, verified, nothing firing.
+        wait_until(
+            lambda: prometheus.value("ledger_last_incremental_verification_success") == 1,
+            timeout=60,
+            message="a passing incremental verification scraped",
+        )
+        assert not prometheus.firing("AuditLedgerTamperDetected")
+        tampered_at = time.monotonic()
+        _tamper(settings, seq=5)
+        wait_until(
+            lambda: prometheus.firing("AuditLedgerTamperDetected"),
+            timeout=120,
+            interval=0.5,
+            message="AuditLedgerTamperDetected firing",
+        )
+        elapsed = time.monotonic() - tampered_at
+        print(f"tamper alert firing {elapsed:.1f} s after the row was changed")
+        assert elapsed < 120
+    finally:
+        prometheus.stop()
