@@ -209,7 +209,9 @@ class LedgerStateCollector(Collector):
         job_ts = GaugeMetricFamily(
             "ledger_job_last_run_timestamp_seconds",
             "When each scheduled job last ran.",
-            labels=["job"],
+            # Not "job": Prometheus sets that label to the scrape job's name and would rename
+            # ours to exported_job, so no rule could select a job by name.
+            labels=["scheduled_job"],
         )
         for name, (_, when, _) in sorted(runs.items()):
             if (ts := _epoch(when)) is not None:

@@ -87,7 +87,7 @@ def test_required_alerts_exist_with_severities() -> None:
     assert p95["expr"].endswith("> 2")
     assert p99["expr"].endswith("> 3")
 
-    retention = _one(alerts, 'ledger_job_last_run_timestamp_seconds{job="retention"}')
+    retention = _one(alerts, 'ledger_job_last_run_timestamp_seconds{scheduled_job="retention"}')
     assert "2 * 86400" in retention["expr"] or "172800" in retention["expr"]
 
     database = _one(alerts, "max(ledger_database_up) == 0")
@@ -194,7 +194,7 @@ HEALTHY = {
     'ledger_log_size{instance="a"}': "0+10x5000",
     'ledger_checkpoint_lag_entries{instance="a"}': "0x5000",
     'ledger_seconds_since_last_checkpoint{instance="a"}': "30x5000",
-    'ledger_job_last_run_timestamp_seconds{instance="a",job="retention"}': "0+60x5000",
+    'ledger_job_last_run_timestamp_seconds{instance="a",scheduled_job="retention"}': "0+60x5000",
     'ledger_appends_total{instance="a",category="financial_transactions",outcome="appended"}': (
         "0+100x5000"
     ),
@@ -373,7 +373,7 @@ def test_slow_reads_are_not_append_latency(tmp_path: Path) -> None:
 
 @needs_promtool
 def test_retention_missing_for_two_days(tmp_path: Path) -> None:
-    retention = 'ledger_job_last_run_timestamp_seconds{instance="a",job="retention"}'
+    retention = 'ledger_job_last_run_timestamp_seconds{instance="a",scheduled_job="retention"}'
     stuck = {k: (v if k != retention else "0x4000") for k, v in HEALTHY.items()}
     daily = {
         k: (v if k != retention else "0x1439 86400x1439 172800x1439") for k, v in HEALTHY.items()
@@ -399,14 +399,20 @@ def test_retention_missing_for_two_days(tmp_path: Path) -> None:
 @needs_promtool
 def test_retention_that_never_ran_alerts(tmp_path: Path) -> None:
     """No retention run recorded at all while the database answers (no scheduler running)."""
-    never = {k: v for k, v in HEALTHY.items() if 'job="retention"' not in k}
-    never['ledger_job_last_run_timestamp_seconds{instance="a",job="verify"}'] = "0+60x200"
+    never = {k: v for k, v in HEALTHY.items() if 'scheduled_job="retention"' not in k}
+    never['ledger_job_last_run_timestamp_seconds{instance="a",scheduled_job="verify"}'] = "0+60x200"
     _run_promtool_test(
         tmp_path,
         [
             _case(
                 never,
-                [("2h", "AuditLedgerRetentionMissing", [{"severity": "high", "job": "retention"}])],
+                [
+                    (
+                        "2h",
+                        "AuditLedgerRetentionMissing",
+                        [{"severity": "high", "scheduled_job": "retention"}],
+                    )
+                ],
             )
         ],
     )
