@@ -50,6 +50,7 @@ from audit_ledger.ledger.verify_recent import RecentVerification
 from audit_ledger.ledger.witnessing import Witnessing, WitnessTarget
 from audit_ledger.policy import Policy, load_policy
 from audit_ledger.settings import Settings, parse_witnesses
+from audit_ledger.storage.dbstats import DatabaseStats, database_stats
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.store import Store
 
@@ -114,6 +115,10 @@ class Ledger:
     def engine(self) -> Any:
         """The SQLAlchemy engine (for instrumentation by the serving process)."""
         return self.store.engine
+
+    def database_stats(self) -> DatabaseStats | None:
+        """Server-side connection count and replica lag (PostgreSQL; None on SQLite)."""
+        return database_stats(self.store)
 
     def check_schema(self) -> None:
         """Raise :class:`ConfigError` unless the database is migrated to the current revision."""
