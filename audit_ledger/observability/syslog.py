@@ -231,8 +231,10 @@ class SyslogForwarder(logging.Handler):
         with self._cond:
             return len(self._buffer)
 
-    def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
-        """Wait up to ``timeout`` seconds for the buffer to empty; True if it did."""
+    def flush(self, timeout: float = 1.0) -> bool:  # type: ignore[override]
+        """Wait up to ``timeout`` seconds for the buffer to empty; True if it did. (Called
+        without arguments by ``logging.shutdown`` at exit: a receiver that is down must not hold
+        up a process's exit for long.)"""
         deadline = time.monotonic() + timeout
         while self.queued():
             if time.monotonic() > deadline:

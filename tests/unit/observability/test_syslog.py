@@ -1,7 +1,7 @@
 """The syslog forwarder's formats and settings: RFC 5424 header fields, RFC 6587 octet counting,
 ``AUDIT_LEDGER_SYSLOG_*`` parsing (one clear error, never the value), tier selection, and that
 ``emit`` never waits for the network (the receiver side is tested against a real rsyslog in
-``tests/integration/test_syslog.py``)."""
+``tests/integration/test_syslog_rsyslog.py``)."""
 
 from __future__ import annotations
 
