@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from audit_ledger.core.cosignature import CosignerKey, parse_cosigner_key
 from audit_ledger.errors import CheckpointError, ConfigError
+from audit_ledger.observability.syslog import parse_syslog_url, parse_tiers
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 
@@ -116,6 +117,8 @@ class Settings(BaseSettings):
     checkpoint_interval_seconds: int = Field(default=60, ge=1)
     retention_interval_seconds: int = Field(default=86_400, ge=60)
     verify_interval_seconds: int = Field(default=3_600, ge=60)
+    #: Incremental verification (new entries since the last verified checkpoint): tamper alert.
+    verify_recent_interval_seconds: int = Field(default=60, ge=1)
     #: SQLAlchemy connection pool size (ignored for SQLite).
     db_pool_size: int = Field(default=10, ge=1, le=200)
     #: Witnesses each new checkpoint is submitted to (C2SP tlog-witness v1): comma-separated
@@ -138,6 +141,54 @@ class Settings(BaseSettings):
     tiles_public: bool = False
     #: When set, the checkpoint job publishes the tiles into this directory (``tiles publish``).
     tiles_dir: Path | None = None
+
+    #: Deployment name written on every log line (``environment``), forwarded ones too.
+    environment: str = Field(default="local", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    #: Operational log files rotate at this size as well as daily (the QuickCart plan: 100 MB)…
+    log_max_bytes: int = Field(default=100 * MIB, ge=1 * KIB)
+    #: …keeping this many rotated application/performance files (security and error go by age).
+    log_backup_count: int = Field(default=10, ge=1)
+    #: SIEM forwarding: ``tcp://host:port`` or ``tls://host:port`` (RFC 5424 over RFC 6587 /
+    #: RFC 5425); empty means no forwarding.
+    syslog_url: str = ""
+    #: CA bundle the TLS receiver's certificate is checked against (default: the system's).
+    syslog_ca_file: Path | None = None
+    #: Forwarded tiers: security, error, scheduler (job outcomes), application, performance.
+    syslog_tiers: str = "security,error,scheduler"
+    #: Lines held for the receiver; beyond it lines are dropped (counted), appends never wait.
+    syslog_queue_size: int = Field(default=10_000, ge=1, le=10_000_000)
+
+    def logging_options(self) -> dict[str, Any]:
+        """``configure_logging`` keyword arguments from these settings."""
+        return {
+            "environment": self.environment,
+            "max_bytes": self.log_max_bytes,
+            "backup_count": self.log_backup_count,
+            "syslog_url": self.syslog_url,
+            "syslog_tiers": self.syslog_tiers,
+            "syslog_ca_file": self.syslog_ca_file,
+            "syslog_queue_size": self.syslog_queue_size,
+        }
+
+    @field_validator("syslog_url")
+    @classmethod
+    def _check_syslog_url(cls, value: str) -> str:
+        if value.strip():
+            parse_syslog_url(value)
+        return value.strip()
+
+    @field_validator("syslog_tiers")
+    @classmethod
+    def _check_syslog_tiers(cls, value: str) -> str:
+        parse_tiers(value)
+        return value
+
+    @field_validator("syslog_ca_file", mode="before")
+    @classmethod
+    def _empty_ca_file_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -47,7 +47,9 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         led = ledger or Ledger.open(settings or load_settings())
         if owned:
             configure_logging(
-                led.settings.log_dir, per_process=os.environ.get(PER_PROCESS_LOGS_ENV) == "1"
+                led.settings.log_dir,
+                per_process=os.environ.get(PER_PROCESS_LOGS_ENV) == "1",
+                **led.settings.logging_options(),
             )
             led.check_schema()
             led.key_check.run()  # a wrong kek.key: refuse to serve (ConfigError)

@@ -263,7 +263,7 @@ def cmd_holds_release(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from audit_ledger.scheduler import run_scheduler_forever  # noqa: PLC0415 - see cmd_serve
 
-    configure_logging(settings.log_dir)
+    configure_logging(settings.log_dir, **settings.logging_options())
     with _ledger(settings) as ledger:
         run_scheduler_forever(ledger)
     return EXIT_OK

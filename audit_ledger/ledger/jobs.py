@@ -34,9 +34,11 @@ class Jobs:
         tick = int(now.timestamp()) // period_seconds
         with jobs.job_lock(self.store, name) as leader:
             if not leader:
+                log.debug("job %s tick %d: %s", name, tick, BUSY)
                 return BUSY
             last = jobs.last_tick(self.store, name)
             if last is not None and last >= tick:
+                log.debug("job %s tick %d: %s", name, tick, DONE)
                 return DONE
             try:
                 outcome = action()

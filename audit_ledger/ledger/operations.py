@@ -13,13 +13,29 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import structlog
+from sqlalchemy import event
+
 from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
 from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
 from audit_ledger.ledger.appends.write import Appender, Receipt
+from audit_ledger.observability.logging import get_logger
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy
 from audit_ledger.storage.store import WriteTx
+
+#: One line per operation the service records about itself, on the security tier (forwarded to
+#: the SIEM by default): its event type and seq only — the record's data stays in the ledger.
+ops_log = get_logger("security.operations")
+
+
+def _said(event_type: str, seq: int) -> None:
+    # Only where logging is set up (serve, scheduler): structlog's unconfigured default prints
+    # to stdout, which is a command's output (``principals add`` prints a token there).
+    if structlog.is_configured():
+        ops_log.info("ledger_operation", event_type=event_type, seq=seq)
+
 
 #: Writer name of the entries the service records about itself.
 SYSTEM_WRITER = "audit-ledger"
@@ -103,8 +119,18 @@ class Operations:
     def record_in(self, tx: WriteTx, op: PreparedEvent) -> int:
         """Append ``op`` inside ``tx`` (its head locked), so that the change it records commits
         with it or not at all; the seq it got."""
-        return self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+        seq = self.appender.append_locked(tx, [op], SYSTEM_WRITER)[0].seq
+        # Said once the change it records is committed (never for a rolled-back one).
+        event.listen(
+            tx.conn,
+            "commit",
+            lambda _conn: _said(op.event_type, seq),
+            once=True,
+        )
+        return seq
 
     def record(self, event_type: str, data: Mapping[str, Any]) -> Receipt:
         """Append one operation record and wait until it is committed."""
-        return self.submitter.submit([self.event(event_type, data)], SYSTEM_WRITER).result()[0]
+        receipt = self.submitter.submit([self.event(event_type, data)], SYSTEM_WRITER).result()[0]
+        _said(event_type, receipt.seq)
+        return receipt

@@ -15,6 +15,7 @@
 ``ledger.key_rotation``   KEK rotation and pruning (through the key provider)
 ``ledger.checkpoint_rotation``  checkpoint-key rotation (dual-signed window, then finish)
 ``ledger.verification``   full verification
+``ledger.recent_verification`` incremental verification (every minute)
 ``ledger.operations``     the service's own ``ledger_operations`` records
 ``ledger.jobs``           scheduled jobs' leader lock and bookkeeping
 ``ledger.witnessing``     submit checkpoints to outside witnesses, keep their cosignatures
@@ -53,9 +54,11 @@ from audit_ledger.ledger.reads import Reads
 from audit_ledger.ledger.retention import Retention, Shredder
 from audit_ledger.ledger.tiles import Tiles
 from audit_ledger.ledger.verify import Verification
+from audit_ledger.ledger.verify_recent import RecentVerification
 from audit_ledger.ledger.witnessing import Witnessing, WitnessTarget
 from audit_ledger.policy import Policy, load_policy
 from audit_ledger.settings import Settings, parse_witnesses
+from audit_ledger.storage.dbstats import DatabaseStats, database_stats
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.store import Store
 
@@ -99,6 +102,7 @@ class Ledger:
         self.checkpoint_rotation = CheckpointRotation(
             settings.keys_dir, self.checkpoint_keys, self.log, self.operations
         )
+        self.recent_verification = RecentVerification(store, keys.signer.verifier)
         self.jobs = Jobs(store)
         self.witnessing = Witnessing(
             store,
@@ -126,6 +130,10 @@ class Ledger:
     def engine(self) -> Any:
         """The SQLAlchemy engine (for instrumentation by the serving process)."""
         return self.store.engine
+
+    def database_stats(self) -> DatabaseStats | None:
+        """Server-side connection count and replica lag (PostgreSQL; None on SQLite)."""
+        return database_stats(self.store)
 
     def check_schema(self) -> None:
         """Raise :class:`ConfigError` unless the database is migrated to the current revision."""

@@ -2,13 +2,15 @@
 
 Tiers and how long their rotated files are kept (the QuickCart plan): application 30 d,
 security 90 d, performance 7 d, error 60 d; the audit tier is the ledger itself. Files rotate at
-midnight UTC; :func:`cleanup_rotated` (a scheduled job) deletes rotated files past their tier's
-retention.
+midnight UTC and at a size (:mod:`.rotation`); :func:`cleanup_rotated` (a scheduled job)
+deletes rotated files past their tier's retention.
 
 What is logged is chosen field by field — seq, category, event type, correlation id, route
 template, status — never payload fields, tokens, keys, raw refs, query strings or bodies. Every
 line is one JSON object, so a newline or control character in a client-supplied string is
-escaped and cannot forge a line.
+escaped and cannot forge a line. Every line carries ``service`` and ``environment``; the tiers
+chosen by ``AUDIT_LEDGER_SYSLOG_TIERS`` are also forwarded to a SIEM (:mod:`.syslog`), as the
+same lines.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from typing import Any
 
 import structlog
 
+from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
+from audit_ledger.observability.syslog import DEFAULT_TIERS, SyslogForwarder, install_forwarder
+
 TIER_RETENTION_DAYS = {"application": 30, "security": 90, "performance": 7, "error": 60}
+#: Tiers whose rotated files are also capped by count (``log_backup_count``): operational noise.
+#: The security and error tiers are compliance evidence (PCI DSS 10.5.1) and go by age only.
+COUNT_CAPPED_TIERS = frozenset({"application", "performance"})
+SERVICE = "audit-ledger"
 LOGGER_PREFIX = "audit_ledger"
 _CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _configured = False
@@ -72,7 +81,7 @@ def _file_name(tier: str, per_process: bool) -> str:
     return f"{tier}.{os.getpid()}.log" if per_process else f"{tier}.log"
 
 
-class _PrivateFileHandler(logging.handlers.TimedRotatingFileHandler):
+class _PrivateFileHandler(SizeAndDayRotatingFileHandler):
     """A tier file created (and kept) 0600: log lines name principals, routes and seqs, which
     other accounts on the host have no business reading (issue #12)."""
 
@@ -84,13 +93,36 @@ class _PrivateFileHandler(logging.handlers.TimedRotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: PTH123
 
 
+def _identity(environment: str) -> Any:
+    """Every line says which service and environment wrote it (the plan's log line fields)."""
+
+    def add(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["service"] = SERVICE
+        event["environment"] = environment
+        return event
+
+    return add
+
+
 def configure_logging(
-    log_dir: Path | None, *, per_process: bool = False, level: int = logging.INFO
+    log_dir: Path | None,
+    *,
+    per_process: bool = False,
+    level: int = logging.INFO,
+    environment: str = "local",
+    max_bytes: int = 100 * 1024 * 1024,
+    backup_count: int = 10,
+    syslog_url: str = "",
+    syslog_tiers: str = DEFAULT_TIERS,
+    syslog_ca_file: Path | None = None,
+    syslog_queue_size: int = 10_000,
 ) -> None:
-    """Route structlog and stdlib logging to stdout and the tier files (idempotent)."""
+    """Route structlog and stdlib logging to stdout, the tier files and, with ``syslog_url``,
+    a syslog receiver (idempotent)."""
     global _configured  # noqa: PLW0603 - logging is process-global by nature
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _identity(environment),
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -109,25 +141,22 @@ def configure_logging(
     }
     for owner in (root, *tier_loggers.values()):
         for handler in list(owner.handlers):
-            if getattr(handler, "_audit_ledger", False):
+            if getattr(handler, "_audit_ledger", False) or isinstance(handler, SyslogForwarder):
                 owner.removeHandler(handler)
                 handler.close()
     # stdout and the error tier take every record (the error file from ERROR up); each other
     # tier's file hangs on its own logger ("audit_ledger.<tier>", and so its children), so a
     # record meets only the handlers it is written by.
-    placed: list[tuple[logging.Logger, logging.Handler]] = [
-        (root, logging.StreamHandler(sys.stdout))
-    ]
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.addFilter(_quiet_scheduler)
+    placed: list[tuple[logging.Logger, logging.Handler]] = [(root, stdout)]
     if log_dir is not None:
         log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for tier, logger in tier_loggers.items():
             handler = _PrivateFileHandler(
                 log_dir / _file_name(tier, per_process),
-                when="midnight",
-                utc=True,
-                backupCount=0,
-                encoding="utf-8",
-                delay=True,
+                max_bytes=max_bytes,
+                keep=backup_count if tier in COUNT_CAPPED_TIERS else None,
             )
             if tier == "error":
                 handler.setLevel(logging.ERROR)
@@ -138,6 +167,14 @@ def configure_logging(
         handler.setFormatter(formatter)
         handler._audit_ledger = True  # type: ignore[attr-defined]
         owner.addHandler(handler)
+    if syslog_url:
+        install_forwarder(
+            syslog_url,
+            tiers=syslog_tiers,
+            ca_file=syslog_ca_file,
+            capacity=syslog_queue_size,
+            formatter=formatter,
+        )
     root.setLevel(level)
     # Every line already says where it comes from (logger name and event): skip what the stdlib
     # would compute for each record — the caller's frame (a stack walk), thread and process.
@@ -149,7 +186,19 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic announces its dialect at INFO on every schema check (each /readyz probe).
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler says "executed successfully" for every tick, skipped ones included (the tick
+    # check is inside the job): our own line says what ran (jobs.Jobs.run_once).
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     _configured = True
+
+
+def _quiet_scheduler(record: logging.LogRecord) -> bool:
+    """Keep the scheduler's per-tick INFO lines out of stdout (they stay in the tier file and
+    are forwarded with the ``scheduler`` tier); its warnings and errors still show."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(_SCHEDULER_LOGGER)
+
+
+_SCHEDULER_LOGGER = f"{LOGGER_PREFIX}.application.scheduler"
 
 
 def cleanup_rotated(log_dir: Path, now: float | None = None) -> list[Path]:

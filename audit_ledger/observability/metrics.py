@@ -21,6 +21,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
@@ -72,6 +73,18 @@ WITNESS_SUBMISSIONS = Counter(
     "Checkpoint submissions to witnesses, by witness and outcome.",
     ["witness", "outcome"],
 )
+VERIFICATION_FAILURES = Counter(
+    "ledger_verification_failures_total",
+    "Verification runs that found a problem, by kind (incremental, full).",
+    ["kind"],
+)
+SLOW_QUERIES = Counter(
+    "database_slow_queries_total",
+    "Statements that took longer than SLOW_QUERY_SECONDS, by statement kind.",
+    ["operation"],
+)
+#: What counts as a slow statement (the plan's latency budget is 2 s for a whole append).
+SLOW_QUERY_SECONDS = 1.0
 RETENTION_RUNS = Counter("ledger_retention_runs_total", "Retention runs completed.")
 RETENTION_PURGED = Counter(
     "ledger_retention_payloads_purged_total", "Payloads deleted by retention.", ["category"]
@@ -103,7 +116,11 @@ def instrument_engine(engine: Engine) -> None:
     def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         started = conn.info.get("audit_ledger_t0")
         if started:
-            DB_DURATION.labels(_operation(statement)).observe(time.perf_counter() - started.pop())
+            elapsed = time.perf_counter() - started.pop()
+            operation = _operation(statement)
+            DB_DURATION.labels(operation).observe(elapsed)
+            if elapsed > SLOW_QUERY_SECONDS:
+                SLOW_QUERIES.labels(operation).inc()
 
     engine._audit_ledger_instrumented = True  # type: ignore[attr-defined]
 
@@ -138,6 +155,39 @@ def _witness_lag(ledger: Any) -> Iterator[Metric]:
             age.add_metric([item.witness], item.age_seconds)
     yield lag
     yield age
+
+
+def _database(ledger: Any) -> Iterator[Metric]:
+    """This process's connection pool, and the server's connections and replica lag."""
+    pool = ledger.engine.pool
+    if callable(getattr(pool, "checkedout", None)) and callable(getattr(pool, "checkedin", None)):
+        conns = GaugeMetricFamily(
+            "ledger_db_pool_connections",
+            "Connections of the scraped process's pool, by state (in use, idle).",
+            labels=["state"],
+        )
+        conns.add_metric(["in_use"], pool.checkedout())
+        conns.add_metric(["idle"], pool.checkedin())
+        yield conns
+    try:
+        stats = ledger.database_stats()
+    except AuditLedgerError:
+        return
+    if stats is None:
+        return
+    yield GaugeMetricFamily(
+        "ledger_database_connections",
+        "Server connections to this database (every client).",
+        value=stats.connections,
+    )
+    lag = GaugeMetricFamily(
+        "ledger_database_replication_lag_seconds",
+        "Replay lag of each replica (PostgreSQL primary with replicas only).",
+        labels=["replica"],
+    )
+    for replica, seconds in sorted(stats.replication_lag_seconds.items()):
+        lag.add_metric([replica], seconds)
+    yield lag
 
 
 class LedgerStateCollector(Collector):
@@ -188,11 +238,26 @@ class LedgerStateCollector(Collector):
                 "1 if the last full verification passed.",
                 value=1 if verify[2] == "ok" else 0,
             )
+        recent = runs.get("verify_recent")
+        if recent and (ts := _epoch(recent[1])) is not None:
+            yield GaugeMetricFamily(
+                "ledger_last_incremental_verification_timestamp_seconds",
+                "When the incremental (every-minute) verification last ran.",
+                value=ts,
+            )
+            yield GaugeMetricFamily(
+                "ledger_last_incremental_verification_success",
+                "1 if the last incremental verification passed, 0 if it found tampering.",
+                value=1 if recent[2] == "ok" else 0,
+            )
         yield from _witness_lag(self.ledger)
+        yield from _database(self.ledger)
         job_ts = GaugeMetricFamily(
             "ledger_job_last_run_timestamp_seconds",
             "When each scheduled job last ran.",
-            labels=["job"],
+            # Not "job": Prometheus sets that label to the scrape job's name and would rename
+            # ours to exported_job, so no rule could select a job by name.
+            labels=["scheduled_job"],
         )
         for name, (_, when, _) in sorted(runs.items()):
             if (ts := _epoch(when)) is not None:
@@ -225,6 +290,9 @@ def render(state: Collector) -> bytes:
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped
+        # Process CPU and memory of the worker that answers (the default registry has them in
+        # a single process; the multiprocess files do not).
+        ProcessCollector(registry=registry)
     else:
         registry = REGISTRY
     state_registry = CollectorRegistry()

@@ -474,7 +474,8 @@ def test_errors_land_in_error_log(settings: Settings, tmp_path: Path) -> None:
 
     def failure_logged() -> bool:
         path = log_dir / "error.log"
-        return path.exists() and "verification_failed" in path.read_text(encoding="utf-8")
+        # Both verifications (full and incremental) report it.
+        return path.exists() and path.read_text(encoding="utf-8").count("verification_failed") >= 2
 
     def failure_recorded() -> bool:
         # What AuditLedgerVerificationFailed watches (recorded just after the log line).
@@ -490,10 +491,12 @@ def test_errors_land_in_error_log(settings: Settings, tmp_path: Path) -> None:
     assert errors, "error.log is empty"
     assert all(line["level"] in {"error", "critical"} for line in errors), errors
     failed = [line for line in errors if line["event"] == "verification_failed"]
-    assert len(failed) == 1
-    assert failed[0]["logger"] == "audit_ledger.security"
+    # Once by the full verification, once by the incremental one (issue #15: kind=incremental).
+    assert sorted(line.get("kind", "full") for line in failed) == ["full", "incremental"]
+    assert {line["logger"] for line in failed} == {"audit_ledger.security"}
+    assert len({line["problem"] for line in failed}) == 1
     security = json_lines((log_dir / "security.log").read_text(encoding="utf-8"))
-    assert [line["event"] for line in security].count("verification_failed") == 1
+    assert [line["event"] for line in security].count("verification_failed") == 2
     application = (log_dir / "application.log").read_text(encoding="utf-8")
     assert "verification_failed" not in application
     assert "job verify tick" in application

@@ -87,11 +87,41 @@ def test_required_alerts_exist_with_severities() -> None:
     assert p95["expr"].endswith("> 2")
     assert p99["expr"].endswith("> 3")
 
-    retention = _one(alerts, 'ledger_job_last_run_timestamp_seconds{job="retention"}')
+    retention = _one(alerts, 'ledger_job_last_run_timestamp_seconds{scheduled_job="retention"}')
     assert "2 * 86400" in retention["expr"] or "172800" in retention["expr"]
 
     database = _one(alerts, "max(ledger_database_up) == 0")
     assert database["severity"] == "critical"
+
+    tamper = _one(alerts, "ledger_last_incremental_verification_success", "== 0")
+    assert (tamper["severity"], tamper["for"]) == ("critical", "0m")
+
+
+def _annotations() -> dict[str, dict[str, str]]:
+    """``alert name -> {"summary", "description"}`` (quoted one-line values)."""
+    text = RULES.read_text(encoding="utf-8")
+    out: dict[str, dict[str, str]] = {}
+    for block in re.split(r"^\s*- alert:\s*", text, flags=re.MULTILINE)[1:]:
+        name = block.splitlines()[0].strip()
+        out[name] = {
+            key: json.loads(m.group(1))
+            for key in ("summary", "description")
+            if (m := re.search(rf'^\s*{key}:\s*(".*")\s*$', block, flags=re.MULTILINE))
+        }
+    return out
+
+
+def test_every_alert_says_what_happened_and_what_to_do_first() -> None:
+    texts = _annotations()
+    assert set(texts) == set(_alerts())
+    for name, text in texts.items():
+        assert text.get("summary"), name
+        assert text.get("description"), name
+        assert any(w in text["description"] for w in ("First", "Check", "check")), name
+    # Its $value is the number of entries not yet covered (the left side of "and"), not a time.
+    no_checkpoint = texts["AuditLedgerNoCheckpoint"]["description"]
+    assert "{{ $value }} entries" in no_checkpoint
+    assert "{{ $value }} seconds" not in no_checkpoint
 
 
 # --- behaviour: promtool test rules -------------------------------------------------------------
@@ -164,13 +194,17 @@ HEALTHY = {
     'ledger_log_size{instance="a"}': "0+10x5000",
     'ledger_checkpoint_lag_entries{instance="a"}': "0x5000",
     'ledger_seconds_since_last_checkpoint{instance="a"}': "30x5000",
-    'ledger_job_last_run_timestamp_seconds{instance="a",job="retention"}': "0+60x5000",
+    'ledger_job_last_run_timestamp_seconds{instance="a",scheduled_job="retention"}': "0+60x5000",
     'ledger_appends_total{instance="a",category="financial_transactions",outcome="appended"}': (
         "0+100x5000"
     ),
     # A witness keeping up: a few entries behind, cosigning every minute.
     'ledger_witness_lag_entries{instance="a",witness="w1"}': "5x5000",
     'ledger_witness_seconds_since_cosignature{instance="a",witness="w1"}': "60x5000",
+    'ledger_last_incremental_verification_success{instance="a"}': "1x5000",
+    'ledger_last_incremental_verification_timestamp_seconds{instance="a"}': "0+60x5000",
+    'ledger_syslog_messages_dropped_total{instance="a"}': "0x5000",
+    'ledger_syslog_messages_queued{instance="a"}': "3x5000",
 }
 ALL_ALERTS = sorted(_alerts())
 
@@ -339,7 +373,7 @@ def test_slow_reads_are_not_append_latency(tmp_path: Path) -> None:
 
 @needs_promtool
 def test_retention_missing_for_two_days(tmp_path: Path) -> None:
-    retention = 'ledger_job_last_run_timestamp_seconds{instance="a",job="retention"}'
+    retention = 'ledger_job_last_run_timestamp_seconds{instance="a",scheduled_job="retention"}'
     stuck = {k: (v if k != retention else "0x4000") for k, v in HEALTHY.items()}
     daily = {
         k: (v if k != retention else "0x1439 86400x1439 172800x1439") for k, v in HEALTHY.items()
@@ -365,14 +399,20 @@ def test_retention_missing_for_two_days(tmp_path: Path) -> None:
 @needs_promtool
 def test_retention_that_never_ran_alerts(tmp_path: Path) -> None:
     """No retention run recorded at all while the database answers (no scheduler running)."""
-    never = {k: v for k, v in HEALTHY.items() if 'job="retention"' not in k}
-    never['ledger_job_last_run_timestamp_seconds{instance="a",job="verify"}'] = "0+60x200"
+    never = {k: v for k, v in HEALTHY.items() if 'scheduled_job="retention"' not in k}
+    never['ledger_job_last_run_timestamp_seconds{instance="a",scheduled_job="verify"}'] = "0+60x200"
     _run_promtool_test(
         tmp_path,
         [
             _case(
                 never,
-                [("2h", "AuditLedgerRetentionMissing", [{"severity": "high", "job": "retention"}])],
+                [
+                    (
+                        "2h",
+                        "AuditLedgerRetentionMissing",
+                        [{"severity": "high", "scheduled_job": "retention"}],
+                    )
+                ],
             )
         ],
     )
@@ -428,5 +468,80 @@ def test_a_witness_that_stops_cosigning_alerts(tmp_path: Path) -> None:
             ),
             # Nothing appended since its last cosignature: an old cosignature is fine.
             _case(idle, [("40m", "AuditLedgerWitnessLagging", [])]),
+        ],
+    )
+
+
+@needs_promtool
+def test_tamper_detected_fires_at_once_and_only_then(tmp_path: Path) -> None:
+    series = {**HEALTHY, 'ledger_last_incremental_verification_success{instance="a"}': "1x3 0x20"}
+    critical = [{"severity": "critical", "instance": "a"}]
+    checks = [
+        ("2m", "AuditLedgerTamperDetected", []),
+        ("4m", "AuditLedgerTamperDetected", critical),
+        ("20m", "AuditLedgerTamperDetected", critical),
+    ]
+    repaired = {
+        **HEALTHY,
+        'ledger_last_incremental_verification_success{instance="a"}': "1x3 0x3 1x20",
+    }
+    _run_promtool_test(
+        tmp_path,
+        [
+            _case(series, checks),
+            _case(repaired, [("5m", "AuditLedgerTamperDetected", critical)]),
+            _case(repaired, [("10m", "AuditLedgerTamperDetected", [])]),
+        ],
+    )
+
+
+@needs_promtool
+def test_incremental_verification_stale_or_never_run(tmp_path: Path) -> None:
+    ts = 'ledger_last_incremental_verification_timestamp_seconds{instance="a"}'
+    stuck = {**HEALTHY, ts: "0x60"}  # ran once at t=0, then never again
+    never = {k: v for k, v in HEALTHY.items() if "incremental" not in k}
+    high = [{"severity": "high"}]
+    _run_promtool_test(
+        tmp_path,
+        [
+            _case(
+                stuck,
+                [
+                    ("12m", "AuditLedgerIncrementalVerificationStale", []),  # > 10 m, for 5 m
+                    ("17m", "AuditLedgerIncrementalVerificationStale", high),
+                ],
+            ),
+            _case(
+                never,
+                [
+                    ("3m", "AuditLedgerIncrementalVerificationStale", []),
+                    ("6m", "AuditLedgerIncrementalVerificationStale", high),
+                ],
+            ),
+        ],
+    )
+
+
+@needs_promtool
+def test_syslog_drops_and_backlog(tmp_path: Path) -> None:
+    dropping = {**HEALTHY, 'ledger_syslog_messages_dropped_total{instance="a"}': "0x5 0+7x20"}
+    backlog = {**HEALTHY, 'ledger_syslog_messages_queued{instance="a"}': "0x2 5000x30"}
+    _run_promtool_test(
+        tmp_path,
+        [
+            _case(
+                dropping,
+                [
+                    ("4m", "AuditLedgerSyslogDropping", []),
+                    ("8m", "AuditLedgerSyslogDropping", [{"severity": "high"}]),
+                ],
+            ),
+            _case(
+                backlog,
+                [
+                    ("10m", "AuditLedgerSyslogBacklog", []),  # for: 10m
+                    ("14m", "AuditLedgerSyslogBacklog", [{"severity": "medium"}]),
+                ],
+            ),
         ],
     )

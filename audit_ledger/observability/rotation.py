@@ -1,0 +1,66 @@
+"""Log files that rotate at midnight UTC *and* when they reach a size (the QuickCart plan's
+100 MB x 10), so one busy day cannot fill the disk with a single file.
+
+A daily rotation names the file ``<name>.<YYYY-MM-DD>`` as before; a size rotation names it
+``<name>.<YYYY-MM-DD>T<HH-MM-SS.ffffff>`` (UTC, never colliding with the daily name, so the
+stdlib's "delete the target first" never removes a rotated file). Both shapes are "rotated" for
+:func:`audit_ledger.observability.logging.cleanup_rotated`, which still deletes them by the
+tier's retention age.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
+    """``TimedRotatingFileHandler(when="midnight", utc=True)`` that also rotates at ``max_bytes``
+    and keeps at most ``keep`` rotated files (``None``: keep them all, retention decides)."""
+
+    def __init__(self, filename: Path, *, max_bytes: int, keep: int | None) -> None:
+        super().__init__(
+            filename, when="midnight", utc=True, backupCount=0, encoding="utf-8", delay=True
+        )
+        self.max_bytes = max_bytes
+        self.keep = keep
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802 - stdlib name
+        if super().shouldRollover(record):
+            return 1
+        if self.max_bytes <= 0:
+            return 0
+        if self.stream is None:
+            self.stream = self._open()
+        size = self.stream.tell()
+        # The line about to be written (the formatter caches it: rendering it here is free).
+        incoming = len(self.format(record).encode("utf-8")) + 1
+        return 1 if size > 0 and size + incoming > self.max_bytes else 0
+
+    def doRollover(self) -> None:  # noqa: N802 - stdlib name
+        if int(time.time()) >= self.rolloverAt:
+            super().doRollover()  # the daily rotation, named by the day it covers
+        else:
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S.%f")
+            target = f"{self.baseFilename}.{stamp}"
+            live = Path(self.baseFilename)
+            if live.exists():
+                live.rename(target)
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.keep is None:
+            return
+        base = Path(self.baseFilename)
+        rotated = sorted(
+            (p for p in base.parent.glob(base.name + ".*") if p.is_file()),
+            key=lambda p: (p.stat().st_mtime, p.name),
+        )
+        for old in rotated[: max(0, len(rotated) - self.keep)]:
+            old.unlink(missing_ok=True)
