@@ -20,12 +20,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from audit_ledger.auditor.mirror import open_mirror
 from audit_ledger.core.tiles import Tile
 from audit_ledger.crypto.keys import init_keys
 from audit_ledger.ledger.reads import Query
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
-from tests.conftest import ORIGIN, migrate
+from tests.conftest import ORIGIN, REQUIRE_PG, migrate
 from tests.support import replica as replica_support
 from tests.support.factories import event
 from tests.support.polling import wait_until
@@ -40,6 +41,8 @@ OFFICER = ["compliance_officer"]
 @pytest.fixture(scope="module")
 def pair() -> Iterator[replica_support.ReplicaPair]:
     why = replica_support.missing()
+    if why is not None and REQUIRE_PG:  # CI: PostgreSQL is mandatory, its replicas too
+        pytest.fail(f"AUDIT_LEDGER_REQUIRE_POSTGRES=1 but {why}")
     if why is not None:
         pytest.skip(f"READ-REPLICA TESTS NOT RUN: cannot start a PostgreSQL pair here: {why}")
     with replica_support.replica_pair() as started:
@@ -150,6 +153,26 @@ def test_reads_proofs_leaves_and_tiles_from_the_replica_equal_the_primarys(
 
     # Six routed reads, every one on the replica (it had replayed the checkpointed size).
     assert delta(before) == {"replica": 6}
+
+
+def test_an_export_reads_its_leaves_and_proofs_on_the_replica(
+    pair: replica_support.ReplicaPair,
+    server: InProcessServer,
+    primary: Ledger,
+    tmp_path: Path,
+) -> None:
+    append(server, 4)
+    size = checkpointed(primary)
+    pair.wait_replayed()
+    before = counts()
+    with open_mirror(tmp_path / "mirror", create=True) as mirror:
+        report = ledger_in(server).export(mirror, inclusion_checks=3, principal="cli")
+    assert report.tree_size == size
+    assert report.new_leaves == size
+    assert report.inclusion_proofs == 3
+    routed = delta(before)
+    assert set(routed) == {"replica"}
+    assert routed["replica"] >= 4  # leaves (at least one page) and three inclusion proofs
 
 
 def test_a_lagging_replica_waits_or_falls_back_and_never_serves_a_size_it_has_not_got(
