@@ -131,7 +131,7 @@ def test_reads_proofs_leaves_and_tiles_from_the_replica_equal_the_primarys(
     size = checkpointed(primary)
     pair.wait_replayed()
     auditor, officer = server.headers("auditor"), server.headers("compliance_officer")
-    before = counts()
+    before, primary_size = counts(), primary.log.size()
 
     page = server.get("/v1/events?category=financial_transactions&limit=5", headers=officer)
     assert page.status_code == 200, page.text
@@ -151,8 +151,10 @@ def test_reads_proofs_leaves_and_tiles_from_the_replica_equal_the_primarys(
     assert served.status_code == 200, served.text
     assert served.content == primary.tiles.read(tile)
 
-    # Six routed reads, every one on the replica (it had replayed the checkpointed size).
+    # Six routed reads, every one on the replica (it had replayed the checkpointed size); the
+    # three recorded ones (page, entry, leaves) appended their records_read on the primary.
     assert delta(before) == {"replica": 6}
+    assert primary.log.size() == primary_size + 3
 
 
 def test_an_export_reads_its_leaves_and_proofs_on_the_replica(
