@@ -129,11 +129,12 @@ class Ledger:
         store = Store(create_engine_for_url(settings.database_url, pool_size=settings.db_pool_size))
         read_store = None
         if settings.read_database_url is not None:
-            # A short connect timeout: a replica that went away costs a read ~1 s once, then
-            # ReadSource skips it for a while (reads go to the primary meanwhile).
+            # A short connect timeout (2 s, the least libpq and psycopg allow): a replica that
+            # went away costs a read at most that, once; then ReadSource skips it for a while
+            # (reads go to the primary meanwhile).
             read_store = Store(
                 create_engine_for_url(
-                    settings.read_database_url, pool_size=settings.db_pool_size, connect_timeout=1
+                    settings.read_database_url, pool_size=settings.db_pool_size, connect_timeout=2
                 )
             )
         return cls(store, policy, keys, settings, clock, read_store=read_store)
