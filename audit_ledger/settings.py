@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     tiles_public: bool = False
     #: When set, the checkpoint job publishes the tiles into this directory (``tiles publish``).
     tiles_dir: Path | None = None
+    #: A PostgreSQL hot standby of ``database_url`` (issue #16): reads, leaves, proofs, tiles
+    #: and exports run there once it has replayed what they need (ledger/replica.py); writes,
+    #: checkpoints and the scheduler stay on the primary. Unset: everything on the primary.
+    read_database_url: str | None = Field(default=None, repr=False)
 
     #: Deployment name written on every log line (``environment``), forwarded ones too.
     environment: str = Field(default="local", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
@@ -227,6 +231,26 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("read_database_url", mode="before")
+    @classmethod
+    def _check_read_database_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None  # ``AUDIT_LEDGER_READ_DATABASE_URL=`` means "no replica"
+        if isinstance(value, str) and _parse_url(value).get_backend_name() != "postgresql":
+            raise ValueError("a read replica must be a PostgreSQL hot standby (postgresql://…)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_read_replica(self) -> Settings:
+        if self.read_database_url is not None and (
+            _parse_url(self.database_url).get_backend_name() != "postgresql"
+        ):
+            raise ValueError(
+                f"{_env('read_database_url')} needs a PostgreSQL {_env('database_url')}"
+                " (an embedded SQLite file has no replicas)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:

@@ -17,6 +17,7 @@ from audit_ledger.errors import StorageError
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.operations import Clock, bad
 from audit_ledger.ledger.reads import Reads
+from audit_ledger.ledger.replica import ReadSource
 from audit_ledger.storage import jobs
 from audit_ledger.storage.checkpoints import StoredCheckpoint
 from audit_ledger.storage.store import Store
@@ -60,8 +61,10 @@ class Log:
         signer: CheckpointSigner | CheckpointKeys,
         reads: Reads,
         clock: Clock,
+        source: ReadSource[Store] | None = None,
     ) -> None:
         self.store = store
+        self.source: ReadSource[Store] = source if source is not None else ReadSource(store)
         self.signer = signer
         self.reads = reads
         self.clock = clock
@@ -71,10 +74,14 @@ class Log:
 
     def leaves(self, start: int, end: int) -> list[tuple[int, bytes]]:
         """Up to :data:`LEAVES_PAGE` leaves from ``start``, unrecorded (see :meth:`read_leaves`)."""
-        size = self.size()
-        if not 0 <= start < end <= size:
-            raise bad("end", f"need 0 <= start < end <= log size ({size})")
-        return self.store.leaves(start, min(end, start + LEAVES_PAGE))
+
+        def read(store: Store) -> list[tuple[int, bytes]]:
+            size = store.size()
+            if not 0 <= start < end <= size:
+                raise bad("end", f"need 0 <= start < end <= log size ({size})")
+            return store.leaves(start, min(end, start + LEAVES_PAGE))
+
+        return self.source.run(end, read)
 
     def read_leaves(
         self, principal: Principal, start: int, end: int, endpoint: str
@@ -85,19 +92,27 @@ class Log:
         return rows
 
     def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
-        size = self.size()
-        if not 0 <= seq < tree_size <= size:
-            raise bad("tree_size", f"need 0 <= seq < tree_size <= log size ({size})")
-        return merkle.inclusion_proof(seq, tree_size, self.store.read_hashes)
+        def read(store: Store) -> list[bytes]:
+            size = store.size()
+            if not 0 <= seq < tree_size <= size:
+                raise bad("tree_size", f"need 0 <= seq < tree_size <= log size ({size})")
+            return merkle.inclusion_proof(seq, tree_size, store.read_hashes)
+
+        return self.source.run(tree_size, read)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        size = self.size()
-        if not 1 <= first <= second <= size:
-            raise bad("second", f"need 1 <= first <= second <= log size ({size})")
-        return merkle.consistency_proof(first, second, self.store.read_hashes)
+        def read(store: Store) -> list[bytes]:
+            size = store.size()
+            if not 1 <= first <= second <= size:
+                raise bad("second", f"need 1 <= first <= second <= log size ({size})")
+            return merkle.consistency_proof(first, second, store.read_hashes)
+
+        return self.source.run(second, read)
 
     def root(self, tree_size: int) -> bytes:
-        return merkle.tree_root(tree_size, self.store.read_hashes)
+        return self.source.run(
+            tree_size, lambda store: merkle.tree_root(tree_size, store.read_hashes)
+        )
 
     def checkpoint(self) -> StoredCheckpoint | None:
         """Sign a checkpoint of the current log (None for an empty log) and note when."""

@@ -33,6 +33,7 @@ from audit_ledger.errors import (
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.keyring import DataKeyRing
 from audit_ledger.ledger.operations import Operations, bad, timestamp_bound
+from audit_ledger.ledger.replica import ReadSource
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy
 from audit_ledger.storage.entries import EntryFilter, StoredEntry
 from audit_ledger.storage.keys import StoredKey
@@ -227,8 +228,13 @@ class Reads:
         indexer: BlindIndexer,
         operations: Operations,
         page_limit_max: int,
+        source: ReadSource[Any] | None = None,
     ) -> None:
         self.store = store
+        # Entries are scanned where ``source`` says (a caught-up read replica, issue #16); keys
+        # are always looked up on ``store``, the primary, so a crypto-shredding erasure is
+        # honoured from its commit on, not from when a replica has replayed it.
+        self.source: ReadSource[Any] = source if source is not None else ReadSource(store)
         self.policy = policy
         self.indexer = indexer
         self.operations = operations
@@ -256,7 +262,11 @@ class Reads:
         roles = frozenset(roles)
         # Seqs are header integers (< 2^53): larger ones cannot exist and would overflow the
         # database parameter (a 500) rather than be "not found".
-        stored = self.store.entry(seq) if 0 <= seq <= MAX_SAFE_INTEGER else None
+        stored = (
+            self.source.run(seq + 1, lambda store: store.entry(seq))
+            if 0 <= seq <= MAX_SAFE_INTEGER
+            else None
+        )
         if stored is None:
             raise NotFoundError(f"no entry with seq {seq}")
         categories_for(self.policy, roles, stored.category)
@@ -283,28 +293,36 @@ class Reads:
         if q.order_id is not None:
             refs["order"] = self.indexer.index("order", q.order_id)
         after, bound = decode_cursor(q.cursor) if q.cursor else (None, None)
+
         # Each page is itself recorded (a ``records_read`` entry in ledger_operations), so a
         # reader of ledger_operations would meet its previous page's record on every next page
         # and never reach the end (issue #12). So a paging sees ledger_operations as it was at
         # its first page: the log size then is the bound every later page carries in its
         # cursor; operations recorded since belong to the next paging. Other categories still
         # show entries appended during a paging on its following pages (a tail can follow).
-        if bound is None:
-            bound = self.store.size()
-        flt = EntryFilter(
-            frozenset(categories),
-            q.event_type,
-            since,
-            until,
-            refs or None,
-            recorded_since,
-            recorded_until,
-            q.event_id,
-            q.newest_first,
-            below=bound,
-            bounded=frozenset({LEDGER_OPERATIONS}),
-        )
-        stored = self.store.scan(flt, after, q.limit + 1)
+        def scan(store: EntryStore) -> tuple[list[StoredEntry], int]:
+            # A first page is bounded by the size of the store it is read from: a replica's
+            # page is a consistent snapshot of its (shorter) log and claims nothing beyond it.
+            below = store.size() if bound is None else bound
+            flt = EntryFilter(
+                frozenset(categories),
+                q.event_type,
+                since,
+                until,
+                refs or None,
+                recorded_since,
+                recorded_until,
+                q.event_id,
+                q.newest_first,
+                below=below,
+                bounded=frozenset({LEDGER_OPERATIONS}),
+            )
+            return store.scan(flt, after, q.limit + 1), below
+
+        # A later page needs what its paging saw (the bound) and the entry it continues after:
+        # a replica short of either would end the paging early.
+        needed = max(bound or 0, 0 if after is None else after + 1)
+        stored, bound = self.source.run(needed, scan)
         more = len(stored) > q.limit
         stored = stored[: q.limit]
         next_cursor = encode_cursor(stored[-1].seq, bound) if more and stored else None

@@ -51,6 +51,7 @@ from audit_ledger.ledger.log import Log
 from audit_ledger.ledger.operations import Operations, utc_now
 from audit_ledger.ledger.principals import Principals
 from audit_ledger.ledger.reads import Reads
+from audit_ledger.ledger.replica import ReadSource
 from audit_ledger.ledger.retention import Retention, Shredder
 from audit_ledger.ledger.tiles import Tiles
 from audit_ledger.ledger.verify import Verification
@@ -73,8 +74,13 @@ class Ledger:
         keys: KeyRing,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        read_store: Store | None = None,
     ) -> None:
         self.store = store
+        # Reads, leaves, proofs, tiles and exports on a caught-up hot standby (issue #16).
+        self.read_store = read_store
+        self.read_source = ReadSource(store, read_store)
         self.policy = policy
         self.keys = keys
         self.settings = settings
@@ -84,10 +90,16 @@ class Ledger:
         self.appends = Appends(self.appender, policy, keys.indexer, settings)
         self.operations = Operations(policy, keys.indexer, clock, self.appends, self.appender)
         self.reads = Reads(
-            store, policy, self.keyring, keys.indexer, self.operations, settings.page_limit_max
+            store,
+            policy,
+            self.keyring,
+            keys.indexer,
+            self.operations,
+            settings.page_limit_max,
+            self.read_source,
         )
         self.checkpoint_keys = CheckpointKeys(settings.keys_dir, keys.signer)
-        self.log = Log(store, self.checkpoint_keys, self.reads, clock)
+        self.log = Log(store, self.checkpoint_keys, self.reads, clock, self.read_source)
         self.tiles = Tiles(store, self.log, self.reads)
         self.principals = Principals(store, self.operations)
         self.console_sessions = ConsoleSessions(self.principals, store, settings.keys_dir)
@@ -119,12 +131,24 @@ class Ledger:
         policy = load_policy(settings.policy_file)
         keys = load_keys(settings.keys_dir, settings.checkpoint_origin)
         store = Store(create_engine_for_url(settings.database_url, pool_size=settings.db_pool_size))
-        return cls(store, policy, keys, settings, clock)
+        read_store = None
+        if settings.read_database_url is not None:
+            # A short connect timeout (2 s, the least libpq and psycopg allow): a replica that
+            # went away costs a read at most that, once; then ReadSource skips it for a while
+            # (reads go to the primary meanwhile).
+            read_store = Store(
+                create_engine_for_url(
+                    settings.read_database_url, pool_size=settings.db_pool_size, connect_timeout=2
+                )
+            )
+        return cls(store, policy, keys, settings, clock, read_store=read_store)
 
     def close(self) -> None:
         self.appends.stop()
         self.witnessing.close()
         self.store.dispose()
+        if self.read_store is not None:
+            self.read_store.dispose()
 
     @property
     def engine(self) -> Any:

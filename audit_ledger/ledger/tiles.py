@@ -12,6 +12,11 @@ to an authenticated principal carries the same headers as a page of leaves, so i
 the same way. Hash tiles carry only hashes, like proofs, and are not. When the operator turns on
 ``tiles_public`` (or publishes tiles to a directory) the headers are public by configuration:
 anonymous fetches are not recorded (recording them would let anyone grow the ledger).
+
+With a read replica (issue #16) a tile's bytes are read through the log's
+:class:`~audit_ledger.ledger.replica.ReadSource`: on the replica once it has replayed the
+tile's smallest covering tree size, else on the primary; which checkpoint covers a tile is
+decided on the primary (the served checkpoint, :meth:`Log.published_checkpoint`).
 """
 
 from __future__ import annotations
@@ -83,14 +88,20 @@ class Tiles:
             raise NotFoundError("no checkpoint yet (the log is empty or none was made)")
         return latest
 
-    def read(self, tile: Tile) -> bytes:
-        """The tile's bytes from storage: one range read, nothing rehashed."""
+    def read(self, tile: Tile, store: Store | None = None) -> bytes:
+        """The tile's bytes from ``store`` (the primary by default): one range read, nothing
+        rehashed."""
+        store = self.store if store is None else store
         if tile.entries:
-            rows = self.store.leaves(tile.start, tile.start + tile.width)
+            rows = store.leaves(tile.start, tile.start + tile.width)
             if len(rows) != tile.width:
                 raise StorageError("a leaf of a checkpointed tile is missing")
             return encode_entry_bundle([leaf for _, leaf in rows])
-        return b"".join(self.store.hash_range(tile.hash_level, tile.start, tile.width))
+        return b"".join(store.hash_range(tile.hash_level, tile.start, tile.width))
+
+    def routed_read(self, tile: Tile) -> bytes:
+        """:meth:`read` on a replica that has replayed the tile's tree size, else the primary."""
+        return self.log.source.run(tile.min_tree_size, lambda store: self.read(tile, store))
 
     def get(self, path: str, principal: Principal | None, endpoint: str) -> TileData:
         """The tile at ``path`` (``tile/…``) if a checkpoint covers it.
@@ -104,7 +115,7 @@ class Tiles:
             raise NotFoundError(f"no such tile: {exc}") from None
         if tile.min_tree_size > self._latest().tree_size:
             raise NotFoundError("no checkpoint covers this tile yet")
-        data = self.read(tile)
+        data = self.routed_read(tile)
         if tile.entries and principal is not None:
             self.reads.record(principal, endpoint, range(tile.start, tile.start + tile.width))
         return TileData(tile, data)
@@ -183,7 +194,7 @@ class Tiles:
         kept = len(tiles) - len(missing)
 
         def write(tile: Tile) -> None:
-            _write_atomic(directory / tile.path(), self.read(tile))
+            _write_atomic(directory / tile.path(), self.routed_read(tile))
 
         # Each file waits on a database read and an fsync: a few threads overlap those waits
         # (the GIL is released in both). All are written before the checkpoint.

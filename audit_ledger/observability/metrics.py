@@ -63,6 +63,13 @@ COMMIT_GROUP_SIZE = Histogram(
     "Events per committed transaction (group commit).",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000),
 )
+READ_REPLICA = Counter(
+    "ledger_read_replica_total",
+    "Reads routed with a read replica configured, by where they were served: replica (it had "
+    "replayed what the read needs), waited (after a bounded wait for replay), primary_fallback "
+    "(it had not caught up), replica_down (unreachable or failing).",
+    ["outcome"],
+)
 REPLAYS = Counter("ledger_idempotent_replays_total", "Appends answered with an earlier receipt.")
 CONFLICTS = Counter("ledger_conflicts_total", "Appends refused: event_id reused, other content.")
 AUTH_FAILURES = Counter(

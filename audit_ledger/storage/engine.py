@@ -44,11 +44,15 @@ def missing_database_message(path: str) -> str:
     )
 
 
-def create_engine_for_url(url: str, *, pool_size: int = 10, create: bool = False) -> Engine:
+def create_engine_for_url(
+    url: str, *, pool_size: int = 10, create: bool = False, connect_timeout: int | None = None
+) -> Engine:
     """Create an engine configured for the ledger on PostgreSQL or SQLite.
 
     A SQLite file that does not exist is a :class:`ConfigError` unless ``create`` (migrations
-    only): never an empty database made by a typo.
+    only): never an empty database made by a typo. ``connect_timeout`` (seconds, PostgreSQL
+    only) bounds a connection attempt: a read replica that went away must cost a read little
+    before it falls back to the primary.
     """
     try:
         parsed = make_url(normalise_url(url))
@@ -70,6 +74,7 @@ def create_engine_for_url(url: str, *, pool_size: int = 10, create: bool = False
             max_overflow=pool_size,
             pool_pre_ping=True,
             isolation_level="READ COMMITTED",
+            connect_args={} if connect_timeout is None else {"connect_timeout": connect_timeout},
         )
     raise ConfigError(f"unsupported database backend {backend!r} (use postgresql or sqlite)")
 
