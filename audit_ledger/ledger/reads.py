@@ -247,14 +247,20 @@ class Reads:
         self.page_limit_max = page_limit_max
         self.reader = EntryReader(store, policy, keyring)
 
-    def query(self, principal: Principal, q: Query, endpoint: str) -> Page:
+    def query(
+        self, principal: Principal, q: Query, endpoint: str, *, below: int | None = None
+    ) -> Page:
         """One page of entries ``principal`` may see, recorded as read by ``endpoint``; a
-        refusal (a category the roles may not read) is recorded too, then raised."""
+        refusal (a category the roles may not read) is recorded too, then raised. With
+        ``below`` (an export's checkpoint size; oldest first only) the page stops at the
+        first seq not below it, and is the last."""
         try:
             page, filters = self._scan(principal.roles, q)
         except PermissionDeniedError:
             self.refused(principal, endpoint, q.category)
             raise
+        if below is not None and any(v.seq >= below for v in page.events):
+            page = Page([v for v in page.events if v.seq < below], None)
         self.record(principal, endpoint, [v.seq for v in page.events], filters=filters)
         return page
 
