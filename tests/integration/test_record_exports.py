@@ -17,7 +17,8 @@ from audit_ledger.ledger.reads import Query
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings
 from tests.conftest import ORIGIN
-from tests.support.cli import run_cli
+from tests.support.cli import assert_one_line_error, env_for, run_cli
+from tests.support.cli import cli as run_program
 from tests.support.factories import event
 from tests.support.tlog_keys import log_key
 
@@ -191,3 +192,33 @@ def test_no_checkpoint_no_export(cli: Cli, ledger: Ledger, tmp_path: Path) -> No
     assert "no checkpoint" in err
     assert list(where.iterdir()) == []
     assert _run(cli, "export")[0] == 2  # the mirror form still needs --mirror
+
+
+@pytest.mark.process
+def test_the_real_program_exports_and_checks_with_its_exit_codes(
+    ledger: Ledger, settings: Settings, filled: dict[str, list[int]], tmp_path: Path
+) -> None:
+    """The installed entry point end to end (argument parsing, exit codes, no traceback)."""
+    env = env_for(settings.database_url, settings.keys_dir)
+    out = tmp_path / "out" / "sec.jsonl"
+    out.parent.mkdir()
+    made = run_program(
+        "export", "records", "--category", "security_events", "--role", "security_team",
+        "--format", "jsonl", "--out", str(out), env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    key = ledger.log.verifier_key()
+    checked = run_program("verify-export", str(out), "--verifier-key", key)  # no database, no keys
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("ok: 3 jsonl records")
+    out.write_bytes(out.read_bytes().replace(b"security_events", b"security_eventz", 1))
+    broken = run_program("verify-export", str(out), "--verifier-key", key)
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("EXPORT CHECK FAILED: seq ")
+    assert "Traceback" not in broken.stderr
+    missing = run_program("verify-export", str(tmp_path / "nope.csv"), "--verifier-key", key)
+    assert_one_line_error(missing)
+    refused = run_program(
+        "export", "records", "--category", "nope", "--out", str(out) + "2", env=env
+    )
+    assert "unknown category" in assert_one_line_error(refused)
