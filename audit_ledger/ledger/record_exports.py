@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -38,6 +38,8 @@ from audit_ledger.ledger.reads import EntryView, Query, Reads
 DATA_FORMATS = fmt.DATA_FORMATS
 #: Line terminator of the CSV (RFC 4180 §2: CRLF).
 _CRLF = "\r\n"
+#: Subtree hashes read per query (two bound parameters each; well under SQLite's limit).
+_HASH_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class RecordExports:
         cursor: str | None,
     ) -> Iterator[_Record]:
         while True:
+            proofs = self._proofs([v.seq for v in views], size)
             for view in views:
                 leaf = header_from_dict(view.header).encode()
                 if merkle.leaf_hash(leaf).hex() != view.leaf_hash:
@@ -133,14 +136,36 @@ class RecordExports:
                         f"seq {view.seq} does not re-encode to its leaf hash; run verify",
                         [{"field": "seq", "problem": "leaf mismatch"}],
                     )
-                proof = merkle.inclusion_proof(view.seq, size, self.log.store.read_hashes)
-                yield _Record(view, leaf, proof)
+                yield _Record(view, leaf, proofs[view.seq])
             if cursor is None:
                 return
             page = self.reads.query(
                 principal, dataclasses.replace(q, cursor=cursor), endpoint, below=size
             )
             views, cursor = page.events, page.next_cursor
+
+    def _proofs(self, seqs: list[int], size: int) -> dict[int, list[bytes]]:
+        """The inclusion proofs of a page's seqs, from one read of the stored subtree hashes
+        they need (neighbouring proofs share most of them): one query per proof made an
+        export of 20,000 records take a minute on SQLite."""
+        wanted: set[tuple[int, int]] = set()
+
+        def collect(indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+            wanted.update(indexes)
+            return [bytes(merkle.HASH_SIZE)] * len(indexes)  # shapes only: values unused
+
+        for seq in seqs:
+            merkle.inclusion_proof(seq, size, collect)
+        ordered = sorted(wanted)
+        known: dict[tuple[int, int], bytes] = {}
+        for start in range(0, len(ordered), _HASH_BATCH):
+            chunk = ordered[start : start + _HASH_BATCH]
+            known.update(zip(chunk, self.log.store.read_hashes(chunk), strict=True))
+
+        def lookup(indexes: Sequence[tuple[int, int]]) -> list[bytes]:
+            return [known[i] for i in indexes]
+
+        return {seq: merkle.inclusion_proof(seq, size, lookup) for seq in seqs}
 
 
 def _proof_line(record: _Record) -> bytes:
