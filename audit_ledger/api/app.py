@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit_ledger.api.docs import install as install_docs
 from audit_ledger.api.middleware import ObservabilityMiddleware
 from audit_ledger.api.openapi import install as install_openapi
 from audit_ledger.api.problems import (
@@ -79,6 +80,8 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         version="1",
         summary="Append-only, hash-chained, Merkle-tree compliance audit ledger",
         lifespan=lifespan,
+        docs_url=None,  # served from shipped assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.add_middleware(ObservabilityMiddleware)
     app.add_exception_handler(AuditLedgerError, domain_error_handler)
@@ -89,4 +92,5 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     for router in (*routers, console_router):
         app.include_router(router)
     install_openapi(app)
+    install_docs(app)
     return app

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit_ledger.cli import principal_commands
 from audit_ledger.cli.audit import (
+    add_verify_export,
     add_verify_proof,
     cmd_audit,
     cmd_export,
@@ -53,6 +54,7 @@ from audit_ledger.cli.common import (
     _err,
 )
 from audit_ledger.cli.openapi import cmd_openapi
+from audit_ledger.cli.record_exports import add_export_records
 from audit_ledger.cli.tiles import add_tiles_commands
 from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
@@ -173,8 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         "export is recorded in ledger_operations. Exit codes as for 'audit'.",
     )
     mirror_options(export, func=cmd_export)
+    export.set_defaults(what=None)
+    for action in export._actions:  # --mirror is for the mirror form; ``export records`` has none
+        action.required = action.required and action.dest != "mirror"
+    add_export_records(export, _Parser)
     add_prove(sub)
     add_verify_proof(sub)
+    add_verify_export(sub)
     serve_p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve_p.add_argument("--host", default="127.0.0.1")
     serve_p.add_argument("--port", type=_positive_int, default=8000)
@@ -264,7 +271,9 @@ def _stderr_warnings() -> None:
 
 #: Arguments that name files or directories: a Linux path may hold any bytes but NUL, which
 #: Python carries as lone surrogates (PEP 383) and hands back to the OS unchanged.
-_PATH_ARGUMENTS = frozenset({"file", "keys_dir", "mirror", "token_file", "verifier_key_file"})
+_PATH_ARGUMENTS = frozenset(
+    {"file", "keys_dir", "mirror", "token_file", "verifier_key_file", "out", "manifest"}
+)
 
 
 def _refuse_unsafe_text(args: argparse.Namespace) -> None:

@@ -172,6 +172,10 @@ def _query(form: dict[str, str], default_limit: int) -> Query:
     )
 
 
+#: The search form's filters as a query, for the downloads of the same search (console/exports).
+search_query = _query
+
+
 @router.post("/search")
 async def search(request: Request, session: SignedIn) -> Response:
     form = await read_form(request)

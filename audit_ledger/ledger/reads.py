@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from audit_ledger.core.canonical import MAX_SAFE_INTEGER, strict_loads
 from audit_ledger.core.header import parse_leaf
+from audit_ledger.core.seq_ranges import describe, to_ranges
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.envelope import payload_aad
 from audit_ledger.errors import (
@@ -95,6 +96,17 @@ def decode_cursor(cursor: str) -> tuple[int, int | None]:
             "cursor is not a next_cursor from this API",
             [{"field": "cursor", "problem": "invalid cursor"}],
         ) from None
+
+
+def seqs_text(value: Any) -> str:
+    """The seqs a ``records_read`` record names, for a page: ``3-7, 9``. Records written
+    before exact seqs (issue #14 item 3) hold a flat ``[first, last]``: shown as a span,
+    marked as such."""
+    if isinstance(value, list) and all(isinstance(r, list) and len(r) == 2 for r in value):
+        return describe(value)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(n, int) for n in value):
+        return f"{value[0]}…{value[1]} (first and last only)"
+    return ""
 
 
 def categories_for(policy: Policy, roles: Iterable[str], requested: str | None) -> frozenset[str]:
@@ -241,15 +253,31 @@ class Reads:
         self.page_limit_max = page_limit_max
         self.reader = EntryReader(store, policy, keyring)
 
-    def query(self, principal: Principal, q: Query, endpoint: str) -> Page:
-        """One page of entries ``principal`` may see, recorded as read by ``endpoint``."""
-        page, filters = self._scan(principal.roles, q)
+    def query(
+        self, principal: Principal, q: Query, endpoint: str, *, below: int | None = None
+    ) -> Page:
+        """One page of entries ``principal`` may see, recorded as read by ``endpoint``; a
+        refusal (a category the roles may not read) is recorded too, then raised. With
+        ``below`` (an export's checkpoint size; oldest first only) the page stops at the
+        first seq not below it, and is the last."""
+        try:
+            page, filters = self._scan(principal.roles, q)
+        except PermissionDeniedError:
+            self.refused(principal, endpoint, q.category)
+            raise
+        if below is not None and any(v.seq >= below for v in page.events):
+            page = Page([v for v in page.events if v.seq < below], None)
         self.record(principal, endpoint, [v.seq for v in page.events], filters=filters)
         return page
 
     def entry(self, principal: Principal, seq: int, endpoint: str) -> EntryView:
-        """One entry by seq, recorded as read."""
-        view = self.view_for(principal.roles, seq)
+        """One entry by seq, recorded as read (or as refused)."""
+        try:
+            view = self.view_for(principal.roles, seq)
+        except PermissionDeniedError:
+            stored = self.store.entry(seq)
+            self.refused(principal, endpoint, stored.category if stored else None, seq=seq)
+            raise
         self.record(principal, endpoint, [seq])
         return view
 
@@ -352,10 +380,27 @@ class Reads:
         *,
         filters: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append the ``records_read`` operation for a read, before the caller sees it."""
+        """Append the ``records_read`` operation for a read, before the caller sees it: the
+        exact seqs read, as sorted inclusive ranges ``[[first, last], ...]``
+        (:mod:`audit_ledger.core.seq_ranges`; issue #14 item 3)."""
         what: dict[str, Any] = {"principal": principal.name, "endpoint": endpoint}
         if filters is not None:
             what["filters"] = dict(filters)
         what["count"] = len(seqs)
-        what["seqs"] = [seqs[0], seqs[-1]] if seqs else []
+        what["seqs"] = to_ranges(seqs)
         self.operations.record("records_read", what)
+
+    def refused(
+        self, principal: Principal, endpoint: str, category: str | None, *, seq: int | None = None
+    ) -> None:
+        """Append a ``read_refused`` operation: who asked which endpoint for which category
+        (``None``: no category given and none readable). Never the identifiers searched for
+        (user or order id): the chain would then hold what the caller may not see."""
+        what: dict[str, Any] = {
+            "principal": principal.name,
+            "endpoint": endpoint,
+            "category": category,
+        }
+        if seq is not None:
+            what["seq"] = seq
+        self.operations.record("read_refused", what)

@@ -51,6 +51,7 @@ from audit_ledger.ledger.log import Log
 from audit_ledger.ledger.operations import Operations, utc_now
 from audit_ledger.ledger.principals import Principals
 from audit_ledger.ledger.reads import Reads
+from audit_ledger.ledger.record_exports import RecordExports
 from audit_ledger.ledger.replica import ReadSource
 from audit_ledger.ledger.retention import Retention, Shredder
 from audit_ledger.ledger.tiles import Tiles
@@ -101,6 +102,7 @@ class Ledger:
         self.checkpoint_keys = CheckpointKeys(settings.keys_dir, keys.signer)
         self.log = Log(store, self.checkpoint_keys, self.reads, clock, self.read_source)
         self.tiles = Tiles(store, self.log, self.reads)
+        self.record_exports = RecordExports(self.reads, self.log)  # regulator exports (#14)
         self.principals = Principals(store, self.operations)
         self.console_sessions = ConsoleSessions(self.principals, store, settings.keys_dir)
         shredder = Shredder(self.keyring, keys.provider)

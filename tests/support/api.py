@@ -33,12 +33,13 @@ def open_ledger(settings: Settings) -> Iterator[Ledger]:
         ledger.close()
 
 
-def records_read_count(ledger: Ledger) -> int:
-    """Number of ``records_read`` entries in ``ledger_operations``."""
+def records_read_count(ledger: Ledger, event_type: str = "records_read") -> int:
+    """Number of ``records_read`` (or ``event_type``, e.g. ``read_refused``) entries in
+    ``ledger_operations``."""
     stmt = (
         select(func.count())
         .select_from(entries)
-        .where(entries.c.category == "ledger_operations", entries.c.event_type == "records_read")
+        .where(entries.c.category == "ledger_operations", entries.c.event_type == event_type)
     )
     with ledger.store.reader() as conn:
         return int(conn.execute(stmt).scalar_one())

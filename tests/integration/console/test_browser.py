@@ -1,7 +1,8 @@
 """The console in a real browser: Debian's chromium driven by Playwright against a real uvicorn
 (issue #14). Sign in as an officer and as the auditor, search, open a record, check that the
 auditor's DOM holds no plaintext, that a form posted from another site carries no session, that
-the pages work with JavaScript off and raise no CSP violation, and sign out. Screenshots of the
+the pages work with JavaScript off and raise no CSP violation, sign out, and download an export
+that verifies offline. Screenshots of the
 main pages go to ``docs/console-*.png`` (the README shows them).
 
 Never downloads a browser: ``/usr/bin/chromium`` (apt package ``chromium``) or a loud skip.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from audit_ledger.auditor.export_check import verify_export
+from audit_ledger.auditor.trust import trust_from
 from tests.support.api import CATEGORIES, open_ledger, records_read_count
 from tests.support.databases import BACKENDS, fresh_settings
 from tests.support.factories import event
@@ -184,3 +188,32 @@ def test_a_form_posted_from_another_site_carries_no_session(page: Page, site: Si
     assert p.url.endswith("/console/sign-in"), p.url
     with open_ledger(site.server.settings) as ledger:
         assert records_read_count(ledger) == before
+
+
+def test_an_export_downloads_and_verifies_offline(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    """Issue #14 "Show": the search's Download CSV gives a ZIP that checks out offline."""
+    context = browser.new_context(base_url=site.server.url, accept_downloads=True)
+    p = context.new_page()
+    try:
+        _sign_in(p, site, "compliance_officer")
+        p.select_option("#category", "financial_transactions")
+        p.fill("#user_id", site.user_id)
+        with p.expect_download() as downloading:
+            p.click("button[value=csv]")
+        download = downloading.value
+        assert download.suggested_filename == "audit-ledger-export-csv.zip"
+        assert site.user_id not in download.url
+        saved = tmp_path / "export.zip"
+        download.save_as(saved)
+    finally:
+        context.close()
+    with zipfile.ZipFile(saved) as archive:
+        archive.extractall(tmp_path)
+    csv_text = (tmp_path / "records.csv").read_text(encoding="utf-8")
+    assert site.canary_of["financial_transactions"] in csv_text  # an officer's plaintext
+    with open_ledger(site.server.settings) as ledger:
+        key = ledger.log.verifier_key()
+    report = verify_export(tmp_path / "records.csv", None, trust_from([key]))
+    assert report.records == 1
