@@ -1,7 +1,8 @@
-"""Principals (admin) in the console: list, add (the token is shown once), revoke.
+"""Principals (admin) in the console: list, add or rotate (the token is shown once), revoke.
 
-The same use cases as ``audit-ledger principals add|list|revoke``: ``ledger.principals``, each
-change recorded in the chain in its own transaction, with the signed-in admin as the actor.
+The same use cases as ``audit-ledger principals add|list|rotate|revoke``:
+``ledger.principals``, each change recorded in the chain in its own transaction, with the
+signed-in admin as the actor.
 The new token is on the one answer page only (``Cache-Control: no-store``), never in a URL or
 a log. Revoking a principal ends its console sessions at their next request.
 """
@@ -67,3 +68,15 @@ async def revoke_principal(request: Request, session: SignedIn, name: str) -> Re
     ledger.console_sessions.check_csrf(session, form.get("csrf"))
     await run(lambda: ledger.principals.revoke(name, actor=session.principal.name))
     return RedirectResponse(f"{PREFIX}/principals", status_code=303)
+
+
+@router.post("/principals/{name}/rotate")
+async def rotate_principal(request: Request, session: SignedIn, name: str) -> Response:
+    """A new token for the same principal (``principals rotate``): the old one stops working at
+    once, the name (the writer name in later headers) and roles stay; shown on this page only."""
+    require(request, session, ADMINS)
+    form = await read_form(request)
+    ledger = ledger_of(request)
+    ledger.console_sessions.check_csrf(session, form.get("csrf"))
+    token = await run(lambda: ledger.principals.rotate(name, actor=session.principal.name))
+    return await run(lambda: _page(request, session, rotated=name, token=token))
