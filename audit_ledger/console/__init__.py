@@ -9,7 +9,7 @@ No JavaScript: every page is a plain form or link.
 
 from fastapi import APIRouter
 
-from audit_ledger.console import access, exports, pages, principals, retention
+from audit_ledger.console import access, exports, pages, principals, retention, subject
 
 router = APIRouter()
 router.include_router(pages.router)
@@ -17,6 +17,7 @@ router.include_router(retention.router)
 router.include_router(principals.router)
 router.include_router(access.router)
 router.include_router(exports.router)  # the search's downloads (issue #14 item 2)
+router.include_router(subject.router)  # the subject report (issue #14)
 router.include_router(pages.fallback)  # last: the HTML 404 for any other console path
 
 __all__ = ["router"]
