@@ -108,7 +108,13 @@ def refuse_unsafe_parameters(request: Request) -> None:
         check_text(value, name)  # names of path parameters are the routes' own
 
 
-def require(*roles: str) -> Callable[[Request, Principal], Awaitable[Principal]]:
+def require(
+    *roles: str, record_refusal: bool = False
+) -> Callable[[Request, Principal], Awaitable[Principal]]:
+    """The role check. With ``record_refusal`` (the read endpoints) a refused principal is also
+    recorded in the chain as a ``read_refused`` operation with no category, as ``ledger.reads``
+    records a category refusal (issue #14). Only after authentication: a request without a
+    principal has no one to attribute it to, and recording it would let anyone grow the log."""
     allowed = frozenset(roles)
 
     async def check(
@@ -121,6 +127,9 @@ def require(*roles: str) -> Callable[[Request, Principal], Awaitable[Principal]]
                 principal=principal.name,
                 route=f"{request.method} {route_of(request)}",
             )
+            if record_refusal:
+                endpoint = f"{request.method} {route_of(request)}"
+                await run(ledger_of(request).reads.refused, principal, endpoint, None)
             raise PermissionDeniedError("your roles do not allow this endpoint")
         return principal
 
@@ -128,8 +137,10 @@ def require(*roles: str) -> Callable[[Request, Principal], Awaitable[Principal]]
 
 
 Writer = Annotated[Principal, Depends(require(WRITER))]
-Reader = Annotated[Principal, Depends(require(*READER_ROLES))]
-Auditor = Annotated[Principal, Depends(require(AUDITOR))]
+# Reader and Auditor guard only read endpoints (events, leaves, proofs, bundle): refusals are
+# recorded. Writes and admin endpoints only log theirs.
+Reader = Annotated[Principal, Depends(require(*READER_ROLES, record_refusal=True))]
+Auditor = Annotated[Principal, Depends(require(AUDITOR, record_refusal=True))]
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
 PrivacyOfficer = Annotated[Principal, Depends(require(PRIVACY_OFFICER))]
 HoldManager = Annotated[Principal, Depends(require(ADMIN, COMPLIANCE_OFFICER))]
