@@ -129,8 +129,14 @@ class _ReadyServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            os.write(self._ready_fd, READY_BYTE)
-            os.close(self._ready_fd)
+            try:
+                os.write(self._ready_fd, READY_BYTE)
+            except BrokenPipeError:
+                # The supervisor died while this worker started: nobody to tell. Its SIGTERM
+                # (parent death) stops this worker gracefully; a traceback would be noise.
+                pass
+            finally:
+                os.close(self._ready_fd)
 
 
 def _serve_worker(host: str, port: int, fd: int, ready_fd: int) -> None:
