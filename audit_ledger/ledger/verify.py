@@ -75,8 +75,8 @@ UNREADABLE = (
 CATCH_UP_ROUNDS = 10
 
 
-def _checkpoints(store: Store) -> Iterator[StoredCheckpoint]:
-    after = -1
+def checkpoints_after(store: Store, after: int = -1) -> Iterator[StoredCheckpoint]:
+    """Every stored checkpoint larger than ``after``, smallest first, a page at a time."""
     while True:
         page = store.checkpoints(after_size=after, limit=1000)
         if not page:
@@ -103,7 +103,7 @@ class _Run:
     def start(self) -> None:
         """Check the types of the rows read whole, then open the stream of checkpoints."""
         check_types(self.store)
-        self.checkpoints = _checkpoints(self.store)
+        self.checkpoints = checkpoints_after(self.store)
         self.next_checkpoint = next(self.checkpoints, None)
 
     def entries(self, progress: Callable[[int], None] | None) -> None:

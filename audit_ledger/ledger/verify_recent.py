@@ -23,7 +23,6 @@ past it, so every later run finds it again until it is repaired.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,7 +39,12 @@ from audit_ledger.core.merkle import (
 from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
 from audit_ledger.errors import ChainBrokenError, CheckpointError, ProofError, StorageError
-from audit_ledger.ledger.verify import CATCH_UP_ROUNDS, _ranges_in_process, _Run
+from audit_ledger.ledger.verify import (
+    CATCH_UP_ROUNDS,
+    _ranges_in_process,
+    _Run,
+    checkpoints_after,
+)
 from audit_ledger.ledger.verify_entries import (
     FoundProblemError,
     Problem,
@@ -73,16 +77,6 @@ class RecentReport:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-def _checkpoints_after(store: Store, size: int) -> Iterator[StoredCheckpoint]:
-    after = size
-    while True:
-        page = store.checkpoints(after_size=after, limit=1000)
-        if not page:
-            return
-        yield from page
-        after = page[-1].tree_size
 
 
 class RecentVerification:
@@ -254,7 +248,7 @@ class _Recent(_Run):
 
     def resume(self, chain: ChainVerifier, size: int) -> None:
         self.chain = chain
-        self.checkpoints = _checkpoints_after(self.store, size)
+        self.checkpoints = checkpoints_after(self.store, size)
         self.next_checkpoint = next(self.checkpoints, None)
         self.last_checkpoint = size
 
