@@ -434,7 +434,16 @@ def test_correlation_ids_and_line_shapes(observed: ObservedServer, tmp_path: Pat
     assert files["application.log"].count(marker) == 1
 
     # Tier routing: auth failures and denials in security.log (not in the application tier).
-    security = {line.get("correlation_id"): line for line in tiers["security"]}
+    # A refused read is also a ledger operation (read_refused, logged after its commit with the
+    # same correlation id): the first security line of a request is its refusal.
+    security: dict[str, dict[str, Any]] = {}
+    for line in tiers["security"]:
+        security.setdefault(line.get("correlation_id"), line)
+    assert [
+        line["event_type"]
+        for line in tiers["security"]
+        if line.get("correlation_id") == "deny-1" and line["event"] == "ledger_operation"
+    ] == ["read_refused"]
     assert security["noauth-1"]["event"] == "authentication_failed"
     assert security["noauth-1"]["reason"] == "missing"
     assert security["noauth-1"]["level"] == "warning"
