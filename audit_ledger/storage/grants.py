@@ -7,7 +7,9 @@ UPDATE or DELETE only where an append needs it, each also fenced by a guard trig
   needs UPDATE privilege in PostgreSQL);
 * ``data_keys``: INSERT and UPDATE of ``uses`` (a new data key, its use count);
 * ``legal_holds``: INSERT (placing a hold only protects more);
-* ``job_runs``: INSERT and UPDATE (scheduler bookkeeping, not ledger data).
+* ``job_runs``: INSERT and UPDATE (scheduler bookkeeping, not ledger data);
+* ``erasure_requests``: INSERT and UPDATE (the queue around the erasures the chain records);
+* ``console_sessions``: INSERT, UPDATE and DELETE (server-side sessions, not ledger data).
 
 Everything destructive or that grants access — purging payloads, destroying data keys,
 adding, rotating, attesting or revoking principals, releasing holds — it may do only by
@@ -98,7 +100,8 @@ def grant_statements(role: str, rules: Iterable[PurgeRule] = ()) -> list[str]:
         f"GRANT UPDATE (size, last_leaf_hash, last_recorded_at, frontier) ON ledger_head TO {role}",
         f"GRANT SELECT, INSERT ON data_keys TO {role}",
         f"GRANT UPDATE (uses) ON data_keys TO {role}",
-        f"GRANT SELECT, INSERT, UPDATE ON job_runs TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE ON job_runs, erasure_requests TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON console_sessions TO {role}",
         *(f"GRANT EXECUTE ON FUNCTION {f} TO {role}" for f in FUNCTIONS),
         *_rule_statements(rules),
     ]

@@ -171,6 +171,34 @@ job_runs = Table(
     Column("last_outcome", String(16), nullable=False),
 )
 
+#: Migration 0005: erasure requests around the erasures the chain records (pending, blocked
+#: by a legal hold, done); the subject only as its blind index.
+erasure_requests = Table(
+    "erasure_requests",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("subject_ref", String(64), nullable=False),
+    Column("categories", Text, nullable=True),  # JSON list; NULL: every erasable category
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_at", String(27), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | blocked | done
+    Column("blocked_by", Text, nullable=True),  # JSON list of hold ids
+    Column("last_op_seq", BigInteger, nullable=True),
+    Column("updated_at", String(27), nullable=False),
+)
+
+#: Migration 0005: console sessions, server-side (DESIGN §8); only the SHA-256 of the id.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("sid_hash", LargeBinary, primary_key=True),
+    Column("principal", String(64), nullable=False),
+    Column("token_hash", LargeBinary, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger, nullable=True),
+)
+
 #: Ledger tables protected by insert-only guard triggers.
 APPEND_ONLY_TABLES = (
     "entries",
