@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from audit_ledger.auditor.mirror import Mirror, MirrorError, MirrorState, leaf_line
-from audit_ledger.client import ServerError
 from audit_ledger.core.checkpoint import Checkpoint, Verifier
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
 from audit_ledger.core.policy import TlogPolicy, key_history_policy
@@ -287,6 +286,10 @@ async def _pages(
 
     def fetch(lo: int) -> asyncio.Future[list[tuple[int, bytes]]]:
         return asyncio.ensure_future(source.get_leaves(lo, min(end, lo + PAGE)))
+
+    # Imported here, not at the top: the client pulls in httpx, which ``verify`` and
+    # ``append`` (importing this through the ledger service) never need (start-up time).
+    from audit_ledger.client import ServerError  # noqa: PLC0415
 
     pending = fetch(start) if start < end else None
     try:

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from audit_ledger.auditor.mirror import Mirror
-from audit_ledger.auditor.monitor import AuditReport
 from audit_ledger.crypto.checkpoint_keys import CheckpointKeys
 from audit_ledger.crypto.keys import KeyRing, load_keys
 from audit_ledger.ledger.admin import check_schema_on
@@ -41,7 +39,6 @@ from audit_ledger.ledger.appends.write import Appender
 from audit_ledger.ledger.checkpoint_rotation import CheckpointRotation
 from audit_ledger.ledger.console_sessions import ConsoleSessions
 from audit_ledger.ledger.erasure import Erasure
-from audit_ledger.ledger.export import export_to_mirror
 from audit_ledger.ledger.holds import Holds
 from audit_ledger.ledger.jobs import Jobs
 from audit_ledger.ledger.key_check import KeyCheck
@@ -63,6 +60,10 @@ from audit_ledger.settings import Settings, parse_witnesses
 from audit_ledger.storage.dbstats import DatabaseStats, database_stats
 from audit_ledger.storage.engine import create_engine_for_url
 from audit_ledger.storage.store import Store
+
+if TYPE_CHECKING:
+    from audit_ledger.auditor.mirror import Mirror
+    from audit_ledger.auditor.monitor import AuditReport
 
 
 class Ledger:
@@ -168,6 +169,10 @@ class Ledger:
 
     def export(self, mirror: Mirror, *, inclusion_checks: int, principal: str) -> AuditReport:
         """Write the checkpointed leaves into an auditor's mirror (recorded as a read)."""
+        # The auditor's machinery (and httpx behind it) only for this use case: ``verify`` and
+        # ``append`` are whole processes users time, and start faster without it.
+        from audit_ledger.ledger.export import export_to_mirror  # noqa: PLC0415
+
         return export_to_mirror(
             self.log,
             self.operations,

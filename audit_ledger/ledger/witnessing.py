@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from audit_ledger.core.cosignature import CosignerKey
 from audit_ledger.core.timestamps import format_timestamp
@@ -33,6 +32,9 @@ from audit_ledger.ledger.operations import Clock
 from audit_ledger.storage.checkpoints import StoredCheckpoint
 from audit_ledger.storage.cosignatures import StoredCosignature
 from audit_ledger.storage.store import Store
+
+if TYPE_CHECKING:  # httpx is imported where a witness is called: most processes never do
+    import httpx
 
 log = logging.getLogger("audit_ledger.application.witnessing")
 
@@ -110,6 +112,8 @@ class Witnessing:
             self._client = None
 
     def _http(self) -> httpx.Client:
+        import httpx  # noqa: PLC0415 - see the TYPE_CHECKING import
+
         if self._client is None:
             self._client = httpx.Client(timeout=self._timeout)
         return self._client
@@ -119,6 +123,8 @@ class Witnessing:
         latest = self.store.latest_checkpoint()
         if latest is None or not self.targets:
             return []
+        import httpx  # noqa: PLC0415 - see the TYPE_CHECKING import
+
         cosigned = self.store.latest_cosignatures()
         results = []
         for target in self.targets:
