@@ -307,6 +307,15 @@ def test_metrics_single_worker(server_factory: Any, settings: Settings) -> None:
     assert "/v1/events/0" not in text
     assert "/v1/events/1" not in text
     _check_jobs(server, settings)
+    # Labelled as /openapi.json names the route, not as Starlette does ("/tlog/tile/{path:path}").
+    # (After the jobs' checks: a tile read signs a first checkpoint.)
+    for _ in range(2):  # a full tile the log has not got yet
+        r = httpx.get(server.url + "/tlog/tile/0/000", headers=server.headers("auditor"))
+        assert r.status_code == 404
+    _, samples, _ = scrape(server)
+    tiles = {"method": "GET", "route": "/tlog/tile/{path}", "status_class": "4xx"}
+    assert value(samples, "http_requests_total", **tiles) == 2
+    assert label_values(samples, "http_requests_total", "route") <= ROUTE_TEMPLATES | {"unmatched"}
 
 
 @pytest.mark.timeout(120)
