@@ -165,17 +165,7 @@ def _witness_lag(ledger: Any) -> Iterator[Metric]:
 
 
 def _database(ledger: Any) -> Iterator[Metric]:
-    """This process's connection pool, and the server's connections and replica lag."""
-    pool = ledger.engine.pool
-    if callable(getattr(pool, "checkedout", None)) and callable(getattr(pool, "checkedin", None)):
-        conns = GaugeMetricFamily(
-            "ledger_db_pool_connections",
-            "Connections of the scraped process's pool, by state (in use, idle).",
-            labels=["state"],
-        )
-        conns.add_metric(["in_use"], pool.checkedout())
-        conns.add_metric(["idle"], pool.checkedin())
-        yield conns
+    """The server's connections and replica lag (each process's pool: observability.pool)."""
     try:
         stats = ledger.database_stats()
     except AuditLedgerError:
