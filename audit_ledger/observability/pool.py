@@ -58,7 +58,7 @@ _timing = threading.local()
 
 def max_connections(pool: QueuePool) -> int:
     """Checked-out connections at which a checkout starts to wait."""
-    overflow: int = pool._max_overflow  # noqa: SLF001 - no public accessor
+    overflow: int = pool._max_overflow
     return pool.size() + max(overflow, 0)
 
 
