@@ -303,15 +303,15 @@ EXIT_STDOUT_CLOSED = 141
 
 
 def _stdout_reader_gone() -> bool:
-    """Whether stdout is a pipe or socket whose reading end is closed (poll says POLLERR), as
-    opposed to a BrokenPipeError from some other pipe or connection of the command."""
+    """Whether stdout is a pipe or socket whose reading end is closed (poll says POLLERR or
+    POLLHUP), as opposed to a BrokenPipeError from some other pipe or connection."""
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # replaced by an in-memory stream
         return False
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poller.poll(0))
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _drop_stdout() -> None:
