@@ -60,8 +60,9 @@ async def run(func: Callable[..., T], *args: Any) -> T:
 
 
 def route_of(request: Request) -> str:
+    """The route as /openapi.json names it (as the request metrics label it)."""
     route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+    return str(getattr(route, "path_format", "unmatched"))
 
 
 def _bearer_token(request: Request) -> str:

@@ -1,9 +1,9 @@
 """ASGI middleware: correlation ids, request metrics and the access log.
 
-Metrics and log lines are labelled by the matched *route template* (``/v1/events/{seq}``),
-never the raw path, and carry no query string, body or token. The correlation id comes from
-``X-Correlation-ID`` when it is a plain token (else a fresh one), is bound to every log line of
-the request and is echoed in the response.
+Metrics and log lines are labelled by the matched *route template* (``/v1/events/{seq}``, as
+the OpenAPI document writes it), never the raw path, and carry no query string, body or token.
+The correlation id comes from ``X-Correlation-ID`` when it is a plain token (else a fresh one),
+is bound to every log line of the request and is echoed in the response.
 
 A 5xx answer is also one error-level line (so it reaches the error tier) naming the error class
 and, for an unexpected exception, where it was raised — never the exception's message, which
@@ -103,6 +103,9 @@ class ObservabilityMiddleware:
 
 
 def _route_template(scope: Scope) -> str:
+    """The matched route's path as OpenAPI names it: ``path_format`` drops Starlette's
+    converters (``/tlog/tile/{path:path}`` is ``/tlog/tile/{path}`` in /openapi.json), so a
+    label can be looked up in the API document."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)
     return path if isinstance(path, str) else "unmatched"

@@ -164,9 +164,20 @@ class HealthOut(BaseModel):
     status: str
 
 
+class ReplicaReadyOut(BaseModel):
+    status: str = Field(description="ok | unreachable (reads are served by the primary)")
+    lag_entries: int | None = Field(
+        description="entries committed on the primary that the replica has not replayed yet"
+    )
+
+
 class ReadyOut(BaseModel):
     status: str = Field(description="ready | not ready")
     checks: dict[str, str]
+    read_replica: ReplicaReadyOut | None = Field(
+        default=None,
+        description="with AUDIT_LEDGER_READ_DATABASE_URL only; never makes the service unready",
+    )
 
 
 class FieldProblem(BaseModel):

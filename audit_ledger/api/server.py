@@ -19,7 +19,7 @@ from audit_ledger.api.supervisor import READY_BYTE, Supervisor
 from audit_ledger.errors import ConfigError
 from audit_ledger.ledger.admin import create_keys, have_keys, upgrade_database
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.observability.metrics import prepare_multiprocess
+from audit_ledger.observability.multiproc import worker_metrics_directory
 from audit_ledger.parent_death import die_with_parent
 from audit_ledger.settings import Settings, load_settings
 
@@ -87,10 +87,11 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers <= 1:
         uvicorn.Server(_uvicorn_config(host, port, settings)).run()
         return
-    # Workers inherit these: shared metric files, one set of log files per worker.
-    prepare_multiprocess(workers)
-    os.environ[PER_PROCESS_LOGS_ENV] = "1"
-    _supervise(host, port, workers)
+    # Workers inherit these: a private directory for their metric files, one set of log files
+    # per worker.
+    with worker_metrics_directory():
+        os.environ[PER_PROCESS_LOGS_ENV] = "1"
+        _supervise(host, port, workers)
 
 
 def _supervise(host: str, port: int, workers: int) -> None:

@@ -17,6 +17,7 @@ was taken for a configuration error. Now the supervisor gives up only on a *pers
 saying which: a worker slot that failed to become ready :data:`MAX_START_FAILURES` times in a row
 (it exited, or it was not ready within :data:`READY_TIMEOUT_SECONDS` and was killed), or
 :data:`MAX_DEATHS` deaths of ready workers within :data:`DEATH_WINDOW_SECONDS` (a crash loop).
+A dead worker's live metric gauges are dropped (:mod:`audit_ledger.observability.multiproc`).
 "Ready" is the worker's own word: it writes one byte to a pipe once uvicorn has started (the
 application's start-up, key check included, done).
 """
@@ -34,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from audit_ledger.errors import ConfigError
+from audit_ledger.observability.multiproc import worker_exited
 from audit_ledger.parent_death import child_environment
 
 BACKOFF_FIRST_SECONDS = 0.5
@@ -185,6 +187,7 @@ class Supervisor:
             return
         self._close_pipe(slot)
         slot.child = None
+        worker_exited(child.pid)  # its live metric gauges go with it
         how = _describe_exit(code)
         if slot.ready:
             slot.deaths.append(now)

@@ -1,13 +1,17 @@
 """The ``audit-ledger`` command line: a thin shell over the ledger service.
 
 Exit codes: 0 success (for ``verify``: intact), 1 tampering or inconsistency found, 2 usage,
-configuration, input or database error. Errors are one line on stderr, never a traceback.
+configuration, input or database error, 141 the reader of stdout went away before the output was
+written (``… | head -1``; what a tool killed by SIGPIPE gives). Errors are one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -294,12 +298,47 @@ def _refuse_unsafe_text(args: argparse.Namespace) -> None:
 _POSITIONALS = frozenset({"name", "hold_id", "file"})
 
 
+#: 128 + SIGPIPE: how a shell reports a tool whose reader went away (``set -o pipefail``).
+EXIT_STDOUT_CLOSED = 141
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end is closed (poll says POLLERR or
+    POLLHUP), as opposed to a BrokenPipeError from some other pipe or connection."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an in-memory stream
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _drop_stdout() -> None:
+    # Python flushes stdout once more at exit and would print "Exception ignored … BrokenPipe"
+    # for what is still buffered: point the descriptor at /dev/null first.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _stderr_warnings()
     try:
         args = build_parser().parse_args(argv)
         _refuse_unsafe_text(args)
         code: int = args.func(args, load_settings())
+        # Here, not at interpreter exit: output shorter than the buffer is written only now,
+        # and a reader gone by then must end up in the handler below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Every command, in one place: `audit-ledger … | head -1` ends quietly.
+        if _stdout_reader_gone():
+            _drop_stdout()
+            return EXIT_STDOUT_CLOSED
+        _err("a pipe or connection closed while the command wrote to it")
     except CliError as exc:
         _err(str(exc))
     except DatabaseUnavailableError:

@@ -18,6 +18,9 @@ read runs on the primary: a replica going away never becomes a 5xx. Each routed 
 in ``ledger_read_replica_total{outcome}``: ``replica``, ``waited``, ``primary_fallback``,
 ``replica_down``.
 
+``/readyz`` reports the replica (:meth:`ReadSource.replica_state`: reachable, entries behind)
+without making readiness depend on it: reads fall back to the primary.
+
 Only reads are routed; the callers keep writes (appends, the ``records_read`` operation a read
 records, checkpoints, the scheduler's jobs) on the primary store, which is also where
 :class:`ReadSource` runs everything when no replica is configured.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from audit_ledger.errors import StorageError
@@ -46,6 +50,13 @@ class SizedStore(Protocol):
     """What routing needs of a store: its log size (the head's, as committed or replayed)."""
 
     def size(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    reachable: bool
+    #: Entries the primary has committed that the replica has not replayed yet.
+    lag_entries: int | None
 
 
 S = TypeVar("S", bound=SizedStore)
@@ -124,6 +135,24 @@ class ReadSource(Generic[S]):
             self._mark_down()
             return REPLICA_DOWN
         return PRIMARY_FALLBACK
+
+    def replica_state(self) -> ReplicaState | None:
+        """For readiness: whether the replica answers and how many entries its replay is
+        behind the primary (None when the primary does not answer). None without a replica.
+        A replica that does not answer is skipped by reads for a while, as when a read finds it
+        down."""
+        if self.replica is None:
+            return None
+        try:
+            replayed = self.replica.size()
+        except StorageError:
+            self._mark_down()
+            return ReplicaState(reachable=False, lag_entries=None)
+        try:
+            committed = self.primary.size()
+        except StorageError:
+            return ReplicaState(reachable=True, lag_entries=None)
+        return ReplicaState(reachable=True, lag_entries=max(0, committed - replayed))
 
     def _mark_down(self) -> None:
         # Skip the replica for a while: each read would otherwise pay a connect attempt.

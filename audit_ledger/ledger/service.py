@@ -55,6 +55,7 @@ from audit_ledger.ledger.tiles import Tiles
 from audit_ledger.ledger.verify import Verification
 from audit_ledger.ledger.verify_recent import RecentVerification
 from audit_ledger.ledger.witnessing import Witnessing, WitnessTarget
+from audit_ledger.observability.pool import PRIMARY, REPLICA, timed_pool
 from audit_ledger.policy import Policy, load_policy
 from audit_ledger.settings import Settings, parse_witnesses
 from audit_ledger.storage.dbstats import DatabaseStats, database_stats
@@ -133,7 +134,13 @@ class Ledger:
         """Build a ledger from settings: policy, keys and an engine (no database I/O yet)."""
         policy = load_policy(settings.policy_file)
         keys = load_keys(settings.keys_dir, settings.checkpoint_origin)
-        store = Store(create_engine_for_url(settings.database_url, pool_size=settings.db_pool_size))
+        store = Store(
+            create_engine_for_url(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                pool_class=timed_pool(PRIMARY),  # ledger_db_pool_* metrics
+            )
+        )
         read_store = None
         if settings.read_database_url is not None:
             # A short connect timeout (2 s, the least libpq and psycopg allow): a replica that
@@ -141,7 +148,10 @@ class Ledger:
             # (reads go to the primary meanwhile).
             read_store = Store(
                 create_engine_for_url(
-                    settings.read_database_url, pool_size=settings.db_pool_size, connect_timeout=2
+                    settings.read_database_url,
+                    pool_size=settings.db_pool_size,
+                    connect_timeout=2,
+                    pool_class=timed_pool(REPLICA),
                 )
             )
         return cls(store, policy, keys, settings, clock, read_store=read_store)

@@ -1,8 +1,8 @@
 """Prometheus metrics, named by Prometheus conventions (base units, ``_total`` counters).
 
 Process-local counters and histograms live in prometheus-client's default registry; with several
-uvicorn workers ``audit-ledger serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` so that every worker
-writes them to shared files and any worker's ``/metrics`` reports the totals. Facts about the
+workers ``audit-ledger serve`` runs them in multiprocess mode, so that any worker's ``/metrics``
+reports the totals (:mod:`audit_ledger.observability.multiproc`). Facts about the
 ledger itself (log size, checkpoint lag, last verification, last retention run) are read from the
 database at scrape time, so every replica reports the same truth.
 """
@@ -13,25 +13,15 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
 
 from audit_ledger.errors import AuditLedgerError
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from audit_ledger.observability.multiproc import MULTIPROC_ENV, worker_registry
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests served.", ["method", "route", "status_class"]
@@ -165,17 +155,7 @@ def _witness_lag(ledger: Any) -> Iterator[Metric]:
 
 
 def _database(ledger: Any) -> Iterator[Metric]:
-    """This process's connection pool, and the server's connections and replica lag."""
-    pool = ledger.engine.pool
-    if callable(getattr(pool, "checkedout", None)) and callable(getattr(pool, "checkedin", None)):
-        conns = GaugeMetricFamily(
-            "ledger_db_pool_connections",
-            "Connections of the scraped process's pool, by state (in use, idle).",
-            labels=["state"],
-        )
-        conns.add_metric(["in_use"], pool.checkedout())
-        conns.add_metric(["idle"], pool.checkedin())
-        yield conns
+    """The server's connections and replica lag (each process's pool: observability.pool)."""
     try:
         stats = ledger.database_stats()
     except AuditLedgerError:
@@ -272,36 +252,12 @@ class LedgerStateCollector(Collector):
         yield job_ts
 
 
-#: prometheus-client names its multiprocess files ``<type>[_<mode>]_<pid>.db``.
-_METRIC_FILE_PREFIXES = ("counter_", "gauge_", "histogram_", "summary_")
-
-
-def prepare_multiprocess(workers: int) -> None:
-    """Before forking workers: give them a shared directory without earlier runs' metric files.
-
-    Only those files are removed: a ``PROMETHEUS_MULTIPROC_DIR`` chosen by the operator may hold
-    anything (``.`` would hold the SQLite ledger and its keys), so it is never deleted wholesale.
-    """
-    if workers <= 1:
-        return
-    directory = Path(os.environ.get(MULTIPROC_ENV) or Path.cwd() / ".prometheus-multiproc")
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        if stale.name.startswith(_METRIC_FILE_PREFIXES):
-            stale.unlink(missing_ok=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
-
-
 def render(state: Collector) -> bytes:
-    """The ``/metrics`` body: process metrics (all workers in multiprocess mode) + ledger state."""
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped
-        # Process CPU and memory of the worker that answers (the default registry has them in
-        # a single process; the multiprocess files do not).
-        ProcessCollector(registry=registry)
-    else:
-        registry = REGISTRY
+    """The ``/metrics`` body: this process's metrics (every worker's in multiprocess mode, see
+    :mod:`audit_ledger.observability.multiproc`) and then the ledger's state, collected here
+    once per scrape — by the worker that answers, never once per worker."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    registry = worker_registry(directory) if directory else REGISTRY
     state_registry = CollectorRegistry()
     state_registry.register(state)
     return generate_latest(registry) + generate_latest(state_registry)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import QueuePool
 
 from audit_ledger.errors import ConfigError
 
@@ -45,14 +46,20 @@ def missing_database_message(path: str) -> str:
 
 
 def create_engine_for_url(
-    url: str, *, pool_size: int = 10, create: bool = False, connect_timeout: int | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    create: bool = False,
+    connect_timeout: int | None = None,
+    pool_class: type[QueuePool] | None = None,
 ) -> Engine:
     """Create an engine configured for the ledger on PostgreSQL or SQLite.
 
     A SQLite file that does not exist is a :class:`ConfigError` unless ``create`` (migrations
     only): never an empty database made by a typo. ``connect_timeout`` (seconds, PostgreSQL
     only) bounds a connection attempt: a read replica that went away must cost a read little
-    before it falls back to the primary.
+    before it falls back to the primary. ``pool_class``: a QueuePool subclass (the pool both
+    backends' files and servers get by default) for a serving process's pool metrics.
     """
     try:
         parsed = make_url(normalise_url(url))
@@ -65,7 +72,10 @@ def create_engine_for_url(
         if file_path is not None and not create and not Path(file_path).exists():
             raise ConfigError(missing_database_message(file_path))
         return _sqlite_engine(
-            parsed.render_as_string(hide_password=False), None if create else file_path
+            parsed.render_as_string(hide_password=False),
+            None if create else file_path,
+            # In-memory databases keep SQLite's own pool (one connection per thread).
+            pool_class if file_path is not None else None,
         )
     if backend == "postgresql":
         return create_engine(
@@ -74,13 +84,16 @@ def create_engine_for_url(
             max_overflow=pool_size,
             pool_pre_ping=True,
             isolation_level="READ COMMITTED",
+            poolclass=pool_class,  # None: the dialect's default, QueuePool
             connect_args={} if connect_timeout is None else {"connect_timeout": connect_timeout},
         )
     raise ConfigError(f"unsupported database backend {backend!r} (use postgresql or sqlite)")
 
 
-def _sqlite_engine(url: str, must_exist: str | None) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 60.0})
+def _sqlite_engine(
+    url: str, must_exist: str | None, pool_class: type[QueuePool] | None = None
+) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60.0}, poolclass=pool_class)
 
     if must_exist is not None:
 

@@ -1,15 +1,23 @@
 """Process and database metrics (issue #15 item 6) on both backends: statements slower than
-``SLOW_QUERY_SECONDS`` are counted (a real ``pg_sleep`` on PostgreSQL), the pool gauges and the
-server's connection count appear at scrape time, and SQLite reports no server facts."""
+``SLOW_QUERY_SECONDS`` are counted (a real ``pg_sleep`` on PostgreSQL), the pool gauges follow
+checkouts, more threads than the pool has connections wait and ``ledger_db_pool_wait_seconds``
+counts it, the server's connection count appears at scrape time, and SQLite reports no server
+facts."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
+from audit_ledger.observability.pool import max_connections
+from audit_ledger.settings import Settings
 
 
 def _samples(ledger: Ledger) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,12 +49,22 @@ def test_slow_statements_are_counted(ledger: Ledger, monkeypatch: pytest.MonkeyP
     assert _slow("SELECT") == before + 1
 
 
+def _pool(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"engine": "primary", **labels}) or 0.0
+
+
 def test_pool_and_server_connections(ledger: Ledger) -> None:
-    with ledger.engine.connect() as held:
+    pool = ledger.engine.pool
+    with ledger.engine.connect() as held, ledger.engine.connect() as other:
         held.execute(text("SELECT 1"))
+        other.execute(text("SELECT 1"))
         samples = _samples(ledger)
-        assert samples[("ledger_db_pool_connections", (("state", "in_use"),))] >= 1
-    assert ("ledger_db_pool_connections", (("state", "idle"),)) in samples
+        in_use = ("ledger_db_pool_connections", (("engine", "primary"), ("state", "in_use")))
+        assert samples[in_use] == 2
+    assert _pool("ledger_db_pool_connections", state="in_use") == 0  # both checked in again
+    assert _pool("ledger_db_pool_connections", state="idle") == pool.checkedin() >= 2
+    assert _pool("ledger_db_pool_size") == pool.size()
+    assert _pool("ledger_db_pool_max_connections") == max_connections(pool)
     connections = samples.get(("ledger_database_connections", ()))
     if ledger.store.dialect == "postgresql":
         assert connections is not None
@@ -57,3 +75,49 @@ def test_pool_and_server_connections(ledger: Ledger) -> None:
     else:
         assert connections is None
         assert ledger.database_stats() is None
+
+
+def test_checkouts_beyond_the_pool_wait_and_the_waits_are_counted(settings: Settings) -> None:
+    """More threads than the pool has connections, each holding one for HOLD seconds: the
+    first ``max_connections`` get one at once, every other one waits about HOLD for one to be
+    checked in — and ``ledger_db_pool_wait_seconds`` says so."""
+    hold = 0.4
+    # A small pool on PostgreSQL (2 + 2 overflow); SQLite's is SQLAlchemy's (5 + 10).
+    ledger = Ledger.open(settings.model_copy(update={"db_pool_size": 2}))
+    try:
+        limit = max_connections(ledger.engine.pool)
+        threads = limit + 4
+        before = {
+            "count": _pool("ledger_db_pool_wait_seconds_count"),
+            "sum": _pool("ledger_db_pool_wait_seconds_sum"),
+            "fast": _pool("ledger_db_pool_wait_seconds_bucket", le="0.25"),
+        }
+        start = threading.Barrier(threads)
+        peak: list[float] = []
+        errors: list[BaseException] = []
+
+        def hold_one() -> None:
+            try:
+                start.wait()
+                with ledger.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                    peak.append(_pool("ledger_db_pool_connections", state="in_use"))
+                    time.sleep(hold)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=hold_one) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert errors == []
+        count = _pool("ledger_db_pool_wait_seconds_count") - before["count"]
+        waited = count - (_pool("ledger_db_pool_wait_seconds_bucket", le="0.25") - before["fast"])
+        total = _pool("ledger_db_pool_wait_seconds_sum") - before["sum"]
+    finally:
+        ledger.close()
+    assert count == threads  # one timed checkout per connection
+    assert waited >= threads - limit  # those beyond the pool waited for a check-in
+    assert total >= (threads - limit) * hold * 0.9
+    assert max(peak) == limit  # the gauge saw the pool full

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,54 @@ def test_a_replica_that_goes_away_leaves_a_real_server_answering_from_the_primar
         live.stop()
         if not pair.standby.running():
             pair.standby.start()
+
+
+def test_readyz_reports_the_replica_and_stays_ready_without_it(
+    pair: replica_support.ReplicaPair, server: InProcessServer, primary: Ledger
+) -> None:
+    """Reachable and caught up; paused: the entries it is behind; stopped: unreachable, and
+    the service still ready (reads go to the primary) — within the probe's bound."""
+    appended = append(server, 2)
+    pair.wait_replayed()
+    ready = server.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["read_replica"] == {"status": "ok", "lag_entries": 0}
+    # Reads went through the replica's pool: it has its own pool metrics.
+    waits = {"engine": "replica"}
+    assert (REGISTRY.get_sample_value("ledger_db_pool_wait_seconds_count", waits) or 0) > 0
+    assert REGISTRY.get_sample_value("ledger_db_pool_max_connections", waits)
+
+    pair.standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        wait_until(
+            lambda: pair.standby.execute("SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused"
+        )
+        append(server, 3)
+        behind = server.get("/readyz").json()
+        assert behind["status"] == "ready"
+        assert behind["read_replica"] == {"status": "ok", "lag_entries": 3}
+    finally:
+        pair.standby.execute("SELECT pg_wal_replay_resume()")
+
+    source = ledger_in(server).read_source
+    pair.standby.stop("fast")
+    try:
+        started = time.monotonic()
+        down = server.get("/readyz")
+        took = time.monotonic() - started
+        assert down.status_code == 200, down.text
+        assert down.json() == {
+            "status": "ready",
+            "checks": {"keys": "ok", "database": "ok", "schema": "ok"},
+            "read_replica": {"status": "unreachable", "lag_entries": None},
+        }
+        assert took < 5
+        # Reads meanwhile: from the primary, not a 5xx.
+        officer = server.headers("compliance_officer")
+        assert server.get(f"/v1/events/{appended[0]}", headers=officer).status_code == 200
+    finally:
+        pair.standby.start()
+        source._down_until = 0.0  # later reads may use the replica at once
+    pair.wait_replayed()
+    assert server.get("/readyz").json()["read_replica"]["status"] == "ok"
+    assert primary.log.size() >= len(appended)

@@ -6,6 +6,10 @@ totals whichever worker answers the scrape (multiprocess mode).
 from __future__ import annotations
 
 import os
+import signal
+import stat
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,12 +23,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audit_ledger.api.app import create_app
 from audit_ledger.ledger.service import Ledger
-from audit_ledger.observability import metrics
+from audit_ledger.observability.multiproc import (
+    DIRECTORY_PREFIX,
+    MULTIPROC_ENV,
+    worker_metrics_directory,
+)
 from audit_ledger.scheduler import RAN, default_jobs, run_job
 from audit_ledger.settings import Settings
 from tests.conftest import drop_pg_database
 from tests.integration.api.conftest import LiveServer, make_server
 from tests.support.factories import event
+from tests.support.processes import children_of
 
 # Traffic sent by ``_drive``; the assertions below are written in these terms.
 # Metrics of serving processes (process-wide registry, multi-process mode, workers).
@@ -119,9 +128,13 @@ def label_values(samples: Samples, name: str, label: str) -> set[str]:
 # --- traffic ------------------------------------------------------------------------------------
 
 
-def _drive(server: LiveServer) -> None:
+def _drive(server: LiveServer, *, fresh_connections: bool = False) -> None:
+    """The traffic above; ``fresh_connections``: a connection per request, so that with several
+    workers the kernel spreads the requests over them (one keep-alive connection stays with
+    one worker)."""
     url, writer = server.url, server.headers("writer")
-    with httpx.Client(base_url=url, timeout=30) as c:
+    limits = httpx.Limits(max_keepalive_connections=0 if fresh_connections else None)
+    with httpx.Client(base_url=url, timeout=30, limits=limits) as c:
         singles = [event() for _ in range(SINGLES)]
         for raw in singles:
             assert c.post("/v1/events", json=raw, headers=writer).status_code == 201
@@ -307,69 +320,126 @@ def test_metrics_single_worker(server_factory: Any, settings: Settings) -> None:
     assert "/v1/events/0" not in text
     assert "/v1/events/1" not in text
     _check_jobs(server, settings)
+    # Labelled as /openapi.json names the route, not as Starlette does ("/tlog/tile/{path:path}").
+    # (After the jobs' checks: a tile read signs a first checkpoint.)
+    for _ in range(2):  # a full tile the log has not got yet
+        r = httpx.get(server.url + "/tlog/tile/0/000", headers=server.headers("auditor"))
+        assert r.status_code == 404
+    _, samples, _ = scrape(server)
+    tiles = {"method": "GET", "route": "/tlog/tile/{path}", "status_class": "4xx"}
+    assert value(samples, "http_requests_total", **tiles) == 2
+    assert label_values(samples, "http_requests_total", "route") <= ROUTE_TEMPLATES | {"unmatched"}
 
 
-@pytest.mark.timeout(120)
+def _served_by(log_dir: Path, route: str) -> set[int]:
+    """Workers (pids) whose ``performance.<pid>.log`` has a request of ``route``."""
+    return {
+        int(path.name.split(".")[1])
+        for path in log_dir.glob("performance.*.log")
+        if f'"route": "{route}"' in path.read_text(encoding="utf-8")
+    }
+
+
+def _assert_per_worker(samples: Samples, workers: set[int]) -> None:
+    """Process and pool metrics: one series per live worker, no other pid."""
+    pids = {str(pid) for pid in workers}
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total"):
+        assert label_values(samples, name, "pid") == pids, name
+        assert all(v > 0 for (n, _), v in samples.items() if n == name), name
+    assert label_values(samples, "ledger_db_pool_max_connections", "pid") == pids
+    # The ledger's state is collected once per scrape, by the worker that answers.
+    assert ("ledger_log_size", frozenset()) in samples
+
+
+@pytest.mark.timeout(180)
 def test_metrics_two_workers_report_totals(
     server_factory: Any, settings: Settings, tmp_path: Path
 ) -> None:
     server: ObservedServer = server_factory(workers=2)
-    multiproc = tmp_path / "workdir" / ".prometheus-multiproc"
-    assert multiproc.is_dir(), "serve --workers 2 makes its multiproc dir in its working dir"
-    _drive(server)
-
-    def scraped_by() -> set[str]:
-        """Workers that answered a scrape (each writes its own performance.<pid>.log)."""
-        return {
-            path.name
-            for path in (tmp_path / "logs").glob("performance.*.log")
-            if '"route": "/metrics"' in path.read_text(encoding="utf-8")
-        }
+    assert server.process is not None
+    supervisor = server.process.pid
+    # The supervisor's own directory for its workers' metric files: fresh, private.
+    (directory,) = Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}{supervisor}-*")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert not (tmp_path / "workdir" / ".prometheus-multiproc").exists()
+    logs = tmp_path / "logs"
+    _drive(server, fresh_connections=True)
+    workers = set(children_of(supervisor))
+    assert len(workers) == 2
+    # Both workers took their share of the counted traffic, so the totals below are sums.
+    assert _served_by(logs, "/v1/events") == workers
 
     # Every scrape, whichever worker answers it, reports the totals of both; keep scraping
     # (fresh connections) until both workers have answered at least one.
     scrapes = 0
-    while scrapes < 6 or (len(scraped_by()) < 2 and scrapes < 100):
+    while scrapes < 6 or (len(_served_by(logs, "/metrics")) < 2 and scrapes < 100):
         _, samples, types = scrape(server)
         _assert_traffic(samples, types)
+        _assert_per_worker(samples, workers)
         scrapes += 1
-    assert len(scraped_by()) == 2, f"one worker answered all {scrapes} scrapes"
-    assert list(multiproc.glob("*.db")), "workers write their metric files there"
+    assert _served_by(logs, "/metrics") == workers, f"one worker answered all {scrapes} scrapes"
+    assert list(directory.glob("*.db")), "workers write their metric files there"
     _check_jobs(server, settings)
 
+    # A worker dies: the supervisor drops its live gauges; its counters stay in the totals.
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        now = set(children_of(supervisor))
+        if len(now) == 2 and victim not in now:
+            _, samples, types = scrape(server)
+            pids = label_values(samples, "ledger_db_pool_max_connections", "pid")
+            if pids == {str(pid) for pid in now}:  # the replacement has opened its ledger
+                break
+        assert time.monotonic() < deadline, "no replacement worker reporting within 60 s"
+        time.sleep(0.1)
+    assert not list(directory.glob(f"gauge_live*_{victim}.db"))
+    assert list(directory.glob(f"counter_{victim}.db"))
+    _assert_traffic(samples, types)
+    _assert_per_worker(samples, now)
 
-def test_multiproc_dir_is_emptied_of_metric_files_only(
+    server.stop()
+    assert not directory.exists(), "the supervisor removes its directory when it stops"
+
+
+def test_worker_metrics_directory_is_fresh_private_and_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An operator's PROMETHEUS_MULTIPROC_DIR may hold other files (even the SQLite ledger):
-    only stale metric files of earlier runs are removed before the workers start."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    precious = [shared / "audit-ledger.sqlite3", shared / "notes.db", shared / "keys" / "kek.key"]
-    precious[-1].parent.mkdir()
+    """An inherited PROMETHEUS_MULTIPROC_DIR (it may hold anything: even the SQLite ledger) is
+    neither used nor touched; directories of supervisors that are gone are removed at start,
+    those of running ones are not."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    inherited = tmp_path / "shared"
+    inherited.mkdir()
+    precious = [inherited / "audit-ledger.sqlite3", inherited / "counter_11.db"]
     for path in precious:
         path.write_text("keep me", encoding="utf-8")
-    stale = [shared / n for n in ("counter_11.db", "histogram_11.db", "gauge_livesum_11.db")]
-    for path in stale:
-        path.write_bytes(b"\0" * 8)
-    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(shared))
-    metrics.prepare_multiprocess(2)
-    assert all(path.read_text(encoding="utf-8") == "keep me" for path in precious)
-    assert not any(path.exists() for path in stale)
+    monkeypatch.setenv(MULTIPROC_ENV, str(inherited))
+    dead_pid = _an_ended_pid()
+    stale = tmp_path / f"{DIRECTORY_PREFIX}{dead_pid}-abc"
+    running = tmp_path / f"{DIRECTORY_PREFIX}{os.getppid()}-def"
+    for path in (stale, running):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"\0" * 8)
 
-    # Without the variable: ./.prometheus-multiproc in the working directory, made fresh.
-    monkeypatch.delenv(metrics.MULTIPROC_ENV)
-    monkeypatch.chdir(tmp_path)
-    default = tmp_path / ".prometheus-multiproc"
-    default.mkdir()
-    (default / "counter_12.db").write_bytes(b"\0" * 8)
-    metrics.prepare_multiprocess(2)
-    assert os.environ[metrics.MULTIPROC_ENV] == str(default)
-    assert list(default.iterdir()) == []
-    # One worker: nothing to share, nothing touched.
-    monkeypatch.delenv(metrics.MULTIPROC_ENV)
-    metrics.prepare_multiprocess(1)
-    assert metrics.MULTIPROC_ENV not in os.environ
+    with worker_metrics_directory() as directory:
+        assert os.environ[MULTIPROC_ENV] == str(directory)
+        assert directory.parent == tmp_path
+        assert directory.name.startswith(f"{DIRECTORY_PREFIX}{os.getpid()}-")
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert list(directory.iterdir()) == []
+        assert not stale.exists()
+        assert running.exists()
+    assert not directory.exists()
+    assert os.environ[MULTIPROC_ENV] == str(inherited)
+    assert all(path.read_text(encoding="utf-8") == "keep me" for path in precious)
+
+
+def _an_ended_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 @pytest.mark.parametrize(

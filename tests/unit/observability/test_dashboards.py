@@ -20,7 +20,7 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 SOURCES = [
     Path(__file__).resolve().parents[3] / "audit_ledger" / "observability" / name
-    for name in ("metrics.py", "syslog.py")
+    for name in ("metrics.py", "syslog.py", "pool.py")
 ]
 
 
