@@ -59,8 +59,10 @@ def test_blocked_by_two_holds_resumes_only_when_both_are_released(ledger: Ledger
         event(PRIV, user_id=CANARY, action="share"),
     )
     (other,) = append(ledger, event(PRIV, user_id="someone-else"))
+    placed_before = counted("ledger_legal_holds_total", action="placed")
     by_subject = ledger.holds.create("subject", value=CANARY, reason="case 1")
     by_category = ledger.holds.create("category", value=PRIV, reason="case 2")
+    assert counted("ledger_legal_holds_total", action="placed") == placed_before + 2
     blocked_before = counted("ledger_erasures_total", outcome="blocked")
     resumed_before = counted("ledger_erasures_total", outcome="resumed")
     released_before = counted("ledger_legal_holds_total", action="released")
