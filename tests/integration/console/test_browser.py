@@ -3,8 +3,7 @@
 auditor's DOM holds no plaintext, that a form posted from another site carries no session, that
 the pages work with JavaScript off and raise no CSP violation, sign out, and download an export
 that verifies offline, and see an erasure blocked by a hold resume on its release. Screenshots
-of the
-main pages go to ``docs/console-*.png`` (the README shows them).
+of the main pages go to ``docs/console-*.png`` (the README shows them).
 
 Never downloads a browser: ``/usr/bin/chromium`` (apt package ``chromium``) or a loud skip.
 """
