@@ -1,7 +1,8 @@
 """Scheduled jobs (APScheduler 3): retention daily, a checkpoint every minute when the log grew
 (then the tiles publication, when a tiles directory is set), incremental verification every
-minute, full verification hourly, and with witnesses configured the latest checkpoint submitted
-to them.
+minute, full verification hourly, erasure requests left pending (or blocked by a hold released
+meanwhile) rerun every five minutes, and with witnesses configured the latest checkpoint
+submitted to them.
 
 Each job runs at most once per *tick* (its period, aligned to the Unix epoch) however many
 replicas run the scheduler: the first replica to take the job's lock after a tick boundary runs
@@ -69,6 +70,14 @@ def _retention(ledger: Ledger) -> str:
     return "ok"
 
 
+def _erasure_retry(ledger: Ledger) -> str:
+    # Requests a crash left pending, and blocked ones a release did not resume (a crash right
+    # after it); the erasure use case counts each run's outcome (ledger_erasures_total).
+    reports = ledger.erasure.retry()
+    done = sum(r.state == "done" for r in reports)
+    return f"{done}/{len(reports)} done"
+
+
 def _log_cleanup(ledger: Ledger) -> str:
     deleted = cleanup_rotated(ledger.settings.log_dir)
     return f"deleted {len(deleted)}"
@@ -112,6 +121,7 @@ def default_jobs(ledger: Ledger) -> list[Job]:
         Job("retention", s.retention_interval_seconds, _retention),
         Job("verify", s.verify_interval_seconds, _verify),
         Job("verify_recent", s.verify_recent_interval_seconds, _verify_recent),
+        Job("erasure_retry", s.erasure_retry_interval_seconds, _erasure_retry),
         Job("log_cleanup", 86_400, _log_cleanup),
         *([Job("witness", s.witness_interval_seconds, _witness)] if s.witnesses else []),
     ]

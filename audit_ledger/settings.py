@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     verify_interval_seconds: int = Field(default=3_600, ge=60)
     #: Incremental verification (new entries since the last verified checkpoint): tamper alert.
     verify_recent_interval_seconds: int = Field(default=60, ge=1)
+    #: Erasure requests left pending (a crash) or blocked by a hold released meanwhile: rerun.
+    erasure_retry_interval_seconds: int = Field(default=300, ge=1)
     #: SQLAlchemy connection pool size (ignored for SQLite).
     db_pool_size: int = Field(default=10, ge=1, le=200)
     #: Witnesses each new checkpoint is submitted to (C2SP tlog-witness v1): comma-separated

@@ -138,6 +138,28 @@ class ErasureOut(BaseModel):
     recorded_as_seqs: list[int]
     categories: dict[str, dict[str, Any]]
     kept_by_policy: list[str]
+    request_id: str
+    state: str = Field(
+        description="done, or blocked: a legal hold keeps some data (blocked_by names the "
+        "holds) and the erasure resumes when they are released"
+    )
+    blocked_by: list[str]
+
+
+class ErasureRequestOut(BaseModel):
+    request_id: str
+    subject_ref: str = Field(description="the subject's blind index, never the user id")
+    categories: list[str] | None
+    requested_by: str
+    requested_at: str
+    state: str = Field(description="pending | blocked | done")
+    blocked_by: list[str]
+    last_op_seq: int | None = Field(description="seq of the latest erasure entry it caused")
+    updated_at: str
+
+
+class ErasureRequestsOut(BaseModel):
+    erasure_requests: list[ErasureRequestOut]
 
 
 class HoldOut(BaseModel):

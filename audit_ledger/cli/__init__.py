@@ -34,6 +34,7 @@ from audit_ledger.cli.commands import (
     cmd_checkpoint,
     cmd_db_grants,
     cmd_db_upgrade,
+    cmd_erasure_list,
     cmd_erasure_request,
     cmd_holds_create,
     cmd_holds_list,
@@ -222,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("--user-id", required=True)
     req.add_argument("--category", action="append", help="limit to these categories")
     req.set_defaults(func=cmd_erasure_request)
+    listing = erasure.add_parser(
+        "list",
+        help="erasure requests, newest first: id, state, blocking holds, subject (blind index), "
+        "categories, requested by, at, latest erasure seq",
+    )
+    listing.add_argument("--state", choices=["pending", "blocked", "done"])
+    listing.set_defaults(func=cmd_erasure_list)
 
     holds = sub.add_parser("holds", help="legal holds").add_subparsers(
         dest="sub", required=True, parser_class=_Parser

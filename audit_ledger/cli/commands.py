@@ -226,6 +226,18 @@ def cmd_erasure_request(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_erasure_list(args: argparse.Namespace, settings: Settings) -> int:
+    # Subjects by blind index only (as the API lists them); one tab-separated line each.
+    with _ledger(settings) as ledger:
+        for r in ledger.erasure.requests(state=args.state):
+            seq = "" if r.last_op_seq is None else str(r.last_op_seq)
+            print(
+                f"{r.request_id}\t{r.state}\t{','.join(r.blocked_by)}\t{r.subject_ref}\t"
+                f"{','.join(r.categories or ['*'])}\t{r.requested_by}\t{r.requested_at}\t{seq}"
+            )
+    return EXIT_OK
+
+
 def cmd_holds_create(args: argparse.Namespace, settings: Settings) -> int:
     # The scope picks the option (as the API does): "--scope order --user-id 1 --order-id X"
     # holds order X, not an order named "1". Values are verbatim, as above.

@@ -4,6 +4,10 @@ The same use cases and the same role rules as ``/v1/legal-holds`` and ``/v1/eras
 (``api/routes/retention.py``): ``ledger.holds.create``/``release``/``all`` and
 ``ledger.erasure.erase_subject``, each recorded in the chain with the signed-in principal as the
 actor. The user id of an erasure and the identifier of a hold travel in POST bodies only.
+
+The erasure page also lists the erasure requests (``ledger.erasure.requests``, as
+``GET /v1/erasure-requests``): pending, blocked by the holds named, or done; ``?state=`` narrows
+it (a state is no personal data, so it may be in the URL).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from audit_ledger.console.web import (
 )
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.console_sessions import Session
+from audit_ledger.ledger.erasure import STATES, request_view
 from audit_ledger.ledger.holds import SCOPES, hold_view
 from audit_ledger.roles import ADMIN, COMPLIANCE_OFFICER, PRIVACY_OFFICER
 
@@ -92,12 +97,31 @@ def _erasable(request: Request) -> list[str]:
     return sorted(c.name for c in ledger_of(request).policy.categories.values() if c.erasable)
 
 
-@router.get("/erasure")
-async def erasure_form(request: Request, session: SignedIn) -> Response:
-    require(request, session, ERASERS)
+def _erasure_page(
+    request: Request,
+    session: Session,
+    status: int = 200,
+    state: str | None = None,
+    report: dict[str, object] | None = None,
+) -> Response:
+    found = ledger_of(request).erasure.requests(state=state or None)
     return render(
-        request, "erasure.html", session=session, erasable=_erasable(request), report=None
+        request,
+        "erasure.html",
+        status,
+        session=session,
+        erasable=_erasable(request),
+        report=report,
+        requests=[request_view(r) for r in found],
+        states=STATES,
+        state=state or "",
     )
+
+
+@router.get("/erasure")
+async def erasure_form(request: Request, session: SignedIn, state: str = "") -> Response:
+    require(request, session, ERASERS)
+    return await run(_erasure_page, request, session, 200, state)
 
 
 @router.post("/erasure")
@@ -120,11 +144,4 @@ async def erase(request: Request, session: SignedIn) -> Response:
             user_id, categories=chosen or None, actor=session.principal.name
         )
     )
-    return render(
-        request,
-        "erasure.html",
-        201,
-        session=session,
-        erasable=_erasable(request),
-        report=report.to_dict(),
-    )
+    return await run(_erasure_page, request, session, 201, None, report.to_dict())

@@ -3,7 +3,9 @@ may read, with its payload state, and the legal holds that keep them.
 
 The entries come from the same use case as ``POST /v1/events/search`` with ``user_id``
 (``reads.query``, one search over every category the roles may read, each page recorded as a
-read); the holds from :mod:`audit_ledger.ledger.subject_report`. The user id travels only in
+read); the holds, and for a privacy officer (who alone may list erasures, as through
+``GET /v1/erasure-requests``) the subject's pending and blocked erasure requests, from
+:mod:`audit_ledger.ledger.subject_report`. The user id travels only in
 POST bodies (the next page is a form, never a link) and only roles that read some category in
 plaintext (personal data) reach the page.
 """
@@ -24,9 +26,11 @@ from audit_ledger.console.web import (
 )
 from audit_ledger.errors import PermissionDeniedError, ValidationError
 from audit_ledger.ledger.console_sessions import Session
+from audit_ledger.ledger.erasure import request_view
 from audit_ledger.ledger.holds import hold_view
 from audit_ledger.ledger.reads import Page, Query
-from audit_ledger.ledger.subject_report import subject_holds
+from audit_ledger.ledger.subject_report import subject_erasures, subject_holds
+from audit_ledger.roles import PRIVACY_OFFICER
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 ENDPOINT = "POST /console/subject"
@@ -53,6 +57,9 @@ def _report(request: Request, session: Session, user_id: str, cursor: str | None
     q = Query(user_id=user_id, limit=min(100, ledger.settings.page_limit_max), cursor=cursor)
     page: Page = ledger.reads.query(session.principal, q, ENDPOINT)
     holds = [hold_view(h) for h in subject_holds(ledger.holds, user_id, page.events)]
+    erasures = None
+    if session.principal.has_any((PRIVACY_OFFICER,)):
+        erasures = [request_view(r) for r in subject_erasures(ledger.erasure, user_id)]
     return render(
         request,
         "subject.html",
@@ -60,6 +67,7 @@ def _report(request: Request, session: Session, user_id: str, cursor: str | None
         categories=categories,
         page=page,
         holds=holds,
+        erasures=erasures,
         user_id=user_id,
         first=cursor is None,
     )

@@ -3,12 +3,15 @@
 A hold covers entries by subject (``user_id``, matched through its blind index), by order
 (``order_id``), by category, or by an ``occurred_at`` time range. Holds are stored by blind
 index, never by raw identifier, and every creation and release is a ``ledger_operations`` entry.
+After a release commits, ``on_release`` runs (the composition root passes
+:meth:`Erasure.resume <audit_ledger.ledger.erasure.Erasure.resume>`: the erasure requests that
+hold alone was blocking run again).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,6 +21,7 @@ from audit_ledger.core.header import parse_leaf
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import NotFoundError
 from audit_ledger.ledger.operations import Operations, bad, timestamp_bound
+from audit_ledger.observability import metrics
 from audit_ledger.policy import Policy
 from audit_ledger.storage.entries import StoredEntry
 from audit_ledger.storage.holds import StoredHold
@@ -89,11 +93,13 @@ class Holds:
         policy: Policy,
         indexer: BlindIndexer,
         operations: Operations,
+        on_release: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.indexer = indexer
         self.operations = operations
+        self.on_release = on_release
 
     def create(
         self,
@@ -141,6 +147,7 @@ class Holds:
             seq = self.operations.record_in(tx, op)
             hold = StoredHold(hold_id, scope, scope_value, lo, hi, actor, seq)
             tx.insert_hold(hold)
+        metrics.LEGAL_HOLDS.labels("placed").inc()
         return hold
 
     def release(self, hold_id: str, *, actor: str = "cli") -> int:
@@ -155,6 +162,11 @@ class Holds:
             if not tx.release_hold(hold_id, actor, seq):
                 # The id is not echoed: it is whatever the caller sent (DESIGN §4).
                 raise NotFoundError("no active legal hold has that id")
+        metrics.LEGAL_HOLDS.labels("released").inc()
+        if self.on_release is not None:
+            # After the commit, in transactions of its own: what it resumes never holds up or
+            # undoes the release (it is best effort; the scheduler retries what it misses).
+            self.on_release()
         return seq
 
     def all(self) -> list[StoredHold]:

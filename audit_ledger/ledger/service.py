@@ -10,8 +10,8 @@
 ``ledger.principals``     add, revoke, list, authenticate
 ``ledger.console_sessions``  the console's sealed sessions and CSRF tokens
 ``ledger.retention``      the tiered retention run
-``ledger.erasure``        erase a data subject
-``ledger.holds``          legal holds
+``ledger.erasure``        erase a data subject: requests kept pending, blocked or done
+``ledger.holds``          legal holds (a release resumes the erasures it blocked)
 ``ledger.key_rotation``   KEK rotation and pruning (through the key provider)
 ``ledger.checkpoint_rotation``  checkpoint-key rotation (dual-signed window, then finish)
 ``ledger.verification``   full verification
@@ -110,7 +110,9 @@ class Ledger:
         shredder = Shredder(self.keyring, keys.provider)
         self.retention = Retention(store, policy, self.operations, shredder)
         self.erasure = Erasure(store, policy, keys.indexer, self.operations, shredder)
-        self.holds = Holds(store, policy, keys.indexer, self.operations)
+        self.holds = Holds(
+            store, policy, keys.indexer, self.operations, on_release=self.erasure.resume
+        )
         self.key_rotation = Keys(store, keys.provider, self.operations)
         self.verification = Verification(
             store, self.checkpoint_keys, keys.provider, settings.database_url

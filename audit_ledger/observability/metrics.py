@@ -89,6 +89,23 @@ RETENTION_PURGED = Counter(
 RETENTION_KEYS = Counter(
     "ledger_retention_keys_destroyed_total", "Data keys destroyed by retention.", ["category"]
 )
+#: Outcomes of :data:`ERASURES`: each erasure run counts once, by what it left its request(s).
+ERASURE_OUTCOMES = ("done", "blocked", "resumed")
+ERASURES = Counter(
+    "ledger_erasures_total",
+    "Erasure runs by outcome: done (erased whole when asked, or when a pending request was "
+    "retried), blocked (a legal hold kept some data; the request waits for its release), "
+    "resumed (a blocked request erased whole after its holds were released).",
+    ["outcome"],
+)
+LEGAL_HOLDS = Counter(
+    "ledger_legal_holds_total", "Legal holds placed and released, by action.", ["action"]
+)
+# Every series exists from the start at 0, so dashboards show 0 rather than "no data".
+for _label in ERASURE_OUTCOMES:
+    ERASURES.labels(_label)
+for _label in ("placed", "released"):
+    LEGAL_HOLDS.labels(_label)
 
 
 def status_class(status: int) -> str:

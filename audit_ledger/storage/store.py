@@ -3,6 +3,7 @@
 Each repository lives beside the tables it owns (:mod:`~audit_ledger.storage.entries`,
 :mod:`~audit_ledger.storage.appends`, :mod:`~audit_ledger.storage.keys`,
 :mod:`~audit_ledger.storage.principals`, :mod:`~audit_ledger.storage.holds`,
+:mod:`~audit_ledger.storage.erasure_requests`,
 :mod:`~audit_ledger.storage.checkpoints`, :mod:`~audit_ledger.storage.cosignatures`,
 :mod:`~audit_ledger.storage.purges`,
 :mod:`~audit_ledger.storage.integrity`); :class:`Store` and :class:`WriteTx` only put them
@@ -26,6 +27,7 @@ from audit_ledger.storage.cosignatures import CosignatureReads, CosignatureWrite
 from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.engine import WRITE_OPTION
 from audit_ledger.storage.entries import EntryReads
+from audit_ledger.storage.erasure_requests import ErasureRequestReads, ErasureRequestWrites
 from audit_ledger.storage.holds import HoldReads, HoldWrites
 from audit_ledger.storage.integrity import IntegrityReads
 from audit_ledger.storage.keys import KeyReads, KeyWrites
@@ -39,6 +41,7 @@ class WriteTx(
     KeyWrites,
     PrincipalWrites,
     HoldWrites,
+    ErasureRequestWrites,
     CheckpointWrites,
     PurgeWrites,
     CosignatureWrites,
@@ -52,6 +55,7 @@ class Store(
     KeyReads,
     PrincipalReads,
     HoldReads,
+    ErasureRequestReads,
     CheckpointReads,
     CosignatureReads,
     TileReads,

@@ -28,6 +28,7 @@ from audit_ledger.errors import NotFoundError, RefusedError, ValidationError
 from audit_ledger.ledger.reads import EntryView, Query
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
+from audit_ledger.storage.erasure_requests import StoredErasureRequest
 from audit_ledger.storage.holds import StoredHold
 from tests.conftest import ORIGIN
 from tests.support.cli import run_cli
@@ -122,6 +123,11 @@ def assert_nowhere(ledger: Ledger, needle: str) -> int:
 def outcome(report: Any, category: str) -> dict[str, Any]:
     got: dict[str, Any] = report.categories[category]
     return got
+
+
+def request(ledger: Ledger, request_id: str) -> StoredErasureRequest:
+    (found,) = ledger.erasure.requests(request_id=request_id)
+    return found
 
 
 # --- erasure ------------------------------------------------------------------------------------
@@ -397,14 +403,32 @@ def test_holds_stop_erasure_until_released(clocked: tuple[Ledger, list[datetime]
     assert outcome(whole, PRIV)["holds"] == [h_range.hold_id]
     assert one(ledger, "privacy_officer", 4).data is not None
 
-    for hold in (h_subject, h_order, h_range):
+    # Each request waits, blocked by the hold that kept its data ...
+    for report, hold in ((held, h_subject), (split, h_order), (whole, h_range)):
+        assert (report.state, report.blocked_by) == ("blocked", [hold.hold_id])
+        assert request(ledger, report.request_id).blocked_by == (hold.hold_id,)
+    # ... and releasing that hold resumes it: a recorded erasure of its own erases what was held.
+    for report, hold, category, seq in (
+        (held, h_subject, PRIV, 0),
+        (split, h_order, DISPUTES, 2),
+        (whole, h_range, PRIV, 3),
+    ):
         ledger.holds.release(hold.hold_id, actor="p-compliance")
         check_recorded(ledger, hold)
-    for user, category, seq in ((CANARY, PRIV, 0), ("e", DISPUTES, 2), ("g", PRIV, 3)):
-        report = ledger.erasure.erase_subject(user)
-        assert outcome(report, category)["held_skipped"] == 0
+        resumed = request(ledger, report.request_id)
+        assert (resumed.state, resumed.blocked_by) == ("done", ())
+        assert resumed.last_op_seq is not None
+        assert report.op_seq is not None
+        assert resumed.last_op_seq > report.op_seq
         assert one(ledger, "auditor", seq).payload_state == "erased"
-        assert one(ledger, "auditor", seq).state_seq == report.op_seq
+        assert one(ledger, "auditor", seq).state_seq == resumed.last_op_seq
+        op = one(ledger, "security_team", resumed.last_op_seq)
+        assert op.data is not None
+        assert (op.data["trigger"], op.data["request_ids"]) == (
+            "hold_released",
+            [resumed.request_id],
+        )
+        assert op.data["categories"][category]["held_skipped"] == 0
     assert one(ledger, "privacy_officer", 4).payload_state == "erased"
 
     h_category = ledger.holds.create("category", value=PRIV)
@@ -412,9 +436,9 @@ def test_holds_stop_erasure_until_released(clocked: tuple[Ledger, list[datetime]
     blocked = ledger.erasure.erase_subject("b")
     assert outcome(blocked, PRIV)["held_seq_ranges"] == [[5, 5]]
     assert outcome(blocked, PRIV)["holds"] == [h_category.hold_id]
+    assert one(ledger, "privacy_officer", 5).payload_state == "present"
     ledger.holds.release(h_category.hold_id)
-    freed = ledger.erasure.erase_subject("b")
-    assert outcome(freed, PRIV)["seq_ranges"] == [[5, 5]]
+    assert request(ledger, blocked.request_id).state == "done"
     assert one(ledger, "privacy_officer", 5).payload_state == "erased"
 
     check = ledger.verification.run()
@@ -471,15 +495,27 @@ def test_cli_holds_and_erasure_take_identifiers_verbatim(
     assert hold.scope_value == ledger.keys.indexer.index("user", "007")
     blocked = ledger.erasure.erase_subject("007")
     assert outcome(blocked, PRIV)["held_seq_ranges"] == [[seqs[0], seqs[0]]]
-    ledger.holds.release(hold_id)
+    code, out, err = run_cli(monkeypatch, capsys, settings, "erasure", "list", "--state", "blocked")
+    assert code == 0, err
+    (line,) = out.splitlines()
+    subject_ref = ledger.keys.indexer.index("subject", "007")  # the blind index, not the id
+    assert line.split("\t")[:4] == [blocked.request_id, "blocked", hold_id, subject_ref]
+    ledger.holds.release(hold_id)  # resumes the request: user "007" is erased now
+    assert one(ledger, "privacy_officer", seqs[0]).payload_state == "erased"
+    assert one(ledger, "privacy_officer", seqs[1]).payload_state == "present"  # user 7 untouched
+    code, out, err = run_cli(monkeypatch, capsys, settings, "erasure", "list")
+    assert code == 0, err
+    assert [r.split("\t")[1] for r in out.splitlines()] == ["done"]
 
+    (again,) = append(ledger, event(PRIV, user_id="007"))
     code, out, err = run_cli(
         monkeypatch, capsys, settings, "erasure", "request", "--user-id", "007"
     )
     assert code == 0, err
     report = json.loads(out)
-    assert report["categories"][PRIV]["seq_ranges"] == [[seqs[0], seqs[0]]]
-    assert one(ledger, "privacy_officer", seqs[0]).payload_state == "erased"
+    assert report["categories"][PRIV]["seq_ranges"] == [[again, again]]
+    assert report["state"] == "done"
+    assert one(ledger, "privacy_officer", again).payload_state == "erased"
     assert one(ledger, "privacy_officer", seqs[1]).payload_state == "present"  # user 7 untouched
 
     # Digits of other scripts are text too: ARABIC-INDIC DIGIT SEVEN is not user 7, and a

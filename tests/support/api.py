@@ -89,6 +89,7 @@ OPERATION_ROLES: dict[str, frozenset[str] | str | None] = {
     "GET /tlog/checkpoint": frozenset({"auditor"}),
     "GET /tlog/tile/{path}": frozenset({"auditor"}),
     "POST /v1/erasure-requests": frozenset({"privacy_officer"}),
+    "GET /v1/erasure-requests": frozenset({"privacy_officer"}),
     "POST /v1/legal-holds": frozenset({"admin", "compliance_officer"}),
     "GET /v1/legal-holds": frozenset({"admin", "compliance_officer"}),
     "POST /v1/legal-holds/{hold_id}/release": frozenset({"admin", "compliance_officer"}),

@@ -1,10 +1,14 @@
-"""Erasure requests (privacy officer) and legal holds (admin, compliance officer)."""
+"""Erasure requests (privacy officer) and legal holds (admin, compliance officer).
+
+An erasure asked for is a request that is ``done``, or ``blocked`` by the legal holds that kept
+some of its data until they are released (``GET /v1/erasure-requests`` lists them).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from audit_ledger.api.deps import (
     HoldManager,
@@ -14,10 +18,19 @@ from audit_ledger.api.deps import (
     read_json,
     run,
 )
-from audit_ledger.api.models import ErasureIn, ErasureOut, HoldIn, HoldOut, HoldsOut, ReleaseOut
+from audit_ledger.api.models import (
+    ErasureIn,
+    ErasureOut,
+    ErasureRequestsOut,
+    HoldIn,
+    HoldOut,
+    HoldsOut,
+    ReleaseOut,
+)
 from audit_ledger.api.openapi import BODY, ROLE_GATED, problems
 from audit_ledger.errors import ValidationError
 from audit_ledger.ledger.bodies import json_object
+from audit_ledger.ledger.erasure import request_view
 from audit_ledger.ledger.holds import hold_view
 
 router = APIRouter(tags=["retention"])
@@ -52,6 +65,26 @@ async def erasure_request(request: Request, principal: PrivacyOfficer) -> dict[s
         lambda: erasure.erase_subject(user_id, categories=categories, actor=principal.name)
     )
     return report.to_dict()
+
+
+@router.get(
+    "/v1/erasure-requests",
+    response_model=ErasureRequestsOut,
+    responses=problems(*ROLE_GATED, 422),
+)
+async def list_erasure_requests(
+    request: Request,
+    principal: PrivacyOfficer,
+    state: Annotated[
+        Literal["pending", "blocked", "done"] | None,
+        Query(description="only the requests in this state"),
+    ] = None,
+) -> dict[str, Any]:
+    """Erasure requests, newest first: pending (not run yet), blocked (by the legal holds
+    named) or done. Subjects are shown by blind index only."""
+    erasure = ledger_of(request).erasure
+    found = await run(lambda: erasure.requests(state=state))
+    return {"erasure_requests": [request_view(r) for r in found]}
 
 
 @router.post(

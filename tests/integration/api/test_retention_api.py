@@ -1,9 +1,10 @@
 """HTTP: erasure requests and legal holds, on each backend, against the application served in
 the test process (DESIGN §4).
 
-POST /v1/erasure-requests is for the privacy officer; /v1/legal-holds for admin and compliance
-officer. Refusals by policy are 409 problem+json, bad bodies 422 problem+json — never a 5xx,
-never an echo of the submitted identifier, and never a partial write.
+POST and GET /v1/erasure-requests are for the privacy officer; /v1/legal-holds for admin and
+compliance officer. An erasure a hold blocked is resumed by the hold's release. Refusals by
+policy are 409 problem+json, bad bodies 422 problem+json — never a 5xx, never an echo of the
+submitted identifier, and never a partial write.
 """
 
 from __future__ import annotations
@@ -248,6 +249,8 @@ def test_legal_holds(app_server: InProcessServer) -> None:
     part = blocked.json()["categories"][PRIV]
     assert (part["payloads_purged"], part["held_skipped"]) == (0, 1)
     assert part["holds"] == [created["subject"]["hold_id"]]
+    assert blocked.json()["state"] == "blocked"
+    assert blocked.json()["blocked_by"] == [created["subject"]["hold_id"]]
     state = get(app_server, f"/v1/events/{held_seq}", "privacy_officer").json()
     assert state["payload_state"] == "present"
 
@@ -263,8 +266,55 @@ def test_legal_holds(app_server: InProcessServer) -> None:
     listed = {h["hold_id"]: h for h in get(app_server, "/v1/legal-holds", "admin").json()["holds"]}
     assert listed[hold_id]["released_seq"] == released["released_seq"]
 
-    freed = post(app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "held-subject"})
-    assert freed.status_code == 201, freed.text
-    assert freed.json()["categories"][PRIV]["payloads_purged"] == 1
+    # The release resumed the blocked erasure: the held record is erased, by a later entry.
     state = get(app_server, f"/v1/events/{held_seq}", "privacy_officer").json()
     assert state["payload_state"] == "erased"
+    assert state["payload_state_seq"] > released["released_seq"]
+    (done,) = get(app_server, "/v1/erasure-requests", "privacy_officer").json()["erasure_requests"]
+    assert done["request_id"] == blocked.json()["request_id"]
+    assert (done["state"], done["blocked_by"]) == ("done", [])
+    assert done["last_op_seq"] == state["payload_state_seq"]
+    again = post(app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "held-subject"})
+    assert again.status_code == 201, again.text
+    assert again.json()["categories"][PRIV]["payloads_purged"] == 0
+    assert again.json()["state"] == "done"
+
+
+def test_erasure_requests_are_listed_for_the_privacy_officer(app_server: InProcessServer) -> None:
+    seed(app_server)
+    for role in NOT_ALLOWED["erasure"]:
+        assert_problem(get(app_server, "/v1/erasure-requests", role), 403, "forbidden")
+    assert_problem(app_server.get("/v1/erasure-requests"), 401)
+    for bad in ("cancelled", "", "DONE", CANARY):
+        r = get(app_server, f"/v1/erasure-requests?state={bad}", "privacy_officer")
+        assert_problem(r, 422)
+
+    r = post(app_server, "/v1/legal-holds", "admin", {"scope": "subject", "user_id": CANARY})
+    assert r.status_code == 201, r.text
+    hold_id = r.json()["hold_id"]
+    blocked = post(app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": CANARY})
+    done = post(app_server, "/v1/erasure-requests", "privacy_officer", {"user_id": "someone-else"})
+    assert (blocked.json()["state"], done.json()["state"]) == ("blocked", "done")
+
+    def listed(query: str = "") -> list[dict[str, Any]]:
+        r = get(app_server, f"/v1/erasure-requests{query}", "privacy_officer")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].split(";")[0] == "application/json"
+        assert CANARY not in r.text
+        requests: list[dict[str, Any]] = r.json()["erasure_requests"]
+        return requests
+
+    (only_blocked,) = listed("?state=blocked")
+    assert only_blocked["request_id"] == blocked.json()["request_id"]
+    assert only_blocked["blocked_by"] == [hold_id]
+    assert only_blocked["requested_by"] == "p-privacy_officer"
+    assert only_blocked["categories"] is None
+    assert len(only_blocked["subject_ref"]) == 64
+    assert only_blocked["last_op_seq"] == blocked.json()["recorded_as_seq"]
+    assert done.json()["request_id"] in {r["request_id"] for r in listed("?state=done")}
+    assert listed("?state=pending") == []
+    everything = listed()
+    assert {blocked.json()["request_id"], done.json()["request_id"]} <= {
+        r["request_id"] for r in everything
+    }
+    assert everything == sorted(everything, key=lambda r: r["requested_at"], reverse=True)

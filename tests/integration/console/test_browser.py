@@ -2,8 +2,8 @@
 (issue #14). Sign in as an officer and as the auditor, search, open a record, check that the
 auditor's DOM holds no plaintext, that a form posted from another site carries no session, that
 the pages work with JavaScript off and raise no CSP violation, sign out, and download an export
-that verifies offline. Screenshots of the
-main pages go to ``docs/console-*.png`` (the README shows them).
+that verifies offline, and see an erasure blocked by a hold resume on its release. Screenshots
+of the main pages go to ``docs/console-*.png`` (the README shows them).
 
 Never downloads a browser: ``/usr/bin/chromium`` (apt package ``chromium``) or a loud skip.
 """
@@ -217,3 +217,52 @@ def test_an_export_downloads_and_verifies_offline(
         key = ledger.log.verifier_key()
     report = verify_export(tmp_path / "records.csv", None, trust_from([key]))
     assert report.records == 1
+
+
+def test_a_blocked_erasure_resumes_when_its_hold_is_released(page: Page, site: Site) -> None:
+    """A privacy officer erases a held subject: the request is listed blocked by the hold, and
+    done — the record erased — once a compliance officer releases the hold."""
+    user_id = f"held-{uuid.uuid4().hex[:8]}"
+    server = site.server
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        appended = client.post(
+            "/v1/events",
+            json=event("data_privacy_events", user_id=user_id),
+            headers=server.headers("writer"),
+        )
+        assert appended.status_code == 201, appended.text
+        seq = appended.json()["seq"]
+        placed = client.post(
+            "/v1/legal-holds",
+            json={"scope": "subject", "user_id": user_id},
+            headers=server.headers("compliance_officer"),
+        )
+        assert placed.status_code == 201, placed.text
+        hold_id = placed.json()["hold_id"]
+    p = page
+    _sign_in(p, site, "privacy_officer")
+    p.click("a[href='/console/erasure']")
+    p.fill("#erase-user", user_id)
+    p.check("input[name=confirm]")
+    p.click("main form.card button[type=submit]")
+    status = p.inner_text("main p.warning")
+    assert "blocked" in status
+    assert hold_id in status
+    request_id = p.inner_text("main p.warning code >> nth=0")
+    assert user_id not in p.content()
+    p.click("nav.filters a:text-is('blocked')")
+    assert request_id in p.inner_text("tr.erasure-blocked")
+    assert hold_id in p.inner_text("tr.erasure-blocked")
+
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        released = client.post(
+            f"/v1/legal-holds/{hold_id}/release", headers=server.headers("compliance_officer")
+        )
+        assert released.status_code == 200, released.text
+    p.click("nav.filters a:text-is('done')")
+    assert p.url.endswith("/console/erasure?state=done")
+    done = [row.inner_text() for row in p.query_selector_all("tr.erasure-done")]
+    assert any(request_id in row for row in done), done
+    p.goto(f"/console/records/{seq}")
+    assert "erased" in p.inner_text("main")
+    assert p.query_selector("#plaintext") is None

@@ -1,6 +1,7 @@
 """Legal holds and erasure in the console, in process, on both backends (issue #14): the same
 use cases and role rules as ``/v1/legal-holds`` and ``/v1/erasure-requests``, CSRF on every
-change, identifiers only in POST bodies, and a hold keeping an erasure from its records.
+change, identifiers only in POST bodies, and a hold keeping an erasure from its records until
+its release resumes it (the erasure page lists the requests, pending, blocked or done).
 """
 
 from __future__ import annotations
@@ -75,6 +76,18 @@ def test_a_change_without_the_right_role_or_csrf_changes_nothing(server: InProce
     assert _holds(server) == before
 
 
+def _request_row(page: str, request_id: str) -> tuple[str, str] | None:
+    """(state, blocking holds) of a request in the erasure page's list, None if not listed."""
+    row = re.search(
+        rf'<tr class="erasure-request erasure-\w+">\s*<td><code>{request_id}</code></td>\s*'
+        r"<td>(\w+)</td>\s*<td>(.*?)</td>",
+        page,
+    )
+    if row is None:
+        return None
+    return row.group(1), re.sub(r"</?code>", "", row.group(2))
+
+
 def _place_hold(b: Browser, user_id: str) -> str:
     response = b.post(
         "/console/holds",
@@ -102,7 +115,17 @@ def test_a_hold_keeps_an_erasure_from_its_subject_until_released(server: InProce
         # payloads erased 0, then the seq ranges, then held and skipped 1
         assert re.search(rf"<td>{PRIVACY}</td><td>0</td><td>.*?</td><td>1</td>", held.text)
         assert user_id not in held.text
+        request_id = re.search(
+            r"Request <code>(erasure_[0-9a-f]+)</code> is <strong>blocked", held.text
+        )
+        assert request_id, held.text
         assert "present" in privacy.get(f"/console/records/{seq}").text
+        blocked = privacy.get("/console/erasure?state=blocked").text
+        assert _request_row(blocked, request_id.group(1)) == ("blocked", hold_id)
+        assert (
+            _request_row(privacy.get("/console/erasure?state=done").text, request_id.group(1))
+            is None
+        )
 
         released = officer.post(
             f"/console/holds/{hold_id}/release", {"csrf": officer.csrf("/console/holds")}
@@ -115,12 +138,29 @@ def test_a_hold_keeps_an_erasure_from_its_subject_until_released(server: InProce
         )
         assert again.status_code == 404
 
-        erased = privacy.post("/console/erasure", erase)
-        assert erased.status_code == 201
-        assert re.search(rf"<td>{PRIVACY}</td><td>1</td><td><code>\[\[{seq},{seq}\]\]", erased.text)
+        # The release resumed the erasure: the record is erased and the request done.
         record = privacy.get(f"/console/records/{seq}")
         assert "state-erased" in record.text
         assert 'id="plaintext"' not in record.text
+        done = privacy.get("/console/erasure?state=done").text
+        assert _request_row(done, request_id.group(1)) == ("done", "")
+        assert _request_row(privacy.get("/console/erasure").text, request_id.group(1)) == (
+            "done",
+            "",
+        )
+        assert (
+            _request_row(privacy.get("/console/erasure?state=blocked").text, request_id.group(1))
+            is None
+        )
+        assert user_id not in done
+        bad_state = privacy.get("/console/erasure?state=cancelled")
+        assert bad_state.status_code == 422
+        assert "cancelled" not in bad_state.text
+
+        again = privacy.post("/console/erasure", erase)
+        assert again.status_code == 201
+        assert re.search(rf"<td>{PRIVACY}</td><td>0</td>", again.text)
+        assert "is <strong>done</strong>" in again.text
 
 
 def test_an_admin_adds_and_revokes_a_principal(server: InProcessServer) -> None:

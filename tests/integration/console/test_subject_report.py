@@ -102,3 +102,35 @@ def test_the_user_id_is_required_and_travels_in_the_body_only(server: InProcessS
         page = b.get("/console/subject").text
         assert 'method="post" action="/console/subject"' in page
         assert "?user_id" not in page
+
+
+_ERASURE = re.compile(
+    r'<tr class="subject-erasure">\s*<td><code>(erasure_[0-9a-f]+)</code></td>\s*'
+    r"<td>(\w+)</td>\s*<td>(.*?)</td>"
+)
+
+
+def test_a_privacy_officer_sees_the_subjects_open_erasures(server: InProcessServer) -> None:
+    user_id = f"subj-{uuid.uuid4().hex[:8]}"
+    _append(server, PRIVACY, user_id)
+    with open_ledger(server.settings) as ledger:
+        hold = ledger.holds.create("subject", value=user_id, actor="test")
+        blocked = ledger.erasure.erase_subject(user_id, actor="test")
+        ledger.erasure.erase_subject(f"x-{user_id}", actor="test")  # someone else's: done
+    assert blocked.state == "blocked"
+    status, text = _report(server, "privacy_officer", user_id)
+    assert status == 200, text
+    shown = [(r[0], r[1], re.sub(r"</?code>", "", r[2])) for r in _ERASURE.findall(text)]
+    assert shown == [(blocked.request_id, "blocked", hold.hold_id)]
+    # The compliance officer reads other categories of the subject but lists no erasures (as
+    # GET /v1/erasure-requests is the privacy officer's).
+    status, text = _report(server, "compliance_officer", user_id)
+    assert status == 200, text
+    assert "subject-erasure" not in text
+    assert "Erasure requests" not in text
+
+    with open_ledger(server.settings) as ledger:
+        ledger.holds.release(hold.hold_id, actor="test")  # resumes it: done, no longer open
+    status, text = _report(server, "privacy_officer", user_id)
+    assert _ERASURE.findall(text) == []
+    assert "No pending or blocked erasure of this subject." in text
