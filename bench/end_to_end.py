@@ -41,7 +41,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.append import ORIGIN, financial, throwaway_ledger  # noqa: E402
+from bench.append import ORIGIN, financial, throwaway_ledger
 
 CLI = str(Path(sys.executable).with_name("audit-ledger"))
 LEAF_BYTES, BLOB_BYTES = 600, 178
@@ -95,7 +95,9 @@ def write_inputs(folder: Path, n: int) -> tuple[Path, Path]:
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> float:
     start = time.perf_counter()
-    done = subprocess.run([CLI, *args], env=env, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(
+        [CLI, *args], check=False, env=env, cwd=cwd, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"audit-ledger {args[0]} failed:\n{done.stdout}\n{done.stderr}")
@@ -118,12 +120,15 @@ def one_run(n: int, folder: Path, events: Path, rows: Path) -> dict[str, float]:
             "append": run_cli(["append", str(events)], env, folder),
             "verify": run_cli(["verify"], env, folder),
             "copy": psql(url, f"\\copy raw_rows FROM '{rows}'"),
-            "trigger": psql(url, f"\\copy chain_rows (leaf, blob, hash) FROM PROGRAM 'cut -f2-4 {rows}'"),
+            "trigger": psql(
+                url, f"\\copy chain_rows (leaf, blob, hash) FROM PROGRAM 'cut -f2-4 {rows}'"
+            ),
             "read": psql(url, "\\copy raw_rows TO '/dev/null'"),
         }
         with psycopg.connect(url) as conn:
             size = conn.execute("SELECT size FROM ledger_head").fetchone()
-            assert size is not None and size[0] == n, size
+            assert size is not None, "no ledger head"
+            assert size[0] == n, size
             chained = conn.execute("SELECT count(*), max(seq) FROM chain_rows").fetchone()
             assert chained == (n, n - 1), chained
         return figures

@@ -51,14 +51,14 @@ from psycopg import sql
 ROOT = _BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from audit_ledger.crypto.keys import init_keys  # noqa: E402
-from audit_ledger.ledger.reads import Query  # noqa: E402
-from audit_ledger.ledger.service import Ledger  # noqa: E402
-from audit_ledger.settings import load_settings  # noqa: E402
-from audit_ledger.storage import migrations  # noqa: E402
-from audit_ledger.storage.engine import create_engine_for_url  # noqa: E402
-from bench.append import ADMIN, ORIGIN, db_url, verify_in_child  # noqa: E402
-from bench.http import free_port, start_server  # noqa: E402
+from audit_ledger.crypto.keys import init_keys
+from audit_ledger.ledger.reads import Query
+from audit_ledger.ledger.service import Ledger
+from audit_ledger.settings import load_settings
+from audit_ledger.storage import migrations
+from audit_ledger.storage.engine import create_engine_for_url
+from bench.append import ADMIN, ORIGIN, db_url, verify_in_child
+from bench.http import free_port, start_server
 
 NAME = os.environ.get("AUDIT_LEDGER_SCALE_DB", "al_scale")
 STATE = Path(os.environ.get("AUDIT_LEDGER_SCALE_DIR", "/var/tmp/al_scale"))
@@ -74,11 +74,16 @@ def occurred(i: int, n_hint: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(t))
 
 
+def event_id(i: int) -> str:
+    """The i-th generated event's id (a valid v4 UUID), so a measurement can look one up."""
+    return str(uuid.UUID(int=(0x5CA1E << 100) + i, version=4))
+
+
 def event(i: int, n_hint: int) -> dict[str, object]:
     user = 100_000 + (i * 7919) % USERS
     kind = i % 10
     base: dict[str, object] = {
-        "event_id": str(uuid.UUID(int=(0x5CA1E << 100) + i, version=4)),
+        "event_id": event_id(i),
         "occurred_at": occurred(i, n_hint),
         "correlation_id": f"corr-{i:010d}",
     }
@@ -205,7 +210,8 @@ def build(target: int, chunk: int) -> None:
             ledger.appends.import_lines(lines(size, hi, target), "bench", jobs=2)
             rate = (hi - size) / (time.perf_counter() - t)
             made = ledger.log.checkpoint()
-            assert made is not None and made.tree_size >= hi, made
+            assert made is not None, "no checkpoint"
+            assert made.tree_size >= hi, made
             size = ledger.log.size()
             print(f"{size:>11,} entries  import {rate:8,.0f}/s | {in_process_probe(ledger, size)}",
                   flush=True)  # fmt: skip
@@ -224,7 +230,9 @@ def database_bytes(size: int) -> None:
     print(f"database {total[0] / 1e9:.2f} GB = {total[0] / size:,.0f} bytes per entry")  # type: ignore[index]
     for name, table, index in rows:
         if table + index > 1 << 20:
-            print(f"  {name:26s} table {table / size:7.1f} B/entry  indexes {index / size:7.1f} B/entry")
+            print(
+                f"  {name:26s} table {table / size:7.1f} B/entry  indexes {index / size:7.1f} B/entry"
+            )
 
 
 async def latencies(
@@ -239,7 +247,9 @@ async def latencies(
             response = await make(http, i)
             out.append((time.perf_counter() - t) * 1000)
             if response.status_code != 200:
-                raise SystemExit(f"{response.request.url.path}: {response.status_code} {response.text}")
+                raise SystemExit(
+                    f"{response.request.url.path}: {response.status_code} {response.text}"
+                )
 
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
@@ -267,8 +277,7 @@ def measure(requests: int, workers: int, clients: int) -> None:
     eid = timed(
         lambda: ledger.reads.page_for(
             ["auditor"],
-            Query(event_id=str(uuid.UUID(int=(0x5CA1E << 100) + random.randrange(size - 1000),
-                                         version=4)), limit=10),  # fmt: skip
+            Query(event_id=event_id(random.randrange(size - 1000)), limit=10),
         ),
         500,
     )
@@ -282,7 +291,9 @@ def measure(requests: int, workers: int, clients: int) -> None:
             officer = {"Authorization": f"Bearer {tokens['compliance_officer']}"}
             rng = random.Random(7)
 
-            def get(path: str, headers: dict[str, str] = auth) -> Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]:
+            def get(
+                path: str, headers: dict[str, str] = auth
+            ) -> Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]:
                 return lambda http, i: http.get(base + path.format(r=rng), headers=headers)
 
             def month(r: random.Random) -> str:
@@ -338,7 +349,9 @@ def measure(requests: int, workers: int, clients: int) -> None:
 
 def drop() -> None:
     with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(NAME)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(NAME))
+        )
     shutil.rmtree(STATE, ignore_errors=True)
 
 
