@@ -171,6 +171,12 @@ async def read_json(request: Request) -> Any:
     return parse_json(b"".join(chunks))
 
 
-def body_schema(model: Any) -> dict[str, Any]:
+def body_schema(model: Any, *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` documenting a JSON body that the route reads itself (by ``$ref``)."""
-    return json_body(model)
+    return json_body(model, required=required)
+
+
+def has_body(request: Request) -> bool:
+    """Whether the request carries a body at all (for a route whose body is optional)."""
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")

@@ -131,6 +131,15 @@ class HoldIn(BaseModel):
     reason: str | None = None
 
 
+class HoldReleaseIn(BaseModel):
+    """Optional body of ``POST /v1/legal-holds/{hold_id}/release``: why it is released (kept in
+    the sealed record of the release, like a hold's reason)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = None
+
+
 class ErasureOut(BaseModel):
     run_at: str
     dry_run: bool

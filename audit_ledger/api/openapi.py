@@ -78,11 +78,11 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: _problem_response(status) for status in sorted(set(statuses))}
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` documenting a JSON body that the route reads itself."""
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {
                 "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=model.__name__)}}
             },

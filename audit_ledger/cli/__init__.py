@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     holds.add_parser("list", help="list legal holds").set_defaults(func=cmd_holds_list)
     release = holds.add_parser("release", help="release a legal hold")
     release.add_argument("hold_id")
+    release.add_argument("--reason", help="why it is released (kept in the release's record)")
     release.set_defaults(func=cmd_holds_release)
 
     sub.add_parser("scheduler", help="run the scheduled jobs alone (no HTTP)").set_defaults(

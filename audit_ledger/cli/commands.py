@@ -267,7 +267,7 @@ def cmd_holds_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_holds_release(args: argparse.Namespace, settings: Settings) -> int:
     with _ledger(settings) as ledger:
-        seq = ledger.holds.release(args.hold_id)
+        seq = ledger.holds.release(args.hold_id, reason=args.reason)
     print(f"released {args.hold_id} (recorded as seq {seq})", file=sys.stderr)
     return EXIT_OK
 

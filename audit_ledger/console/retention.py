@@ -89,7 +89,8 @@ async def release_hold(request: Request, session: SignedIn, hold_id: str) -> Res
     form = await read_form(request)
     ledger = ledger_of(request)
     ledger.console_sessions.check_csrf(session, form.get("csrf"))
-    await run(lambda: ledger.holds.release(hold_id, actor=session.principal.name))
+    reason = _blank(form, "reason")
+    await run(lambda: ledger.holds.release(hold_id, reason=reason, actor=session.principal.name))
     return RedirectResponse(f"{PREFIX}/holds", status_code=303)
 
 

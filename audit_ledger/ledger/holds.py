@@ -150,10 +150,12 @@ class Holds:
         metrics.LEGAL_HOLDS.labels("placed").inc()
         return hold
 
-    def release(self, hold_id: str, *, actor: str = "cli") -> int:
+    def release(self, hold_id: str, *, reason: str | None = None, actor: str = "cli") -> int:
+        """Release an active hold, recording who released it and why (the reason is kept in
+        the release's sealed record, never in a log line)."""
         op = self.operations.event(
             "legal_hold_released",
-            {"hold_id": hold_id, "actor": actor},
+            {"hold_id": hold_id, "actor": actor, "reason": reason},
             {HOLD_RELEASE_REF: hold_release_commitment(hold_id)},
         )
         with self.store.writer() as tx:

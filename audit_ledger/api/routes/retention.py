@@ -14,6 +14,7 @@ from audit_ledger.api.deps import (
     HoldManager,
     PrivacyOfficer,
     body_schema,
+    has_body,
     ledger_of,
     read_json,
     run,
@@ -24,6 +25,7 @@ from audit_ledger.api.models import (
     ErasureRequestsOut,
     HoldIn,
     HoldOut,
+    HoldReleaseIn,
     HoldsOut,
     ReleaseOut,
 )
@@ -141,9 +143,18 @@ async def list_holds(request: Request, principal: HoldManager) -> dict[str, Any]
 @router.post(
     "/v1/legal-holds/{hold_id}/release",
     response_model=ReleaseOut,
-    responses=problems(*ROLE_GATED, 404, 422),
+    responses=problems(*ROLE_GATED, *BODY, 404),
+    openapi_extra=body_schema(HoldReleaseIn, required=False),
 )
 async def release_hold(request: Request, principal: HoldManager, hold_id: str) -> dict[str, Any]:
+    reason = None
+    if has_body(request):
+        body = json_object(await read_json(request), HoldReleaseIn.model_fields, "hold release")
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError(
+                "reason must be a string", [{"field": "reason", "problem": "must be a string"}]
+            )
     holds = ledger_of(request).holds
-    seq = await run(lambda: holds.release(hold_id, actor=principal.name))
+    seq = await run(lambda: holds.release(hold_id, reason=reason, actor=principal.name))
     return {"hold_id": hold_id, "released_seq": seq}

@@ -256,12 +256,25 @@ def test_legal_holds(app_server: InProcessServer) -> None:
 
     hold_id = created["subject"]["hold_id"]
     assert created["subject"]["created_by"] == "p-admin"
-    r = post(app_server, f"/v1/legal-holds/{hold_id}/release", "compliance_officer")
+    # A release says why, or nothing: a reason that is not a string, or another member, is 422
+    # and releases nothing.
+    for bad_body in ({"reason": 7}, {"reason": "ok", "hold": "x"}, ["reason"]):
+        assert_problem(
+            post(app_server, f"/v1/legal-holds/{hold_id}/release", "admin", bad_body), 422
+        )
+    r = post(
+        app_server,
+        f"/v1/legal-holds/{hold_id}/release",
+        "compliance_officer",
+        {"reason": "case 17 closed"},
+    )
     assert r.status_code == 200, r.text
     released = r.json()
     assert released["hold_id"] == hold_id
     op = get(app_server, f"/v1/events/{released['released_seq']}", "security_team").json()
     assert op["header"]["event_type"] == "legal_hold_released"
+    assert op["data"]["reason"] == "case 17 closed"
+    assert op["data"]["actor"] == "p-compliance_officer"
     assert_problem(post(app_server, f"/v1/legal-holds/{hold_id}/release", "admin"), 404)
     listed = {h["hold_id"]: h for h in get(app_server, "/v1/legal-holds", "admin").json()["holds"]}
     assert listed[hold_id]["released_seq"] == released["released_seq"]

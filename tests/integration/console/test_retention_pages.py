@@ -128,7 +128,8 @@ def test_a_hold_keeps_an_erasure_from_its_subject_until_released(server: InProce
         )
 
         released = officer.post(
-            f"/console/holds/{hold_id}/release", {"csrf": officer.csrf("/console/holds")}
+            f"/console/holds/{hold_id}/release",
+            {"csrf": officer.csrf("/console/holds"), "reason": "case closed"},
         )
         assert released.status_code == 303
         listing = officer.get("/console/holds").text
