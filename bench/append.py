@@ -9,7 +9,10 @@ so ratios matter more than absolute numbers):
   blind-index, encrypt, hash, chain, COPY into five tables, commit per batch) vs a raw ``COPY``
   of N rows of the same size into a plain table, also committed per batch;
 * full ``verify`` (entries/s) vs a raw ``COPY entries TO STDOUT`` read of the same table;
-* peak RSS of ``verify`` in a fresh process at each requested log size (flat = constant memory).
+* peak RSS of ``verify`` in a fresh process at each requested log size (flat = constant memory);
+* with ``--end-to-end N``, the whole-process figures of ``bench/end_to_end.py`` (``audit-ledger
+  append FILE`` and ``audit-ledger verify`` timed from start to exit, against ``psql`` COPY, a
+  PL/pgSQL trigger chain and COPY TO, on a fresh database).
 
 Uses a throwaway database on AUDIT_LEDGER_TEST_PG_URL's server (default
 postgresql://postgres@127.0.0.1:5432/postgres) and drops it afterwards.
@@ -192,7 +195,17 @@ def main() -> None:
         default="100000,1000000",
         help="comma-separated log sizes for the verify memory check ('' to skip)",
     )
+    parser.add_argument(
+        "--end-to-end",
+        type=int,
+        default=100_000,
+        help="events for the whole-process figures of bench/end_to_end.py (0 to skip)",
+    )
     args = parser.parse_args()
+    if args.end_to_end:
+        from bench.end_to_end import report_runs
+
+        report_runs(args.end_to_end, 1)
     with throwaway_ledger("al_bench") as (name, url, keys, ledger):
         print(
             f"# bench/append.py  events={args.events} batch={args.batch}  "

@@ -141,12 +141,16 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("psql") is None:
         raise SystemExit("psql is needed for the baselines")
-    n = args.events
+    report_runs(args.events, args.runs)
+
+
+def report_runs(n: int, count: int) -> None:
+    """Measure ``count`` times on fresh databases and print each run's figures."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         events, rows = write_inputs(folder, n)
-        print(f"# bench/end_to_end.py  events={n}  runs={args.runs}  cpus={os.cpu_count()}")
-        runs = [one_run(n, folder, events, rows) for _ in range(args.runs)]
+        print(f"# bench/end_to_end.py  events={n}  runs={count}  cpus={os.cpu_count()}")
+        runs = [one_run(n, folder, events, rows) for _ in range(count)]
     for i, r in enumerate(runs, 1):
         rate = {k: n / v for k, v in r.items()}
         print(

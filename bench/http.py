@@ -7,7 +7,8 @@
 (b) 32 concurrent clients posting single events → events/s, p50/p99 latency, against 32
     connections doing raw single-row autocommit INSERTs of rows of the same size.
 
-Targets: (a) >= 10,000 events/s; (b) >= 0.25x the raw insert rate with p99 <= 100 ms.
+Targets: (a) >= 10,000 events/s; (b) >= 0.40x the raw insert rate with p99 <= 50 ms (issue #16:
+the server is a whole ``serve`` process, the baseline 32 raw autocommit connections).
 The machine is a shared, noisy 2-core box running client, server and PostgreSQL together:
 compare the ratios, not the absolute numbers.
 """
@@ -209,7 +210,7 @@ def main() -> None:
             )
             print(
                 f"    32 conns raw autocommit INSERT: {raw_rate:9,.0f} rows/s   p50 {pct(raw_lat, 50):6.1f} ms "
-                f"p99 {pct(raw_lat, 99):6.1f} ms | ratio {rate_b / raw_rate:.2f} (target >= 0.25, p99 <= 100 ms)"
+                f"p99 {pct(raw_lat, 99):6.1f} ms | ratio {rate_b / raw_rate:.2f} (target >= 0.40, p99 <= 50 ms)"
             )
         finally:
             if proc is not None:
