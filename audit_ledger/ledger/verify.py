@@ -42,7 +42,6 @@ from audit_ledger.errors import (
     StorageError,
 )
 from audit_ledger.ledger.verify_entries import (
-    PURGE_OPERATION,
     FoundProblemError,
     Problem,
     RangeOutcome,
@@ -50,10 +49,10 @@ from audit_ledger.ledger.verify_entries import (
     check_range,
     fail,
 )
+from audit_ledger.ledger.verify_keys import KeyChecks
 from audit_ledger.ledger.verify_principals import check_principals
 from audit_ledger.ledger.verify_rows import check_forms, check_types
 from audit_ledger.ledger.workers import WorkerPool
-from audit_ledger.policy import LEDGER_OPERATIONS
 from audit_ledger.storage.checkpoints import StoredCheckpoint
 from audit_ledger.storage.entries import Head
 from audit_ledger.storage.store import Store
@@ -87,9 +86,17 @@ def checkpoints_after(store: Store, after: int = -1) -> Iterator[StoredCheckpoin
 
 class _Run:
     def __init__(
-        self, store: Store, verifier: Verifier | TlogPolicy, chunk: int, ranges: RangeChecker
+        self,
+        store: Store,
+        verifier: Verifier | TlogPolicy,
+        chunk: int,
+        ranges: RangeChecker,
+        *,
+        parallel: bool = False,
     ) -> None:
         self.store = store
+        self.parallel = parallel
+        self.key_checks: KeyChecks | None = None
         # A key history (checkpoint-key rotation): each checkpoint needs a signature by one.
         self.policy = key_history_policy([verifier]) if isinstance(verifier, Verifier) else verifier
         self.chunk = chunk
@@ -100,9 +107,11 @@ class _Run:
         self.next_checkpoint: StoredCheckpoint | None = None
         self.progress: Callable[[int], None] | None = None
 
-    def start(self) -> None:
-        """Check the types of the rows read whole, then open the stream of checkpoints."""
+    def start(self, keys: KeyProvider | None = None) -> None:
+        """Check the types of the rows read whole, open the stream of checkpoints, and start
+        the data-key checks (beside the entries pass when it runs in worker processes)."""
         check_types(self.store)
+        self.key_checks = KeyChecks(self.store, keys, background=self.parallel)
         self.checkpoints = checkpoints_after(self.store)
         self.next_checkpoint = next(self.checkpoints, None)
 
@@ -210,7 +219,9 @@ class _Run:
             raise fail(f"rows that belong to no entry: {sorted(orphans)}")
         self.report.size = size
         self.report.root = self.chain.root().hex()
-        self.keys(keys)
+        if self.key_checks is None:  # pragma: no cover - start() always runs first
+            self.key_checks = KeyChecks(self.store, keys, background=False)
+        self.report.keys_checked = self.key_checks.result()
         check_principals(self.store, size)
         check_forms(self.store)
         foreign = self.store.first_entry_under_foreign_key(below=size)
@@ -226,27 +237,6 @@ class _Run:
             raise
         except (StorageError, ProofError) as exc:  # row missing, or its size and edge disagree
             raise fail(f"ledger head row is unusable ({exc})", seq=self.chain.size) from None
-
-    def keys(self, provider: KeyProvider | None) -> None:
-        destroyed_by: dict[int, str] = {}
-        for stored in self.store.iter_keys():
-            if stored.wrapped is None:
-                if stored.destroyed_by_seq is None:
-                    raise fail("destroyed with no recording entry", key_id=stored.key_id)
-                destroyed_by[stored.destroyed_by_seq] = stored.key_id
-            elif provider is not None:
-                try:
-                    provider.unwrap(stored.key_id, stored.wrapped, stored.kek_id)
-                except CryptoError as exc:
-                    raise fail(str(exc), key_id=stored.key_id) from None
-            self.report.keys_checked += 1
-        kinds = self.store.kinds_of(sorted(destroyed_by))
-        for seq, key_id in destroyed_by.items():
-            category, event_type = kinds.get(seq, ("", ""))
-            if category != LEDGER_OPERATIONS or event_type not in PURGE_OPERATION.values():
-                raise fail(
-                    "destruction record is not a retention run or erasure entry", key_id=key_id
-                )
 
     def operation_records(self, provider: KeyProvider, size: int) -> None:
         """Each purged payload and destroyed key is one that its retention run or erasure
@@ -374,9 +364,9 @@ def verify_ledger(
     if jobs > 1 and database_url is not None:
         pool = WorkerPool("verify", {"database_url": database_url}, jobs)
         ranges = _ranges_in_workers(pool)
-    run = _Run(store, verifier, chunk, ranges)
+    run = _Run(store, verifier, chunk, ranges, parallel=pool is not None)
     try:
-        run.start()
+        run.start(keys)
         run.entries(progress)
         run.finish(keys)
     except FoundProblemError as failed:

@@ -44,25 +44,33 @@ def _where(table: str, row: Mapping[str, Any], index: int) -> dict[str, Any]:
 
 
 def check_types(source: RowSource) -> None:
-    """Every value of every whole-read table is of its column's type (before anything uses
-    them: a leaf or key read as TEXT must be a finding, not a TypeError)."""
-    for name, table in WHOLE_TABLES.items():
-        for index, row in enumerate(source.whole_rows(name)):
-            bad = wrong_type(table, row)
-            if bad is not None:
-                raise fail(
-                    f"stored {bad} (row {index}) holds a value of the wrong type",
-                    **_where(name, row, index),
-                )
+    """Every value of every whole-read table but ``data_keys`` (:func:`check_key_rows`) is of
+    its column's type (before anything uses them: a value read as TEXT where bytes belong must
+    be a finding, not a TypeError)."""
+    for name in WHOLE_TABLES:
+        if name != "data_keys":
+            for index, row in enumerate(source.whole_rows(name)):
+                _check_type(name, row, index)
+
+
+def _check_type(name: str, row: dict[str, Any], index: int) -> None:
+    bad = wrong_type(WHOLE_TABLES[name], row)
+    if bad is not None:
+        raise fail(
+            f"stored {bad} (row {index}) holds a value of the wrong type",
+            **_where(name, row, index),
+        )
 
 
 def _timestamp(value: Any) -> bool:
     return isinstance(value, str) and is_canonical_timestamp(value)
 
 
-def check_forms(source: RowSource) -> None:
-    """Each data key, cosignature and principal row is well-formed (types checked before)."""
+def check_key_rows(source: RowSource) -> None:
+    """Each data key row holds values of its columns' types and is well-formed (one read of a
+    table that has a row per data subject)."""
     for index, key in enumerate(source.whole_rows("data_keys")):
+        _check_type("data_keys", key, index)
         where = _where("data_keys", key, index)
         if not (0 < len(key["key_id"]) <= 64 and key["key_id"].isprintable()):
             raise fail(f"data key row {index} has a malformed key_id")
@@ -77,6 +85,10 @@ def check_forms(source: RowSource) -> None:
             key["destroyed_by_seq"] is not None
         ):
             raise fail("data key row: its destruction columns disagree", **where)
+
+
+def check_forms(source: RowSource) -> None:
+    """Each cosignature and principal row is well-formed (types checked before)."""
     sizes = {row["tree_size"] for row in source.whole_rows("checkpoints")}
     for index, cosig in enumerate(source.whole_rows("checkpoint_cosignatures")):
         _check_cosignature(cosig, sizes, index)
@@ -125,4 +137,4 @@ def _check_principal(row: Mapping[str, Any], index: int) -> None:
         raise fail(f"principal row {index} (in name order) has a malformed {reason}")
 
 
-__all__ = ["FoundProblemError", "check_forms", "check_types"]
+__all__ = ["FoundProblemError", "check_forms", "check_key_rows", "check_types"]
