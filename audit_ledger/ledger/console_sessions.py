@@ -7,13 +7,15 @@ stores — never the token) and three times. Every request looks the row up on t
 every worker of ``serve --workers N`` (and every replica on the same database) sees the same
 state: signing out sets ``ended_at`` and a copied cookie is refused everywhere at once.
 
-On every request the token hash is looked up again, so revoking the principal or rotating its
-token ends its sessions at the next request, and the roles used are the principal's current
-ones, not those at sign-in. Sessions idle for :data:`IDLE_SECONDS` or older than
-:data:`MAX_SECONDS` are refused. ``seen_at`` is written at most every :data:`TOUCH_SECONDS`
-(not once per request), so the idle timeout is exact to within that. Expired rows are deleted
-on sign-in, at most once per :data:`SWEEP_SECONDS` per process: rows only accumulate through
-sign-ins, so that bounds the table without a job of its own.
+On every request the token hash is checked again as a bearer token is (the principal row
+against the chain entry that binds it, :meth:`Principals.by_token_hash`, uncached), so revoking
+the principal, rotating its token or tampering with its row ends its sessions at the next
+request, and the roles used are the principal's current ones, not those at sign-in. Sessions
+idle for :data:`IDLE_SECONDS` or older than :data:`MAX_SECONDS` are refused. ``seen_at`` is
+written at most every :data:`TOUCH_SECONDS` (not once per request), so the idle timeout is
+exact to within that. Expired rows are deleted on sign-in, at most once per
+:data:`SWEEP_SECONDS` per process: rows only accumulate through sign-ins, so that bounds the
+table without a job of its own.
 
 CSRF (OWASP synchronizer token): the form token is an HMAC-SHA-256 keyed by the session id of
 a fixed label. The id is a 256-bit secret only the browser holds, so the token is bound to one
@@ -39,7 +41,6 @@ from audit_ledger.errors import AuthenticationError, PermissionDeniedError
 from audit_ledger.ledger.identity import Principal, token_hash
 from audit_ledger.ledger.principals import Principals
 from audit_ledger.storage.console_sessions import StoredSession
-from audit_ledger.storage.principals import StoredPrincipal
 
 #: A session unused this long is over (seconds).
 IDLE_SECONDS = 15 * 60
@@ -55,8 +56,6 @@ _CSRF_LABEL = b"audit-ledger console csrf v1"
 
 
 class SessionStore(Protocol):
-    def principal_by_token_hash(self, token_hash: bytes) -> StoredPrincipal | None: ...
-
     def insert_console_session(
         self, sid_hash: bytes, principal: str, token_hash: bytes, now: int
     ) -> None: ...
@@ -126,16 +125,15 @@ class ConsoleSessions:
             raise AuthenticationError("session_expired")
         if now < row.issued_at:
             raise AuthenticationError("session")  # a clock gone backwards: trust nothing
-        stored = self.store.principal_by_token_hash(row.token_hash)
-        if stored is None or stored.name != row.principal:
-            raise AuthenticationError("unknown")  # the token was rotated or removed
-        if stored.revoked_at is not None:
-            raise AuthenticationError("revoked")
+        # Checked against the chain like a bearer token (revoked, rotated away, tampered).
+        principal = self.principals.by_token_hash(row.token_hash)
+        if principal.name != row.principal:
+            raise AuthenticationError("unknown")
         seen = row.seen_at
         if now - seen >= TOUCH_SECONDS:
             self.store.touch_console_session(digest, now)
             seen = now
-        return Session(Principal(stored.name, frozenset(stored.roles)), cookie, row.issued_at, seen)
+        return Session(principal, cookie, row.issued_at, seen)
 
     def sign_out(self, session: Session) -> None:
         """End the session for every worker (the row stays, refused, until it is swept)."""

@@ -120,6 +120,21 @@ def test_revocation_ends_sessions_at_once(ledger: Ledger, sessions: ConsoleSessi
         sessions.resume(cookie)
 
 
+def test_a_tampered_principal_row_ends_its_sessions(
+    ledger: Ledger, sessions: ConsoleSessions
+) -> None:
+    """Roles raised in the table behind the ledger's back: the session is refused, as the
+    token would be, instead of resuming with the forged roles."""
+    token = ledger.principals.add("officer", ["compliance_officer"])
+    _, cookie = sessions.sign_in(token)
+    with ledger.store.engine.begin() as conn:
+        if ledger.store.dialect == "sqlite":  # someone who can write the file drops the guard
+            conn.exec_driver_sql("DROP TRIGGER principals_unauthorised_update")
+        conn.exec_driver_sql("UPDATE principals SET roles = 'admin' WHERE name = 'officer'")
+    with pytest.raises(AuthenticationError, match="tampered"):
+        sessions.resume(cookie)
+
+
 def test_csrf_tokens_are_bound_to_one_session(ledger: Ledger, sessions: ConsoleSessions) -> None:
     token = ledger.principals.add("officer", ["compliance_officer"])
     first, _ = sessions.sign_in(token)
