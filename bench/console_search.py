@@ -1,10 +1,13 @@
 """Console search benchmark (issue #14: "search p95 ≤ 300 ms on a ledger of 1M entries").
 
     .venv/bin/python bench/console_search.py [--entries 1000000] [--rounds 40] [--drop]
+                                             [--build-only]
 
-Builds — or reuses, when it is already there — a ledger of ``--entries`` entries on PostgreSQL
-(database ``al_bench_console_<entries>``, keys in ``bench/results/``; bulk-imported through the
-real append path of :mod:`bench.append`, not timed), starts a real ``audit-ledger serve``, signs
+Builds — or reuses, when it is already there — a ledger of ``--entries`` events on PostgreSQL
+(database ``al_bench_console_v2_<entries>``, keys in ``bench/results/``; bulk-imported through
+the real append path of :mod:`bench.append`, not timed; about 10 minutes for 1M on the 2-core
+box): three categories in turn, 5,000 users, occurring through 30 days in append order as in a
+live log, then ``VACUUM (ANALYZE)`` as autovacuum would. It then starts a real ``audit-ledger serve``, signs
 in to the console as a compliance officer and, ``--rounds`` times, POSTs the search form the way
 a browser does (every page is a recorded read, as in production):
 
