@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,25 +52,40 @@ def db_url(name: str) -> str:
     return ADMIN.rpartition("/")[0] + "/" + name
 
 
+def open_ledger(url: str, keys: Path) -> Ledger:
+    return Ledger.open(load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN))
+
+
+def create_ledger_database(name: str, keys: Path) -> str:
+    """A new database ``name`` on ADMIN's server with the schema migrated, and keys in
+    ``keys``; its URL."""
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = db_url(name)
+    init_keys(keys, ORIGIN)
+    engine = create_engine_for_url(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def database_exists(name: str) -> bool:
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        found = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return found is not None
+
+
 @contextmanager
 def throwaway_ledger(prefix: str) -> Iterator[tuple[str, str, Path, Ledger]]:
     """A new database on ADMIN's server, keys in a temporary folder, the schema migrated and a
     ledger open on them; everything is dropped afterwards. Yields (database name, its URL, the
     keys folder — whose parent is free for other files — and the ledger)."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = db_url(name)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             keys = Path(tmp) / "keys"
-            init_keys(keys, ORIGIN)
-            engine = create_engine_for_url(url)
-            migrations.upgrade(engine)
-            engine.dispose()
-            ledger = Ledger.open(
-                load_settings(database_url=url, keys_dir=keys, checkpoint_origin=ORIGIN)
-            )
+            url = create_ledger_database(name, keys)
+            ledger = open_ledger(url, keys)
             try:
                 yield name, url, keys, ledger
             finally:
@@ -98,10 +113,18 @@ def financial(i: int) -> dict[str, object]:
     }
 
 
-def bench_append(ledger: Ledger, n: int, batch: int, jobs: int) -> float:
+def bench_append(
+    ledger: Ledger,
+    n: int,
+    batch: int,
+    jobs: int,
+    *,
+    make: Callable[[int], dict[str, object]] = financial,
+    first: int = 0,
+) -> float:
     """The bulk import path (``audit-ledger append FILE``): JSON lines in, ``jobs`` processes
-    parsing and validating ahead of the committing one."""
-    lines = [(i + 1, json.dumps(financial(i))) for i in range(n)]
+    parsing and validating ahead of the committing one; events ``make(first … first+n-1)``."""
+    lines = [(i + 1, json.dumps(make(first + i))) for i in range(n)]
     start = time.perf_counter()
     result = ledger.appends.import_lines(lines, "bench", batch_size=batch, jobs=jobs)
     elapsed = time.perf_counter() - start

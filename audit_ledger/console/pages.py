@@ -87,7 +87,9 @@ async def sign_in_form(request: Request) -> Response:
 async def sign_in(request: Request) -> Response:
     form = await read_form(request)
     pre = request.cookies.get(PRE_COOKIE, "")
-    if not pre or not hmac.compare_digest(pre, form.get("csrf", "")):
+    # Bytes, not str: compare_digest refuses non-ASCII text (a 500 for a crafted form).
+    submitted = form.get("csrf", "").encode("utf-8")
+    if not pre or not hmac.compare_digest(pre.encode("utf-8"), submitted):
         raise PermissionDeniedError("the sign-in form expired or came from another site")
     sessions = ledger_of(request).console_sessions
     try:
@@ -118,8 +120,7 @@ async def sign_out(request: Request, session: SignedIn) -> Response:
     form = await read_form(request)
     sessions = ledger_of(request).console_sessions
     sessions.check_csrf(session, form.get("csrf"))
-    sessions.sign_out(session)
-    request.state.signed_out = True
+    await run(sessions.sign_out, session)
     response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
     clear_cookie(request, response, SESSION_COOKIE)
     return response

@@ -131,13 +131,12 @@ async def current_session(request: Request) -> Session:
         raise SignInRequired
     sessions = ledger_of(request).console_sessions
     try:
-        session, refreshed = await run(sessions.resume, cookie)
+        session = await run(sessions.resume, cookie)
     except AuthenticationError as exc:
         metrics.AUTH_FAILURES.labels(str(exc)).inc()
         security_log.warning("console_session_refused", reason=str(exc))
         raise SignInRequired from None
     request.state.principal = session.principal.name
-    request.state.refreshed_cookie = refreshed
     return session
 
 
@@ -204,8 +203,8 @@ def error_page(request: Request, exc: AuditLedgerError) -> Response:
 
 
 class ConsoleRoute(APIRoute):
-    """Every console response carries the security headers, errors become HTML pages, a
-    missing session becomes a redirect, and a resumed session's cookie is refreshed."""
+    """Every console response carries the security headers, errors become HTML pages and a
+    missing session becomes a redirect."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -219,9 +218,6 @@ class ConsoleRoute(APIRoute):
                     clear_cookie(request, response, SESSION_COOKIE)
             except AuditLedgerError as exc:
                 response = error_page(request, exc)
-            refreshed = getattr(request.state, "refreshed_cookie", None)
-            if refreshed and not getattr(request.state, "signed_out", False):
-                set_cookie(request, response, SESSION_COOKIE, refreshed)
             response.headers.update(SECURITY_HEADERS)
             return response
 

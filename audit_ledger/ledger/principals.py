@@ -162,6 +162,21 @@ class Principals:
             return cached[0]
         return None
 
+    def by_token_hash(self, digest: bytes) -> Principal:
+        """The principal whose token has SHA-256 ``digest``, checked against the chain like a
+        token (``unknown``, ``revoked``, ``unbound``, ``tampered``); never cached (a console
+        session re-checks its principal on every request, on whichever worker)."""
+        evidence = self.store.principal_evidence(digest, retired_commitment(digest))
+        if evidence is None:
+            raise AuthenticationError("unknown")
+        stored = evidence.principal
+        if stored.revoked_at is not None or evidence.retired:
+            raise AuthenticationError("revoked")
+        problem = binding_problem(stored, evidence.binding)
+        if problem is not None:
+            raise AuthenticationError(problem)
+        return Principal(stored.name, frozenset(stored.roles))
+
     def authenticate(self, token: str) -> Principal:
         """The principal holding ``token``; :class:`AuthenticationError` with a reason code.
 
@@ -178,16 +193,7 @@ class Principals:
         cached = self._auth_cache.get(digest)
         if cached is not None and cached[1] > now:
             return cached[0]
-        evidence = self.store.principal_evidence(digest, retired_commitment(digest))
-        if evidence is None:
-            raise AuthenticationError("unknown")
-        stored = evidence.principal
-        if stored.revoked_at is not None or evidence.retired:
-            raise AuthenticationError("revoked")
-        problem = binding_problem(stored, evidence.binding)
-        if problem is not None:
-            raise AuthenticationError(problem)
-        principal = Principal(stored.name, frozenset(stored.roles))
+        principal = self.by_token_hash(digest)
         if len(self._auth_cache) > 10_000:
             self._auth_cache.clear()
         self._auth_cache[digest] = (principal, now + AUTH_CACHE_SECONDS)

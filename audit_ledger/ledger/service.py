@@ -8,7 +8,7 @@
 ``ledger.log``            size, leaves, proofs, checkpoints, the verifier key
 ``ledger.tiles``          C2SP tlog-tiles: tiles, entry bundles, static publication
 ``ledger.principals``     add, revoke, list, authenticate
-``ledger.console_sessions``  the console's sealed sessions and CSRF tokens
+``ledger.console_sessions``  the console's server-side sessions and CSRF tokens
 ``ledger.retention``      the tiered retention run
 ``ledger.erasure``        erase a data subject: requests kept pending, blocked or done
 ``ledger.holds``          legal holds (a release resumes the erasures it blocked)
@@ -106,7 +106,7 @@ class Ledger:
         self.tiles = Tiles(store, self.log, self.reads)
         self.record_exports = RecordExports(self.reads, self.log)  # regulator exports (#14)
         self.principals = Principals(store, self.operations)
-        self.console_sessions = ConsoleSessions(self.principals, store, settings.keys_dir)
+        self.console_sessions = ConsoleSessions(self.principals, store)
         shredder = Shredder(self.keyring, keys.provider)
         self.retention = Retention(store, policy, self.operations, shredder)
         self.erasure = Erasure(store, policy, keys.indexer, self.operations, shredder)

@@ -6,7 +6,8 @@ Each repository lives beside the tables it owns (:mod:`~audit_ledger.storage.ent
 :mod:`~audit_ledger.storage.erasure_requests`,
 :mod:`~audit_ledger.storage.checkpoints`, :mod:`~audit_ledger.storage.cosignatures`,
 :mod:`~audit_ledger.storage.purges`,
-:mod:`~audit_ledger.storage.integrity`); :class:`Store` and :class:`WriteTx` only put them
+:mod:`~audit_ledger.storage.integrity`,
+:mod:`~audit_ledger.storage.console_sessions`); :class:`Store` and :class:`WriteTx` only put them
 together. Use cases do not depend on these classes but on the narrow protocols they declare
 (``ledger/*``), which :class:`Store` and :class:`WriteTx` satisfy.
 
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 
 from audit_ledger.storage.appends import AppendWrites
 from audit_ledger.storage.checkpoints import CheckpointReads, CheckpointWrites
+from audit_ledger.storage.console_sessions import ConsoleSessionRows
 from audit_ledger.storage.cosignatures import CosignatureReads, CosignatureWrites
 from audit_ledger.storage.database import translate_errors
 from audit_ledger.storage.engine import WRITE_OPTION
@@ -59,6 +61,7 @@ class Store(
     CheckpointReads,
     CosignatureReads,
     TileReads,
+    ConsoleSessionRows,
 ):
     """Entry point of the storage layer over one SQLAlchemy engine."""
 

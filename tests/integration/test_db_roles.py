@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from audit_ledger.core.commitments import PURGE_REF, purge_commitment
 from audit_ledger.errors import AuthenticationError, StorageError
 from audit_ledger.ledger import admin
+from audit_ledger.ledger.console_sessions import MAX_SECONDS, TOUCH_SECONDS, ConsoleSessions
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
@@ -605,3 +606,30 @@ def test_the_purge_function_honours_holds_and_keeps_keys_with_payloads(
         _forged_run(app, [], [sec])  # its last payload gone, the key may go too
     finally:
         app.close()
+
+
+def test_the_serving_role_keeps_console_sessions(
+    ledger: Ledger, settings: Settings, serving_role: str | None
+) -> None:
+    """``db grants`` gives the serving role what server-side console sessions need (issue #14):
+    sign in, resume with a ``seen_at`` write, sign out, and the sweep's DELETE."""
+    url = settings.database_url
+    if serving_role is not None:
+        url = make_url(url).set(username=serving_role).render_as_string(hide_password=False)
+    token = ledger.principals.add("officer", ["compliance_officer"])
+    serving = Ledger.open(settings.model_copy(update={"database_url": url}))
+    try:
+        now = [2_000_000_000.0]
+        sessions = ConsoleSessions(serving.principals, serving.store, lambda: now[0])
+        session, cookie = sessions.sign_in(token)
+        now[0] += TOUCH_SECONDS
+        assert sessions.resume(cookie).seen_at == int(now[0])
+        sessions.sign_out(session)
+        with pytest.raises(AuthenticationError, match="session_ended"):
+            sessions.resume(cookie)
+        now[0] += MAX_SECONDS + 1
+        sessions.sign_in(token)  # sweeps the ended, expired one
+        with pytest.raises(AuthenticationError, match=r"^session$"):
+            sessions.resume(cookie)
+    finally:
+        serving.close()

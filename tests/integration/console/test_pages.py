@@ -121,6 +121,10 @@ def test_sign_in_needs_the_forms_own_csrf_value(seeded: Seeded) -> None:
     with browser(seeded.server) as b:  # no cookie at all: a cross-site form post
         response = b.post("/console/sign-in", {"csrf": "forged", "token": token})
         assert response.status_code == 403
+    with browser(seeded.server) as b:  # non-ASCII: a refusal, not a compare_digest TypeError
+        b.get("/console/sign-in")
+        response = b.post("/console/sign-in", {"csrf": "é" * 32, "token": token})
+        assert response.status_code == 403
 
 
 def test_the_writer_has_no_console(seeded: Seeded) -> None:
@@ -158,7 +162,7 @@ def test_a_post_without_this_sessions_csrf_token_is_refused(seeded: Seeded) -> N
         open_ledger(seeded.server.settings) as ledger,
     ):
         before = records_read_count(ledger)
-        for csrf in (None, "", "0" * 64, other.csrf()):
+        for csrf in (None, "", "0" * 64, other.csrf(), "é" * 64):
             data = {"category": "financial_transactions"}
             if csrf is not None:
                 data["csrf"] = csrf
