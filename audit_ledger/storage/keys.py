@@ -128,14 +128,22 @@ class KeyWrites(Transaction):
         self, category: str, scope_kind: str, scope_values: Sequence[str]
     ) -> list[StoredKey]:
         """Undestroyed keys of the given scopes, newest first (the caller checks use counts)."""
-        marks = ", ".join("?" for _ in scope_values)
+        columns = "key_id, category, scope_kind, scope_value, kek_id, wrapped, uses, created_at"
+        if self.dialect == "postgresql":
+            # One array parameter: the same statement text for any number of scopes, so it is
+            # prepared once per connection (a batch names hundreds of data subjects).
+            query = f"SELECT {columns} FROM data_keys WHERE category = ? AND scope_kind = ?"  # noqa: S608 - fixed text
+            params: list[Any] = [category, scope_kind, list(scope_values)]
+            query += " AND scope_value = ANY(?::text[])"
+        else:
+            marks = ", ".join("?" for _ in scope_values)
+            query = f"SELECT {columns} FROM data_keys WHERE category = ? AND scope_kind = ?"  # noqa: S608 - placeholders only
+            query += f" AND scope_value IN ({marks})"
+            params = [category, scope_kind, *scope_values]
         rows = raw_rows(
             self.conn,
-            "SELECT key_id, category, scope_kind, scope_value, kek_id, wrapped, uses, created_at"  # noqa: S608 - placeholders only
-            " FROM data_keys WHERE category = ? AND scope_kind = ?"
-            f" AND scope_value IN ({marks}) AND wrapped IS NOT NULL"
-            " ORDER BY created_at DESC, key_id",
-            [category, scope_kind, *scope_values],
+            query + " AND wrapped IS NOT NULL ORDER BY created_at DESC, key_id",
+            params,
         )
         return [
             StoredKey(key_id, cat, kind, value, kek_id, bytes(wrapped), uses, created_at)
@@ -157,6 +165,15 @@ class KeyWrites(Transaction):
         )
 
     def add_key_uses(self, uses: Mapping[str, int]) -> None:
+        if self.dialect == "postgresql" and uses:
+            # One statement for every key of the batch (one per data subject otherwise).
+            raw_exec(
+                self.conn,
+                "UPDATE data_keys d SET uses = d.uses + u.n"
+                " FROM unnest(?::text[], ?::int8[]) AS u(key_id, n) WHERE d.key_id = u.key_id",
+                (list(uses), list(uses.values())),
+            )
+            return
         for key_id, count in uses.items():
             raw_exec(
                 self.conn, "UPDATE data_keys SET uses = uses + ? WHERE key_id = ?", (count, key_id)
