@@ -42,6 +42,10 @@ from audit_ledger.ledger.reads import Query
 from audit_ledger.observability import metrics
 from audit_ledger.roles import WRITER
 
+#: Matches of a search are counted up to here (more says "more than"): the count costs at most
+#: this many index entries, where an exact count over millions would be a scan.
+MATCH_CAP = 10_000
+
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 SEARCH_FIELDS = (
     "category",
@@ -184,6 +188,9 @@ async def search(request: Request, session: SignedIn) -> Response:
     ledger.console_sessions.check_csrf(session, form.get("csrf"))
     q = _query(form, min(50, ledger.settings.page_limit_default))
     page = await run(ledger.reads.query, session.principal, q, "POST /console/search")
+    # The count of matches, above the first page only: later pages carry on the same paging.
+    roles = session.principal.roles
+    matches = None if q.cursor else await run(ledger.reads.count_for, roles, q, MATCH_CAP)
     filters = {name: form.get(name, "") for name in SEARCH_FIELDS}
     return render(
         request,
@@ -193,6 +200,8 @@ async def search(request: Request, session: SignedIn) -> Response:
         filters=filters,
         page=page,
         first=not q.cursor,
+        matches=matches,
+        match_cap=MATCH_CAP,
     )
 
 

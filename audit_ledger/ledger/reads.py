@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -130,6 +130,8 @@ class EntryStore(Protocol):
     """What reads need of storage."""
 
     def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]: ...
+
+    def count(self, flt: EntryFilter, cap: int) -> int: ...
 
     def entry(self, seq: int) -> StoredEntry | None: ...
 
@@ -300,8 +302,42 @@ class Reads:
         categories_for(self.policy, roles, stored.category)
         return self.reader.views([stored], roles)[0]
 
+    def count_for(self, roles: Iterable[str], q: Query, cap: int) -> int:
+        """How many entries the paging of ``q`` would go through, counted no further than
+        ``cap`` + 1 (the console's "N records" above its first page; an exact count of millions
+        would cost a scan). Not a read of records, so not recorded; the API's page shape has
+        no count (DESIGN §4)."""
+        flt_of, _ = self._filters(frozenset(roles), q)
+
+        def count(store: EntryStore) -> int:
+            return store.count(flt_of(store.size()), cap)
+
+        return self.source.run(0, count)
+
     def _scan(self, roles: frozenset[str], q: Query) -> tuple[Page, dict[str, Any]]:
         """The page, and the filters as recorded (identifiers as their blind indexes)."""
+        flt_of, refs = self._filters(roles, q)
+        after, bound = decode_cursor(q.cursor) if q.cursor else (None, None)
+
+        # Each page is itself recorded (a ``records_read`` entry in ledger_operations), so a
+        # reader of ledger_operations would meet its previous page's record on every next page
+        # and never reach the end (issue #12). So a paging sees ledger_operations as it was at
+        # its first page: the log size then is the bound every later page carries in its
+        # cursor; operations recorded since belong to the next paging. Other categories still
+        # show entries appended during a paging on its following pages (a tail can follow).
+        def scan(store: EntryStore) -> tuple[list[StoredEntry], int]:
+            # A first page is bounded by the size of the store it is read from: a replica's
+            # page is a consistent snapshot of its (shorter) log and claims nothing beyond it.
+            below = store.size() if bound is None else bound
+            return store.scan(flt_of(below), after, q.limit + 1), below
+
+        return self._page(roles, q, refs, (after, bound), scan)
+
+    def _filters(
+        self, roles: frozenset[str], q: Query
+    ) -> tuple[Callable[[int], EntryFilter], dict[str, str]]:
+        """``q`` checked against ``roles``: its storage filter for a paging bounded at a log
+        size, and the blind indexes of its identifiers."""
         categories = categories_for(self.policy, roles, q.category)
         if not 1 <= q.limit <= self.page_limit_max:
             raise bad("limit", f"must be between 1 and {self.page_limit_max}")
@@ -320,19 +356,9 @@ class Reads:
             refs["user"] = self.indexer.index("user", q.user_id)
         if q.order_id is not None:
             refs["order"] = self.indexer.index("order", q.order_id)
-        after, bound = decode_cursor(q.cursor) if q.cursor else (None, None)
 
-        # Each page is itself recorded (a ``records_read`` entry in ledger_operations), so a
-        # reader of ledger_operations would meet its previous page's record on every next page
-        # and never reach the end (issue #12). So a paging sees ledger_operations as it was at
-        # its first page: the log size then is the bound every later page carries in its
-        # cursor; operations recorded since belong to the next paging. Other categories still
-        # show entries appended during a paging on its following pages (a tail can follow).
-        def scan(store: EntryStore) -> tuple[list[StoredEntry], int]:
-            # A first page is bounded by the size of the store it is read from: a replica's
-            # page is a consistent snapshot of its (shorter) log and claims nothing beyond it.
-            below = store.size() if bound is None else bound
-            flt = EntryFilter(
+        def entry_filter(below: int) -> EntryFilter:
+            return EntryFilter(
                 frozenset(categories),
                 q.event_type,
                 since,
@@ -345,8 +371,21 @@ class Reads:
                 below=below,
                 bounded=frozenset({LEDGER_OPERATIONS}),
             )
-            return store.scan(flt, after, q.limit + 1), below
 
+        return entry_filter, refs
+
+    def _page(
+        self,
+        roles: frozenset[str],
+        q: Query,
+        refs: dict[str, str],
+        cursor: tuple[int | None, int | None],
+        scan: Callable[[EntryStore], tuple[list[StoredEntry], int]],
+    ) -> tuple[Page, dict[str, Any]]:
+        """The page ``scan`` reads (one more than ``q.limit`` tells whether more follow), and
+        the filters as recorded (identifiers as their blind indexes). ``cursor``: the seq the
+        page continues after and the paging's bound, from the caller's cursor."""
+        after, bound = cursor
         # A later page needs what its paging saw (the bound) and the entry it continues after:
         # a replica short of either would end the paging early.
         needed = max(bound or 0, 0 if after is None else after + 1)

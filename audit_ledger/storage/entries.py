@@ -290,34 +290,10 @@ class EntryReads(Database):
     def scan(self, flt: EntryFilter, after_seq: int | None, limit: int) -> list[StoredEntry]:
         """Entries matching ``flt`` in seq order after ``after_seq`` (keyset pagination);
         with ``flt.newest_first``, in reverse order before ``after_seq``."""
-        stmt = self._entry_select(after_seq, flt.newest_first)
-        conditions: list[ColumnElement[bool]] = []
-        if flt.categories is not None:
-            conditions.append(entries.c.category.in_(sorted(flt.categories)))
-        if flt.event_type is not None:
-            conditions.append(entries.c.event_type == flt.event_type)
-        if flt.since is not None:
-            conditions.append(entries.c.occurred_at >= flt.since)
-        if flt.until is not None:
-            conditions.append(entries.c.occurred_at < flt.until)
-        if flt.recorded_since is not None:
-            conditions.append(entries.c.recorded_at >= flt.recorded_since)
-        if flt.recorded_until is not None:
-            conditions.append(entries.c.recorded_at < flt.recorded_until)
-        if flt.event_id is not None:
-            conditions.append(entries.c.event_id == flt.event_id)
+        stmt, conditions = self._filtered(self._entry_select(after_seq, flt.newest_first), flt)
         if after_seq is not None:
             bound = entries.c.seq < after_seq if flt.newest_first else entries.c.seq > after_seq
             conditions.append(bound)
-        if flt.below is not None and flt.bounded:
-            conditions.append(
-                or_(entries.c.category.not_in(sorted(flt.bounded)), entries.c.seq < flt.below)
-            )
-        for name, value in (flt.refs or {}).items():
-            ref = entry_refs.alias(f"ref_{name}")
-            stmt = stmt.join(
-                ref, and_(ref.c.seq == entries.c.seq, ref.c.name == name, ref.c.value == value)
-            )
         order = entries.c.seq.desc() if flt.newest_first else entries.c.seq
         with self.reader() as conn:
             if not flt.refs and self._small_time_range(conn, flt):
@@ -336,6 +312,43 @@ class EntryReads(Database):
             else:
                 stmt = stmt.where(*conditions).order_by(order).limit(limit)
             return [entry_from_row(r, True) for r in conn.execute(stmt)]
+
+    def count(self, flt: EntryFilter, cap: int) -> int:
+        """How many entries match ``flt``, counting no further than ``cap`` + 1 (so the cost is
+        bounded however many match: over ``cap`` means "more than ``cap``")."""
+        stmt, conditions = self._filtered(select(entries.c.seq), flt)
+        matches = stmt.where(*conditions).limit(cap + 1).subquery()
+        with self.reader() as conn:
+            return int(conn.execute(select(func.count()).select_from(matches)).scalar_one())
+
+    @staticmethod
+    def _filtered(stmt: Any, flt: EntryFilter) -> tuple[Any, list[ColumnElement[bool]]]:
+        """``stmt`` joined to the refs ``flt`` names, and the conditions of its other filters."""
+        conditions: list[ColumnElement[bool]] = []
+        if flt.categories is not None:
+            conditions.append(entries.c.category.in_(sorted(flt.categories)))
+        if flt.event_type is not None:
+            conditions.append(entries.c.event_type == flt.event_type)
+        if flt.since is not None:
+            conditions.append(entries.c.occurred_at >= flt.since)
+        if flt.until is not None:
+            conditions.append(entries.c.occurred_at < flt.until)
+        if flt.recorded_since is not None:
+            conditions.append(entries.c.recorded_at >= flt.recorded_since)
+        if flt.recorded_until is not None:
+            conditions.append(entries.c.recorded_at < flt.recorded_until)
+        if flt.event_id is not None:
+            conditions.append(entries.c.event_id == flt.event_id)
+        if flt.below is not None and flt.bounded:
+            conditions.append(
+                or_(entries.c.category.not_in(sorted(flt.bounded)), entries.c.seq < flt.below)
+            )
+        for name, value in (flt.refs or {}).items():
+            ref = entry_refs.alias(f"ref_{name}")
+            stmt = stmt.join(
+                ref, and_(ref.c.seq == entries.c.seq, ref.c.name == name, ref.c.value == value)
+            )
+        return stmt, conditions
 
     @staticmethod
     def _small_time_range(conn: Connection, flt: EntryFilter) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from audit_ledger.console import pages
 from audit_ledger.core.merkle import root_from_inclusion_proof
 from tests.support.api import CATEGORIES, open_ledger, records_read_count
 from tests.support.console import SECURITY_HEADERS, browser, signed_in
@@ -304,6 +305,34 @@ def test_search_newest_first_pages_through_the_subjects_records(seeded: Seeded) 
                 break
             response = b.post("/console/search", _next_page_form(response))
         assert seen == sorted(mine, reverse=True)
+
+
+def _matches(response: httpx.Response) -> str:
+    heading = re.search(r'<h2 id="results">(.*?)</h2>', response.text, re.S)
+    assert heading is not None, response.text
+    return heading.group(1)
+
+
+def test_a_search_says_how_many_records_match(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first page counts the matches (the subject's three records, one per category, for
+    the auditor; its own category's one for an officer); the count stops at the cap, which it
+    then names, and a next page carries on without counting again."""
+    with signed_in(seeded.server, "auditor") as b:
+        first = b.search(user_id=seeded.user_id, limit="1")
+        assert _matches(first) == "3 matching records: 1 on this page, more follow"
+        later = b.post("/console/search", _next_page_form(first))
+        assert _matches(later) == "1 on this page, more follow"
+        monkeypatch.setattr(pages, "MATCH_CAP", 2)
+        capped = b.search(user_id=seeded.user_id, limit="1")
+        assert _matches(capped) == "More than 2 matching records: 1 on this page, more follow"
+        assert (
+            _matches(b.search(event_id=str(uuid.uuid4()))) == "0 matching records: 0 on this page"
+        )
+    with signed_in(seeded.server, "compliance_officer") as b:
+        mine = b.search(user_id=seeded.user_id)
+        assert _matches(mine) == "1 matching record: 1 on this page"
 
 
 def test_search_by_event_id_and_recorded_at(seeded: Seeded) -> None:
