@@ -64,6 +64,7 @@ from audit_ledger.cli.tiles import add_tiles_commands
 from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
+from audit_ledger.ledger.appends.service import IMPORT_BATCH_SIZE
 from audit_ledger.ledger.bodies import text_problem
 from audit_ledger.roles import ROLES
 from audit_ledger.settings import load_settings
@@ -121,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     append = sub.add_parser("append", help="append JSON-lines events (bulk import)")
     append.add_argument("file", nargs="?", default="-", help="file of JSON lines, or - (stdin)")
     append.add_argument("--writer", default=CLI_WRITER, help="writer name recorded in headers")
-    append.add_argument("--batch-size", type=_positive_int, default=1000)
+    append.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=IMPORT_BATCH_SIZE,
+        help=f"lines per transaction (default {IMPORT_BATCH_SIZE})",
+    )
     append.add_argument(
         "--jobs",
         type=_positive_int,

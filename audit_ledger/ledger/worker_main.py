@@ -8,6 +8,7 @@ and the jobs they run do not import each other.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -90,3 +91,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # Everything is done: answers are flushed as they are sent and cleanup() closed the
+    # database connections. Skipping the interpreter's teardown (a tenth of a second of module
+    # clean-up) lets the pool that waits for this exit, and so every ``verify`` and ``append``,
+    # finish that much sooner.
+    os._exit(0)
