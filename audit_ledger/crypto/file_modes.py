@@ -18,6 +18,12 @@ from audit_ledger.errors import ConfigError
 GROUP_OTHER = stat.S_IRWXG | stat.S_IRWXO
 #: Directories under the keys directory that hold key files.
 KEY_SUBDIRS = ("subject-keys", "retired-keks")
+#: Of those, the ones whose files are not checked one by one: ``subject-keys`` holds a file per
+#: data subject (tens of thousands), and a check of each at every start-up cost most of a
+#: second per 20,000 (measured: 0.87 s of every CLI command's start). Its own 0700, checked
+#: here, already keeps every other account out of all of them, and the service creates each
+#: one 0600.
+CHECKED_AS_A_WHOLE = frozenset({"subject-keys"})
 
 
 def private_dir(path: Path) -> None:
@@ -36,7 +42,7 @@ def check_key_store_modes(keys_dir: Path) -> None:
         _check(keys_dir, 0o700)
     for sub in KEY_SUBDIRS:
         directory = keys_dir / sub
-        if _check(directory, 0o700):
+        if _check(directory, 0o700) and sub not in CHECKED_AS_A_WHOLE:
             for path in sorted(directory.glob("*.key")):
                 _check(path, 0o600)
     for path in key_files:

@@ -85,3 +85,16 @@ def test_a_retired_kek_others_can_read_is_refused(keys_dir: Path) -> None:
     retired.parent.chmod(0o750)
     with pytest.raises(ConfigError, match=rf"chmod 700 {retired.parent}\Z"):
         load_keys(keys_dir, ORIGIN)
+
+
+def test_the_subject_key_store_is_checked_as_a_directory(keys_dir: Path) -> None:
+    """Per-subject key files are not checked one by one at every start (there is one per data
+    subject); the directory's 0700 is what keeps others out of all of them, and that is checked."""
+    store = keys_dir / "subject-keys"
+    store.mkdir(mode=0o700)
+    (store / "k-1.key").write_text("x")
+    (store / "k-1.key").chmod(0o644)  # unreachable for others through a 0700 directory
+    load_keys(keys_dir, ORIGIN)
+    store.chmod(0o755)
+    with pytest.raises(ConfigError, match=rf"chmod 700 {store}\Z"):
+        load_keys(keys_dir, ORIGIN)
