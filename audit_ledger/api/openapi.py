@@ -24,7 +24,15 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from audit_ledger.api.models import BatchIn, ErasureIn, EventIn, HoldIn, Problem, SearchIn
+from audit_ledger.api.models import (
+    BatchIn,
+    ErasureIn,
+    EventIn,
+    HoldIn,
+    HoldReleaseIn,
+    Problem,
+    SearchIn,
+)
 from audit_ledger.api.problems import PROBLEM_JSON
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -36,6 +44,7 @@ REFERENCED_MODELS: tuple[type[BaseModel], ...] = (
     SearchIn,
     ErasureIn,
     HoldIn,
+    HoldReleaseIn,
 )
 
 _DESCRIPTIONS = {

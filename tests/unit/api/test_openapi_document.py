@@ -98,6 +98,7 @@ def test_bodies_are_documented_by_reference(document: dict[str, Any]) -> None:
         "POST /v1/events/search": {"$ref": "#/components/schemas/SearchIn"},
         "POST /v1/erasure-requests": {"$ref": "#/components/schemas/ErasureIn"},
         "POST /v1/legal-holds": {"$ref": "#/components/schemas/HoldIn"},
+        "POST /v1/legal-holds/{hold_id}/release": {"$ref": "#/components/schemas/HoldReleaseIn"},
     }
     batch = document["components"]["schemas"]["BatchIn"]
     assert batch["properties"]["events"]["items"] == {"$ref": "#/components/schemas/EventIn"}
