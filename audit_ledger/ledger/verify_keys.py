@@ -12,6 +12,7 @@ is taken at the same point of the verification, so the first problem reported is
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from audit_ledger.storage.keys import StoredKey
 
 #: Threads unwrapping keys: each unwrap of a subject key is mostly a file read.
 UNWRAP_THREADS = 4
+#: Keys handed to those threads at a time.
+UNWRAP_SLICE = 1024
 
 
 class KeySource(RowSource, Protocol):
@@ -66,20 +69,24 @@ class KeyChecks:
 
     def _check(self) -> int:
         check_key_rows(self.store)  # types and forms first: what follows relies on them
-        stored = list(self.store.iter_keys())
         destroyed_by: dict[int, str] = {}
-        live = [k for k in stored if k.wrapped is not None] if self.provider is not None else []
+        count = 0
         with ThreadPoolExecutor(UNWRAP_THREADS, thread_name_prefix="verify-unwrap") as pool:
-            # In the keys' order, as one loop did before the unwraps ran in threads: the first
-            # key with a problem is the one reported.
-            unwrapped = pool.map(self._unwrap, live)
-            for key in stored:
-                if key.wrapped is None:
-                    if key.destroyed_by_seq is None:
-                        raise fail("destroyed with no recording entry", key_id=key.key_id)
-                    destroyed_by[key.destroyed_by_seq] = key.key_id
-                elif self.provider is not None and (problem := next(unwrapped)) is not None:
-                    raise fail(problem, key_id=key.key_id)
+            # A slice of keys at a time (so as many futures at most), each in the keys' order,
+            # as one loop did before the unwraps ran in threads: the first key with a problem
+            # is the one reported.
+            keys = iter(self.store.iter_keys())
+            while part := list(itertools.islice(keys, UNWRAP_SLICE)):
+                count += len(part)
+                live = [k for k in part if k.wrapped is not None and self.provider is not None]
+                unwrapped = pool.map(self._unwrap, live)
+                for key in part:
+                    if key.wrapped is None:
+                        if key.destroyed_by_seq is None:
+                            raise fail("destroyed with no recording entry", key_id=key.key_id)
+                        destroyed_by[key.destroyed_by_seq] = key.key_id
+                    elif self.provider is not None and (problem := next(unwrapped)) is not None:
+                        raise fail(problem, key_id=key.key_id)
         kinds = self.store.kinds_of(sorted(destroyed_by))
         for seq, key_id in destroyed_by.items():
             category, event_type = kinds.get(seq, ("", ""))
@@ -87,7 +94,7 @@ class KeyChecks:
                 raise fail(
                     "destruction record is not a retention run or erasure entry", key_id=key_id
                 )
-        return len(stored)
+        return count
 
     def _unwrap(self, key: StoredKey) -> str | None:
         if self.provider is None or key.wrapped is None:  # pragma: no cover - live keys only
