@@ -47,11 +47,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _writers_alive(directory: Path) -> bool:
+    """Whether a process that writes metric files here (``<kind>_<pid>.db``) still runs."""
+    for path in directory.glob("*.db"):
+        pid_text = path.stem.rsplit("_", 1)[-1]
+        if pid_text.isdigit() and _alive(int(pid_text)):
+            return True
+    return False
+
+
 def _remove_stale(parent: Path) -> None:
-    """Directories of this user's supervisors that are gone (killed before they cleaned up)."""
+    """Directories of this user's supervisors that are gone (killed before they cleaned up) and
+    whose workers are gone too: a supervisor killed outright leaves its workers shutting down
+    (they get SIGTERM from the kernel), and a worker that writes its first value of a metric
+    while it stops would fail on a directory removed under it."""
     for path in parent.glob(DIRECTORY_PREFIX + "*"):
         pid_text = path.name.removeprefix(DIRECTORY_PREFIX).split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or _alive(int(pid_text)) or _writers_alive(path):
             continue
         with contextlib.suppress(OSError):
             info = path.lstat()

@@ -15,6 +15,7 @@ another's is idle, so a sum alone would hide it (``sum by (engine)`` gives the t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from functools import cache
@@ -22,6 +23,12 @@ from typing import Any
 
 from prometheus_client import Gauge, Histogram
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+# SQLAlchemy names a pool's logger after its class's module: for this subclass that is under
+# ``audit_ledger``, whose INFO lines go to the logs, so every dispose and re-creation of a pool
+# ("Pool disposed. Pool size: 5 …") would be logged. SQLAlchemy's own pool loggers stay at
+# WARNING; so does this one.
+logging.getLogger(__name__).setLevel(logging.WARNING)
 
 PRIMARY, REPLICA = "primary", "replica"
 

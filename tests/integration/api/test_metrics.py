@@ -408,7 +408,8 @@ def test_worker_metrics_directory_is_fresh_private_and_removed(
 ) -> None:
     """An inherited PROMETHEUS_MULTIPROC_DIR (it may hold anything: even the SQLite ledger) is
     neither used nor touched; directories of supervisors that are gone are removed at start,
-    those of running ones are not."""
+    those of running ones are not, nor those of a gone supervisor whose workers still run
+    (orphans shutting down may still write to them)."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     inherited = tmp_path / "shared"
     inherited.mkdir()
@@ -416,12 +417,13 @@ def test_worker_metrics_directory_is_fresh_private_and_removed(
     for path in precious:
         path.write_text("keep me", encoding="utf-8")
     monkeypatch.setenv(MULTIPROC_ENV, str(inherited))
-    dead_pid = _an_ended_pid()
+    dead_pid, dead_worker = _an_ended_pid(), _an_ended_pid()
     stale = tmp_path / f"{DIRECTORY_PREFIX}{dead_pid}-abc"
     running = tmp_path / f"{DIRECTORY_PREFIX}{os.getppid()}-def"
-    for path in (stale, running):
+    orphaned = tmp_path / f"{DIRECTORY_PREFIX}{dead_pid}-ghi"
+    for path, worker in ((stale, dead_worker), (running, dead_worker), (orphaned, os.getpid())):
         path.mkdir()
-        (path / "counter_1.db").write_bytes(b"\0" * 8)
+        (path / f"counter_{worker}.db").write_bytes(b"\0" * 8)
 
     with worker_metrics_directory() as directory:
         assert os.environ[MULTIPROC_ENV] == str(directory)
@@ -431,6 +433,7 @@ def test_worker_metrics_directory_is_fresh_private_and_removed(
         assert list(directory.iterdir()) == []
         assert not stale.exists()
         assert running.exists()
+        assert orphaned.exists()
     assert not directory.exists()
     assert os.environ[MULTIPROC_ENV] == str(inherited)
     assert all(path.read_text(encoding="utf-8") == "keep me" for path in precious)
