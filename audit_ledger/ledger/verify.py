@@ -178,7 +178,9 @@ class _Run:
             )
         self.report.checkpoints += 1
 
-    def finish(self, keys: KeyProvider | None) -> None:
+    def catch_up(self) -> Head:
+        """Verify the entries appended while the pass ran, then the head that ends the log;
+        a checkpoint left over means entries were removed from the tail."""
         head = self.head()
         for _ in range(CATCH_UP_ROUNDS):
             # Entries appended while we read move the head in the same transaction: verify them
@@ -191,13 +193,17 @@ class _Run:
             if self.chain.size == before:
                 break
             head = self.head()
-        size = self.chain.size
         if self.next_checkpoint is not None:
             raise fail(
                 f"checkpoint covers {self.next_checkpoint.tree_size} entries but the log has "
-                f"{size}: entries were removed from the tail",
+                f"{self.chain.size}: entries were removed from the tail",
                 checkpoint=self.next_checkpoint.tree_size,
             )
+        return head
+
+    def finish(self, keys: KeyProvider | None) -> None:
+        head = self.catch_up()
+        size = self.chain.size
         if head.size != size:
             raise fail(f"ledger head says {head.size} entries, the log has {size}", seq=size)
         expected_last = bytes.fromhex(self.chain.last_leaf_hex) if size else None

@@ -40,7 +40,6 @@ from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.core.verify import ChainVerifier, SegmentVerifier
 from audit_ledger.errors import ChainBrokenError, CheckpointError, ProofError, StorageError
 from audit_ledger.ledger.verify import (
-    CATCH_UP_ROUNDS,
     _ranges_in_process,
     _Run,
     checkpoints_after,
@@ -177,22 +176,8 @@ class RecentVerification:
     def _new_entries(self, run: _Recent, report: RecentReport) -> None:
         start = run.chain.size
         run.entries(None)
-        head = run.head()
-        for _ in range(CATCH_UP_ROUNDS):  # appends landed meanwhile: verify them too
-            if head.size <= run.chain.size:
-                break
-            before = run.chain.size
-            run.entries(None)
-            if run.chain.size == before:
-                break
-            head = run.head()
+        head = run.catch_up()  # appends landed meanwhile are verified too
         size = run.chain.size
-        if run.next_checkpoint is not None:
-            raise fail(
-                f"checkpoint covers {run.next_checkpoint.tree_size} entries but the log has "
-                f"{size}: entries were removed from the tail",
-                checkpoint=run.next_checkpoint.tree_size,
-            )
         expected_last = bytes.fromhex(run.chain.last_leaf_hex) if size else None
         if (
             head.size != size
