@@ -48,6 +48,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class Outbox:
         self._db = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(deadline=time.monotonic() + 60.0)
         # FULL: the WAL is fsynced at every commit, so an enqueue that returned survives a
         # power cut, not only a process crash (https://sqlite.org/pragma.html#pragma_synchronous).
         self._db.execute("PRAGMA synchronous=FULL")
@@ -164,6 +165,28 @@ class Outbox:
         self._mutex = threading.Lock()  # one connection, used from the loop and its threads
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._wake = asyncio.Event()
+
+    def _use_wal(self, *, deadline: float) -> None:
+        """Put the file in WAL mode (persistent: later opens find it so already).
+
+        Switching needs an exclusive lock, and SQLite refuses it at once with "database is
+        locked" while another process opens or switches the same file, without calling the
+        busy handler; so two bot processes starting together retry here until the deadline.
+        """
+        delay = 0.005
+        while True:
+            try:
+                # The pragma answers with the mode in force: the old one if it could not switch.
+                if str(self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+            if time.monotonic() >= deadline:
+                self._db.close()
+                raise ClientError(f"could not put the outbox {self.path} in WAL mode (locked)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def close(self) -> None:
         with self._mutex:

@@ -1,5 +1,6 @@
 """A simulated browser for the console's in-process tests: its own cookie jar and client
-address on an :class:`~tests.support.servers.InProcessServer`, and the forms' CSRF fields.
+address on an :class:`~tests.support.servers.InProcessServer`, and the forms' CSRF fields; and
+:func:`follow`, for the tests that drive a real browser.
 
 Each :class:`Browser` is a separate ``httpx.AsyncClient`` on the same ASGI app, so sessions of
 different people (and a thief replaying a copied cookie) never share cookies by accident.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from playwright.sync_api import Page
 
 from tests.support.servers import InProcessServer
 
@@ -80,3 +82,13 @@ def signed_in(server: InProcessServer, role: str) -> Iterator[Browser]:
         landing = "/console/principals" if role == "admin" else "/console/search"
         assert response.headers["location"] == landing
         yield b
+
+
+def follow(page: Page, selector: str) -> None:
+    """Click what navigates (a link, a form's submit button) and wait for the page it loads.
+
+    A bare ``click`` returns once the navigation has started, so what is read next may still be
+    the previous page (a search page read before its results replaced it).
+    """
+    with page.expect_navigation(wait_until="load"):
+        page.click(selector)

@@ -198,3 +198,49 @@ def test_two_bot_processes_share_one_outbox(settings: Settings, tmp_path: Path) 
     for start, end in ((0, 40), (80, 120)):
         ours = [position[e] for e in expected_ids(end)[start:]]
         assert ours == sorted(ours)
+
+
+OPEN_AND_ENQUEUE = """
+import sys
+from pathlib import Path
+from audit_ledger.client import Outbox
+outbox_path, ready, go, event_id = sys.argv[1:]
+Path(ready).touch()
+while not Path(go).exists():
+    pass  # spin, not sleep: every process reaches the open in the same instant
+outbox = Outbox(outbox_path)
+outbox.enqueue({"event_id": event_id, "category": "security_events",
+                "event_type": "login_failed", "occurred_at": "2026-12-01T00:00:00Z",
+                "data": {"user_id": 1, "outcome": "denied"}})
+"""
+
+
+def test_processes_opening_a_new_outbox_together_all_start(tmp_path: Path) -> None:
+    """Bot replicas started together on a file that does not exist yet: each opens it and each
+    enqueue lands. Only one can switch the file to WAL; SQLite answers the others "database is
+    locked" at once, without its busy handler (two shared locks each waiting to upgrade), so
+    before the retry most of these processes died at the open."""
+    for round_ in range(8):
+        outbox, go = tmp_path / f"outbox{round_}.sqlite3", tmp_path / f"go{round_}"
+        ids = [f"00000000-0000-4000-8000-{round_:06d}{n:06d}" for n in range(12)]
+        ready = [tmp_path / f"ready{round_}-{n}" for n in range(len(ids))]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AND_ENQUEUE, str(outbox), str(r), str(go), event_id],
+                cwd=ROOT,
+                stderr=subprocess.PIPE,
+            )
+            for r, event_id in zip(ready, ids, strict=True)
+        ]
+        try:
+            wait_until(lambda ready=ready: all(r.exists() for r in ready), timeout=120)
+            go.touch()
+            for proc in procs:
+                _, err = proc.communicate(timeout=120)
+                assert proc.returncode == 0, err.decode()[-2000:]
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        with contextlib.closing(sqlite3.connect(outbox)) as db:
+            assert sorted(r[0] for r in db.execute("SELECT event_id FROM outbox")) == ids

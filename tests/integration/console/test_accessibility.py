@@ -22,6 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.integration.console.test_browser import Site, browser, site
+from tests.support.console import follow
 
 __all__ = ["browser", "site"]  # fixtures shared with the other browser tests
 
@@ -87,8 +88,7 @@ def new_page(browser: Browser, site: Site) -> Iterator[Callable[[], Page]]:
 def sign_in(page: Page, site: Site, role: str) -> None:
     page.goto("/console/sign-in")
     page.fill("#token", site.server.tokens[role])
-    page.click("main button[type=submit]")
-    page.wait_for_load_state("load")
+    follow(page, "main button[type=submit]")
     assert "/sign-in" not in page.url, page.url
 
 
@@ -108,7 +108,7 @@ def test_every_console_page_passes_axe(
     p.goto("/console/sign-in")
     audit(p, "sign-in")
     p.fill("#token", "not-a-token")
-    p.click("main button[type=submit]")
+    follow(p, "main button[type=submit]")
     audit(p, "sign-in (refused)")
 
     officer = new_page()
@@ -116,15 +116,14 @@ def test_every_console_page_passes_axe(
     audit(officer, "search")
     officer.select_option("#category", "financial_transactions")
     officer.fill("#user_id", site.user_id)
-    officer.click("main form.search button[type=submit]:not([formaction])")
+    follow(officer, "main form.search button[type=submit]:not([formaction])")
     assert "record" in officer.inner_text("#results")
     audit(officer, "search results")
     officer.goto(f"/console/records/{site.seq_of['financial_transactions']}")
     audit(officer, "record")
     officer.goto("/console/search")
     officer.fill("#since", "not a date")
-    officer.click("button[value=csv]")
-    officer.wait_for_load_state("load")
+    follow(officer, "button[value=csv]")
     assert "/console/export" in officer.url
     audit(officer, "export refused")
     officer.goto("/console/holds")
@@ -139,7 +138,7 @@ def test_every_console_page_passes_axe(
     privacy.goto("/console/subject")
     audit(privacy, "subject report")
     privacy.fill("#user_id", site.user_id)
-    privacy.click("main button[type=submit]")
+    follow(privacy, "main button[type=submit]")
     audit(privacy, "subject report results")
 
     security = new_page()
@@ -157,7 +156,7 @@ def test_every_console_page_passes_axe(
     admin.select_option("#scope", "category")
     admin.select_option("#hold-category", "data_privacy_events")
     admin.fill("#reason", "case 14")
-    admin.click("main form.card button[type=submit]")
+    follow(admin, "main form.card button[type=submit]")
     assert "placed" in admin.inner_text("main")
     audit(admin, "legal holds (one placed)")
     admin.goto("/console/no-such-page")
@@ -168,6 +167,6 @@ def test_every_console_page_passes_axe(
     audit(privacy, "erasure")
     privacy.fill("#erase-user", site.user_id)
     privacy.check("input[name=confirm]")
-    privacy.click("main form.card button[type=submit]")
+    follow(privacy, "main form.card button[type=submit]")
     assert "Erasure recorded" in privacy.inner_text("main")
     audit(privacy, "erasure recorded")

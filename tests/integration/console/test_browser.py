@@ -2,8 +2,9 @@
 (issue #14). Sign in as an officer and as the auditor, search, open a record, check that the
 auditor's DOM holds no plaintext, that a form posted from another site carries no session, that
 the pages work with JavaScript off and raise no CSP violation, sign out, and download an export
-that verifies offline, and see an erasure blocked by a hold resume on its release. Screenshots
-of the main pages go to ``docs/console-*.png`` (the README shows them).
+that verifies offline, and see an erasure blocked by a hold resume on its release. The main
+pages are screenshotted; ``AUDIT_LEDGER_SCREENSHOTS_DIR=docs`` writes them over the README's
+``docs/console-*.png`` (a plain run leaves the working tree alone).
 
 Never downloads a browser: ``/usr/bin/chromium`` (apt package ``chromium``) or a loud skip.
 """
@@ -25,6 +26,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from audit_ledger.auditor.export_check import verify_export
 from audit_ledger.auditor.trust import trust_from
 from tests.support.api import CATEGORIES, open_ledger, records_read_count
+from tests.support.console import follow
 from tests.support.databases import BACKENDS, fresh_settings
 from tests.support.factories import event
 from tests.support.servers import ThreadedServer, threaded_server
@@ -32,7 +34,7 @@ from tests.support.servers import ThreadedServer, threaded_server
 pytestmark = pytest.mark.process
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS = Path(__file__).resolve().parents[3] / "docs"
+SHOTS_DIR = os.environ.get("AUDIT_LEDGER_SCREENSHOTS_DIR", "")
 
 
 @dataclass(frozen=True)
@@ -107,16 +109,19 @@ def _sign_in(page: Page, site: Site, role: str) -> None:
     page.goto("/console/")
     assert page.url.endswith("/console/sign-in")
     page.fill("#token", site.server.tokens[role])
-    page.click("main button[type=submit]")
+    follow(page, "main button[type=submit]")
     assert page.url.endswith("/console/search"), page.url
     assert f"p-{role}" in page.inner_text("header")
 
 
 def _shot(page: Page, site: Site, name: str) -> None:
     if site.backend == "sqlite":  # one set of screenshots is enough
-        DOCS.mkdir(exist_ok=True)
         page.wait_for_load_state("load")
-        page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
+        png = page.screenshot(full_page=True)
+        assert png.startswith(b"\x89PNG")
+        if SHOTS_DIR:
+            Path(SHOTS_DIR).mkdir(parents=True, exist_ok=True)
+            (Path(SHOTS_DIR) / f"console-{name}.png").write_bytes(png)
 
 
 def test_an_officer_searches_opens_a_record_and_signs_out(page: Page, site: Site) -> None:
@@ -124,15 +129,15 @@ def test_an_officer_searches_opens_a_record_and_signs_out(page: Page, site: Site
     _sign_in(p, site, "compliance_officer")
     p.select_option("#category", "financial_transactions")
     p.fill("#user_id", site.user_id)
-    p.click("main button[type=submit]")
+    follow(p, "main button[type=submit]")
     seq = site.seq_of["financial_transactions"]
     assert site.user_id not in p.url
     _shot(p, site, "search")
-    p.click(f"a[href='/console/records/{seq}']")
+    follow(p, f"a[href='/console/records/{seq}']")
     assert p.url.endswith(f"/console/records/{seq}")
     assert site.canary_of["financial_transactions"] in p.inner_text("#plaintext")
     assert "Inclusion proof" in p.inner_text("main")
-    p.click("header button[type=submit]")
+    follow(p, "header button[type=submit]")
     assert p.url.endswith("/console/sign-in")
     p.goto(f"/console/records/{seq}")
     assert p.url.endswith("/console/sign-in")
@@ -145,7 +150,7 @@ def test_the_auditors_dom_holds_no_plaintext(browser: Browser, site: Site) -> No
     try:
         p = context.new_page()
         _sign_in(p, site, "auditor")
-        p.click("main button[type=submit]")  # every category the auditor may see
+        follow(p, "main button[type=submit]")  # every category the auditor may see
         doms = [p.content()]
         for category in CATEGORIES:
             link = f"/console/records/{site.seq_of[category]}"
@@ -159,7 +164,7 @@ def test_the_auditors_dom_holds_no_plaintext(browser: Browser, site: Site) -> No
             doms.append(p.content())
             if category == "financial_transactions":
                 _shot(p, site, "record-auditor")
-        p.click("text=Chain status")
+        follow(p, "text=Chain status")
         assert "Latest checkpoint" in p.inner_text("main")
         _shot(p, site, "status")
         doms.append(p.content())
@@ -182,8 +187,7 @@ def test_a_form_posted_from_another_site_carries_no_session(page: Page, site: Si
     )
     p.goto("about:blank")
     p.set_content(attacker)
-    p.click("button")
-    p.wait_for_load_state()
+    follow(p, "button")
     # SameSite=Strict: no cookie on a cross-site POST, so the console asks to sign in.
     assert p.url.endswith("/console/sign-in"), p.url
     with open_ledger(site.server.settings) as ledger:
@@ -241,16 +245,16 @@ def test_a_blocked_erasure_resumes_when_its_hold_is_released(page: Page, site: S
         hold_id = placed.json()["hold_id"]
     p = page
     _sign_in(p, site, "privacy_officer")
-    p.click("a[href='/console/erasure']")
+    follow(p, "a[href='/console/erasure']")
     p.fill("#erase-user", user_id)
     p.check("input[name=confirm]")
-    p.click("main form.card button[type=submit]")
+    follow(p, "main form.card button[type=submit]")
     status = p.inner_text("main p.warning")
     assert "blocked" in status
     assert hold_id in status
     request_id = p.inner_text("main p.warning code >> nth=0")
     assert user_id not in p.content()
-    p.click("nav.filters a:text-is('blocked')")
+    follow(p, "nav.filters a:text-is('blocked')")
     assert request_id in p.inner_text("tr.erasure-blocked")
     assert hold_id in p.inner_text("tr.erasure-blocked")
 
@@ -259,7 +263,7 @@ def test_a_blocked_erasure_resumes_when_its_hold_is_released(page: Page, site: S
             f"/v1/legal-holds/{hold_id}/release", headers=server.headers("compliance_officer")
         )
         assert released.status_code == 200, released.text
-    p.click("nav.filters a:text-is('done')")
+    follow(p, "nav.filters a:text-is('done')")
     assert p.url.endswith("/console/erasure?state=done")
     done = [row.inner_text() for row in p.query_selector_all("tr.erasure-done")]
     assert any(request_id in row for row in done), done
