@@ -12,31 +12,17 @@ from __future__ import annotations
 import http.client
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from audit_ledger.settings import Settings
 from tests.integration.api.conftest import LiveServer
-from tests.integration.api.test_metrics import observed_server
 from tests.integration.api.test_workers import served_by, wait_until, workers_of
 
 pytestmark = pytest.mark.process
 REPLAYS = 40  # all on one worker by chance: 2^-39
 ROUTE = "/console/search"
-
-
-@pytest.fixture
-def two_workers(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
-    server = observed_server(settings, tmp_path, workers=2)
-    server.start()
-    try:
-        wait_until(lambda: len(workers_of(server)) == 2, 20, "two workers running")
-        yield server
-    finally:
-        server.stop()
 
 
 def replay(server: LiveServer, cookie: str) -> int:
