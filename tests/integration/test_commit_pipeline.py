@@ -156,6 +156,23 @@ def test_pipeline_recovers_from_a_refused_batch(ledger: Ledger) -> None:
     assert ledger.verification.run(jobs=1).ok
 
 
+def test_rerun_with_replays_from_its_middle(ledger: Ledger) -> None:
+    """A rerun whose replays start after new lines: no probe looks for them (the batches before
+    held none), so the batch holding the first replays is sealed and refused at commit (the
+    unique event id), decided the ordinary way, and probing goes on while replays last. Every
+    event is in the log once, in file order; key uses count only what was written."""
+    first = [event() for _ in range(40)]
+    lines = [(n + 1, json.dumps(r)) for n, r in enumerate(first)]
+    assert ledger.appends.import_lines(lines, "bulk", batch_size=10) == ImportResult(40, 0)
+    before, after = [event() for _ in range(25)], [event() for _ in range(25)]
+    rerun = before + first + after
+    lines = [(n + 1, json.dumps(r)) for n, r in enumerate(rerun)]
+    assert ledger.appends.import_lines(lines, "bulk", batch_size=10) == ImportResult(50, 40)
+    assert _ids(ledger) == [r["event_id"] for r in first + before + after]
+    assert _key_uses(ledger) == 90
+    assert ledger.verification.run(jobs=1).ok
+
+
 def test_import_counts_every_key_use(ledger: Ledger) -> None:
     raws = [event(("financial_transactions", "security_events")[n % 2]) for n in range(700)]
     lines = [(n + 1, json.dumps(r)) for n, r in enumerate(raws)]
