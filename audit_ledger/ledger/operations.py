@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -43,10 +43,6 @@ SYSTEM_WRITER = "audit-ledger"
 SYSTEM_MAX_DATA_BYTES = 8 * 1024 * 1024
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def bad(field: str, problem: str) -> ValidationError:
