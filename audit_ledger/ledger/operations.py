@@ -21,7 +21,7 @@ from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
 from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
 from audit_ledger.ledger.appends.write import Appender, Receipt
-from audit_ledger.observability.logging import get_logger
+from audit_ledger.observability.loggers import get_logger
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy
 from audit_ledger.storage.store import WriteTx
 

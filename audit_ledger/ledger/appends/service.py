@@ -42,7 +42,7 @@ from audit_ledger.ledger.bodies import json_object
 from audit_ledger.ledger.identity import check_name
 from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.observability import metrics
-from audit_ledger.observability.logging import get_logger
+from audit_ledger.observability.loggers import get_logger
 from audit_ledger.policy import Policy
 from audit_ledger.settings import Settings
 
