@@ -26,7 +26,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from audit_ledger.ledger.jobs import BUSY, DONE, RAN
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
-from audit_ledger.observability.logging import cleanup_rotated, get_logger
+from audit_ledger.observability.loggers import get_logger
+from audit_ledger.observability.logging import cleanup_rotated
 
 log = logging.getLogger("audit_ledger.application.scheduler")
 security_log = get_logger("security")

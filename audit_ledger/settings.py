@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from audit_ledger.core.cosignature import CosignerKey, parse_cosigner_key
 from audit_ledger.errors import CheckpointError, ConfigError
-from audit_ledger.observability.syslog import parse_syslog_url, parse_tiers
+from audit_ledger.observability.syslog_config import parse_syslog_url, parse_tiers
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "redact_url"]
 

@@ -64,7 +64,8 @@ def per_line(directory: Path, url: str, ca_file: Path | None, lines: int) -> tup
     """In this process: us per structured log line through the configured tier files, without
     and with a forwarder (best of 3 each, alternating). What an append pays for forwarding is
     this difference times its lines (two: ``http_request`` and ``event_appended``)."""
-    from audit_ledger.observability.logging import configure_logging, get_logger
+    from audit_ledger.observability.loggers import get_logger
+    from audit_ledger.observability.logging import configure_logging
 
     best = {"off": float("inf"), "on": float("inf")}
     log = get_logger("application")

@@ -25,7 +25,7 @@ from audit_ledger.ledger.bodies import check_text, parse_json, shown_name
 from audit_ledger.ledger.identity import Principal
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
-from audit_ledger.observability.logging import get_logger
+from audit_ledger.observability.loggers import get_logger
 from audit_ledger.roles import (
     ADMIN,
     AUDITOR,

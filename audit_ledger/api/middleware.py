@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_ledger.api.problems import from_error
 from audit_ledger.observability import metrics
-from audit_ledger.observability.logging import correlation_id_from, get_logger
+from audit_ledger.observability.loggers import get_logger
+from audit_ledger.observability.logging import correlation_id_from
 
 HEADER = b"x-correlation-id"
 #: Methods kept by name in labels and log lines. The method is client-supplied text (h11 accepts

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from audit_ledger.auditor import DEFAULT_INCLUSION_CHECKS
 from audit_ledger.auditor.mirror import Mirror, MirrorError, MirrorState, leaf_line
 from audit_ledger.core.checkpoint import Checkpoint, Verifier
 from audit_ledger.core.merkle import verify_consistency, verify_inclusion
@@ -48,8 +49,6 @@ from audit_ledger.errors import (
     QuorumError,
 )
 
-#: Inclusion proofs checked per run by default (the last new leaf and a random sample).
-DEFAULT_INCLUSION_CHECKS = 8
 #: Largest page ``GET /v1/log/leaves`` serves.
 PAGE = 1000
 

@@ -16,8 +16,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from audit_ledger.cli import principal_commands
 from audit_ledger.cli.audit import (
     add_verify_export,
@@ -64,10 +62,9 @@ from audit_ledger.cli.tiles import add_tiles_commands
 from audit_ledger.cli.tlog import add_keys_rotate_checkpoint, add_prove
 from audit_ledger.cli.witness import add_witness_commands
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError
-from audit_ledger.ledger.appends.service import IMPORT_BATCH_SIZE
+from audit_ledger.ledger.appends.defaults import IMPORT_BATCH_SIZE
 from audit_ledger.ledger.bodies import text_problem
 from audit_ledger.roles import ROLES
-from audit_ledger.settings import load_settings
 
 # --- parser --------------------------------------------------------------------------------
 
@@ -339,11 +336,21 @@ def _drop_stdout() -> None:
         os.close(devnull)
 
 
+def _is_database_error(exc: Exception) -> bool:
+    """Whether ``exc`` is SQLAlchemy's, without importing SQLAlchemy for commands that never
+    did (a quarter of a second of start-up): if it is not loaded, no error can be one of its."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.SQLAlchemyError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _stderr_warnings()
     try:
         args = build_parser().parse_args(argv)
         _refuse_unsafe_text(args)
+        # Only now: settings (pydantic) are not needed for --help or a usage error.
+        from audit_ledger.settings import load_settings  # noqa: PLC0415
+
         code: int = args.func(args, load_settings())
         # Here, not at interpreter exit: output shorter than the buffer is written only now,
         # and a reader gone by then must end up in the handler below.
@@ -360,7 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("database is unreachable (check AUDIT_LEDGER_DATABASE_URL and that it is running)")
     except AuditLedgerError as exc:
         _err(str(exc))
-    except SQLAlchemyError as exc:  # a driver error not mapped by the storage layer
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        # A driver error not mapped by the storage layer.
         _err(f"database error: {exc.__class__.__name__}")
     except KeyboardInterrupt:
         _err("interrupted")

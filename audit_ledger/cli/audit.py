@@ -4,26 +4,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from audit_ledger.auditor.export_check import verify_export
-from audit_ledger.auditor.mirror import Mirror, open_mirror
-from audit_ledger.auditor.monitor import (
-    DEFAULT_INCLUSION_CHECKS,
-    AuditFailedError,
-    AuditReport,
-    Trust,
-    audit_server,
-    verify_mirror,
-)
-from audit_ledger.auditor.trust import trust_from, verify_proof_file
+from audit_ledger.auditor import DEFAULT_INCLUSION_CHECKS
 from audit_ledger.cli.common import (
     AUDIT_TOKEN_ENV,
     CLI_WRITER,
@@ -33,7 +22,16 @@ from audit_ledger.cli.common import (
     _ledger,
 )
 from audit_ledger.errors import CoreError
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.auditor.mirror import Mirror
+    from audit_ledger.auditor.monitor import AuditReport, Trust
+    from audit_ledger.settings import Settings
+
+# Every command module is imported to build the parser: the mirror, the monitor, the trust
+# files' parsing and the export check (with asyncio and the cryptography behind them) are
+# imported by the commands that use them (PLC0415), and every other command starts faster
+# (issue #16).
 
 
 def _read_small_file(path: str, what: str) -> str:
@@ -45,6 +43,8 @@ def _read_small_file(path: str, what: str) -> str:
 
 def _audit_trust(args: argparse.Namespace) -> Trust:
     """``--policy`` (a tlog-policy file), or one or more verifier keys (a key history)."""
+    from audit_ledger.auditor.trust import trust_from  # noqa: PLC0415
+
     return trust_from(args.verifier_key or (), args.verifier_key_file or (), args.policy)
 
 
@@ -65,6 +65,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.offline == bool(args.url):
         raise CliError("give either --url (check the server) or --offline (check the mirror)")
 
+    from audit_ledger.auditor.monitor import audit_server, verify_mirror  # noqa: PLC0415
+
     def run(mirror: Mirror) -> AuditReport:
         if args.offline:
             return verify_mirror(mirror, verifier)
@@ -79,6 +81,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                 return await audit_server(
                     client, mirror, verifier, inclusion_checks=args.inclusion_checks
                 )
+
+        import asyncio  # noqa: PLC0415
 
         return asyncio.run(online())
 
@@ -102,6 +106,9 @@ def _report_audit(
     args: argparse.Namespace, directory: Path, run: Callable[[Mirror], AuditReport], *, create: bool
 ) -> int:
     """Run an audit on the locked mirror and print its outcome; exit 1 on a contradiction."""
+    from audit_ledger.auditor.mirror import open_mirror  # noqa: PLC0415
+    from audit_ledger.auditor.monitor import AuditFailedError  # noqa: PLC0415
+
     try:
         with open_mirror(directory, create=create) as mirror:
             report = run(mirror)
@@ -148,6 +155,8 @@ def mirror_options(parser: argparse.ArgumentParser, func: Callable[..., int]) ->
 
 def cmd_verify_proof(args: argparse.Namespace, settings: Settings) -> int:
     """Check a tlog-proof bundle offline: exit 0 proven, 1 not proven (one line why)."""
+    from audit_ledger.auditor.trust import trust_from, verify_proof_file  # noqa: PLC0415
+
     policy = trust_from(args.verifier_key or (), args.verifier_key_file or (), args.policy)
     try:
         proven = verify_proof_file(args.file, policy, args.leaf)
@@ -206,6 +215,9 @@ def add_verify_proof(sub: Any) -> None:
 
 def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     """Check a regulator export offline: exit 0 proven, 1 not (one line why)."""
+    from audit_ledger.auditor.export_check import verify_export  # noqa: PLC0415
+    from audit_ledger.auditor.trust import trust_from  # noqa: PLC0415
+
     policy = trust_from(args.verifier_key or (), args.verifier_key_file or (), args.policy)
     manifest = Path(args.manifest) if args.manifest else None
     try:

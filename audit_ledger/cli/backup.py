@@ -6,13 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit_ledger.cli.common import EXIT_OK
-from audit_ledger.ledger.backup import backup_database
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
 
 
 def cmd_db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.ledger.backup import backup_database  # noqa: PLC0415
+
     done = backup_database(settings.database_url, Path(args.dest))
     print(
         f"backed up {done.size} entries (schema {done.revision}) to {done.dest}; back up "

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from audit_ledger.cli.common import (
     EXIT_OK,
@@ -22,17 +22,19 @@ from audit_ledger.cli.common import (
 from audit_ledger.errors import (
     ImportStoppedError,
 )
-from audit_ledger.ledger import admin
 
-# --- commands ------------------------------------------------------------------------------
-from audit_ledger.ledger.checkpoint_rotation import given_trust
-from audit_ledger.observability.logging import configure_logging
-from audit_ledger.settings import Settings
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
+
+# Every command module is imported to build the parser, so what only one command needs is
+# imported inside it (PLC0415): start-up is part of what users time (issue #16).
 
 # --- commands ------------------------------------------------------------------------------
 
 
 def cmd_keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.ledger import admin  # noqa: PLC0415
+
     keys_dir = Path(args.keys_dir) if args.keys_dir else settings.keys_dir
     origin = args.origin or settings.checkpoint_origin
     verifier = admin.create_keys(keys_dir, origin)
@@ -77,12 +79,16 @@ def cmd_keys_prune_keks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.ledger import admin  # noqa: PLC0415
+
     revision = admin.upgrade_database(settings.database_url)
     print(f"database migrated to revision {revision}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_db_grants(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.ledger import admin  # noqa: PLC0415
+
     if not args.apply:
         for statement in admin.grant_statements(args.role, settings.policy_file):
             print(statement + ";")
@@ -157,6 +163,8 @@ def _progress_printer() -> Callable[[int], None] | None:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.ledger.verify import given_trust  # noqa: PLC0415
+
     with _ledger(settings) as ledger:
         progress = None if args.json else _progress_printer()
         trust = given_trust(args.verifier_key or (), args.policy)
@@ -273,6 +281,7 @@ def cmd_holds_release(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.observability.logging import configure_logging  # noqa: PLC0415
     from audit_ledger.scheduler import run_scheduler_forever  # noqa: PLC0415 - see cmd_serve
 
     configure_logging(settings.log_dir, **settings.logging_options())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from audit_ledger.ledger.service import Ledger
-from audit_ledger.settings import Settings
+if TYPE_CHECKING:
+    from audit_ledger.ledger.service import Ledger
+    from audit_ledger.settings import Settings
 
 EXIT_OK, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
 CLI_WRITER = "cli"
@@ -29,6 +31,10 @@ def _err(message: str) -> None:
 
 @contextmanager
 def _ledger(settings: Settings) -> Iterator[Ledger]:
+    # Imported by the commands that open a ledger, not by every command: the ledger's imports
+    # (SQLAlchemy, psycopg, the use cases) are most of a command's start-up (issue #16).
+    from audit_ledger.ledger.service import Ledger  # noqa: PLC0415
+
     ledger = Ledger.open(settings)
     try:
         ledger.check_schema()

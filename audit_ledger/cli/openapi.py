@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from audit_ledger.cli.common import EXIT_OK
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
 
 
 def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:

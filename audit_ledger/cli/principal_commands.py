@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from audit_ledger.cli.common import EXIT_OK, _ledger
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
 
 
 def cmd_principals_rotate(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,13 +15,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from audit_ledger.cli.common import CLI_WRITER, EXIT_OK, CliError, _ledger
-from audit_ledger.ledger.identity import Principal
-from audit_ledger.ledger.reads import Query
 from audit_ledger.roles import AUDITOR, ROLES
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
 
 ENDPOINT = "cli export records"
 MANIFEST_SUFFIX = ".manifest"
@@ -44,6 +44,9 @@ def _atomic(target: Path) -> Iterator[IO[bytes]]:
 
 
 def cmd_export_records(args: argparse.Namespace, settings: Settings) -> int:
+    from audit_ledger.ledger.identity import Principal  # noqa: PLC0415
+    from audit_ledger.ledger.reads import Query  # noqa: PLC0415
+
     out = Path(args.out)
     manifest = Path(args.manifest) if args.manifest else out.with_name(out.name + MANIFEST_SUFFIX)
     if out.resolve() == manifest.resolve():

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_ledger.cli.common import EXIT_OK, CliError, _ledger
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
 
 
 def add_tiles_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:

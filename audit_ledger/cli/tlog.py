@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_ledger.cli.common import CLI_WRITER, EXIT_OK, CliError, _ledger
 from audit_ledger.durable import write_atomically
-from audit_ledger.ledger.bundles import proof_bundle
-from audit_ledger.ledger.identity import Principal
-from audit_ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from audit_ledger.settings import Settings
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -30,6 +30,10 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def cmd_prove(args: argparse.Namespace, settings: Settings) -> int:
+    # Here: the proof machinery (the whole log use case) is for this command only (issue #16).
+    from audit_ledger.ledger.bundles import proof_bundle  # noqa: PLC0415
+    from audit_ledger.ledger.identity import Principal  # noqa: PLC0415
+
     with _ledger(settings) as ledger:
         principal = Principal(CLI_WRITER, frozenset())
         bundle = proof_bundle(ledger.log, principal, args.seq, "cli prove")

@@ -11,11 +11,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_ledger.errors import CheckpointError, ConfigError
-from audit_ledger.witness.keys import init_witness_key, load_witness_key
-from audit_ledger.witness.state import STATE_FILE, WitnessState
+
+if TYPE_CHECKING:
+    from audit_ledger.witness.state import WitnessState
+
+# The witness's keys and state (and the cryptography behind them) are imported by the commands
+# that use them (PLC0415): every command module is imported to build the parser (issue #16).
 
 DIR_ENV = "AUDIT_LEDGER_WITNESS_DIR"
 
@@ -29,10 +33,14 @@ def _keys_dir(args: argparse.Namespace) -> Path:
 
 
 def _open_state(args: argparse.Namespace) -> WitnessState:
+    from audit_ledger.witness.state import STATE_FILE, WitnessState  # noqa: PLC0415
+
     return WitnessState(_dir(args) / STATE_FILE)
 
 
 def cmd_init(args: argparse.Namespace, settings: Any) -> int:
+    from audit_ledger.witness.keys import init_witness_key  # noqa: PLC0415
+
     key = init_witness_key(_keys_dir(args), args.name)
     _open_state(args).close()
     print(f"created {_keys_dir(args)}/witness.key (mode 0600); its verifier key:", file=sys.stderr)
@@ -64,6 +72,8 @@ def cmd_logs(args: argparse.Namespace, settings: Any) -> int:
 
 
 def cmd_verifier_key(args: argparse.Namespace, settings: Any) -> int:
+    from audit_ledger.witness.keys import load_witness_key  # noqa: PLC0415
+
     print(load_witness_key(_keys_dir(args)).key.encode())
     return 0
 
@@ -72,6 +82,7 @@ def cmd_serve(args: argparse.Namespace, settings: Any) -> int:
     import uvicorn  # noqa: PLC0415 - only the serving command needs the server
 
     from audit_ledger.witness.app import create_witness_app  # noqa: PLC0415
+    from audit_ledger.witness.keys import load_witness_key  # noqa: PLC0415
     from audit_ledger.witness.witness import Witness  # noqa: PLC0415
 
     signer = load_witness_key(_keys_dir(args))

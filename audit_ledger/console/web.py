@@ -36,7 +36,7 @@ from audit_ledger.errors import (
 from audit_ledger.ledger.console_sessions import Session
 from audit_ledger.ledger.service import Ledger
 from audit_ledger.observability import metrics
-from audit_ledger.observability.logging import get_logger
+from audit_ledger.observability.loggers import get_logger
 
 SESSION_COOKIE = "al_console"
 #: Double-submit value of the sign-in form (there is no session to bind a token to yet).

@@ -25,6 +25,11 @@ _OFFSET_MICROS = re.compile(
 )
 
 
+def utc_now() -> datetime:
+    """The ledger's default clock."""
+    return datetime.now(UTC)
+
+
 def format_timestamp(moment: datetime) -> str:
     """Format an aware datetime as the canonical ledger timestamp."""
     if moment.tzinfo is None or moment.utcoffset() is None:

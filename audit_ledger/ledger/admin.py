@@ -16,7 +16,6 @@ from sqlalchemy import Connection, inspect, text
 from audit_ledger.core.checkpoint import Verifier
 from audit_ledger.crypto.keys import init_keys, keys_exist
 from audit_ledger.errors import ConfigError
-from audit_ledger.ledger.retention import purge_rules
 from audit_ledger.policy import load_policy
 from audit_ledger.storage import migrations
 from audit_ledger.storage.database import translate_errors
@@ -56,6 +55,10 @@ def upgrade_database(database_url: str) -> str | None:
 def grant_statements(role: str, policy_file: Path | None = None) -> list[str]:
     """The grants for the serving ``role`` and the purge rules of the policy in force (the
     built-in one merged with ``policy_file``)."""
+    # Here, not at the top: every command that opens a ledger imports this module (for
+    # check_schema_on), and only this one needs retention's machinery.
+    from audit_ledger.ledger.retention import purge_rules  # noqa: PLC0415
+
     return _grant_statements(role, purge_rules(load_policy(policy_file)))
 
 

@@ -13,12 +13,9 @@ record follows: the record never claims a key that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit_ledger.auditor.trust import trust_from
-from audit_ledger.core.policy import TlogPolicy
 from audit_ledger.crypto.checkpoint_keys import CheckpointKeys, finish_rotation, start_rotation
 from audit_ledger.ledger.log import Log
 from audit_ledger.ledger.operations import Operations
@@ -61,12 +58,3 @@ class CheckpointRotation:
         return RotationReport(
             retired.encode(), current.encode(), receipt.seq, self.log.checkpoint()
         )
-
-
-def given_trust(keys: Sequence[str], policy_file: str | None) -> TlogPolicy | None:
-    """Checkpoint keys given on a command line (``verify --verifier-key … | --policy``), for
-    checking stored checkpoints against keys held outside the keys directory; None if none.
-    Only the policy's log keys matter here: stored checkpoints carry no witness cosignatures."""
-    if not keys and policy_file is None:
-        return None
-    return trust_from(keys, (), policy_file)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -21,7 +21,7 @@ from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
 from audit_ledger.ledger.appends.prepare import PreparedEvent, prepare_event
 from audit_ledger.ledger.appends.write import Appender, Receipt
-from audit_ledger.observability.logging import get_logger
+from audit_ledger.observability.loggers import get_logger
 from audit_ledger.policy import LEDGER_OPERATIONS, Policy
 from audit_ledger.storage.store import WriteTx
 
@@ -43,10 +43,6 @@ SYSTEM_WRITER = "audit-ledger"
 SYSTEM_MAX_DATA_BYTES = 8 * 1024 * 1024
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def bad(field: str, problem: str) -> ValidationError:

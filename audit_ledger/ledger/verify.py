@@ -21,11 +21,12 @@ import itertools
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import make_url
 
+from audit_ledger.auditor.trust import trust_from
 from audit_ledger.core.checkpoint import Verifier
 from audit_ledger.core.merkle import HASH_SIZE
 from audit_ledger.core.policy import TlogPolicy, key_history_policy
@@ -390,6 +391,15 @@ def verify_ledger(
         if pool is not None:
             pool.close()
     return run.report
+
+
+def given_trust(keys: Sequence[str], policy_file: str | None) -> TlogPolicy | None:
+    """Checkpoint keys given on a command line (``verify --verifier-key … | --policy``), for
+    checking stored checkpoints against keys held outside the keys directory; None if none.
+    Only the policy's log keys matter here: stored checkpoints carry no witness cosignatures."""
+    if not keys and policy_file is None:
+        return None
+    return trust_from(keys, (), policy_file)
 
 
 #: Below this size a verify runs in one process: starting workers would cost more than it saves.

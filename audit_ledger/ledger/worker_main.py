@@ -14,25 +14,30 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from audit_ledger.crypto.keys import load_keys
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
-from audit_ledger.ledger.appends.prepare import prepare_lines
-from audit_ledger.ledger.verify_entries import check_range
 from audit_ledger.ledger.workers import receive, send
 from audit_ledger.parent_death import die_with_parent
-from audit_ledger.policy import load_policy
-from audit_ledger.storage.engine import create_engine_for_url
-from audit_ledger.storage.store import Store
+
+# Each job imports its own modules (PLC0415), not the other job's: workers start alongside the
+# process that needs them, on the same cores, and what they import delays it (issue #16).
 
 
 def _verify_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
     """Check ranges ``(lo, hi)`` of entries (see :func:`check_range`)."""
+    from audit_ledger.ledger.verify_entries import check_range  # noqa: PLC0415
+    from audit_ledger.storage.engine import create_engine_for_url  # noqa: PLC0415
+    from audit_ledger.storage.store import Store  # noqa: PLC0415
+
     store = Store(create_engine_for_url(setup["database_url"]))
     return (lambda task: check_range(store, *task)), store.dispose
 
 
 def _prepare_job(setup: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[], None]]:
     """Validate numbered JSON lines (see :func:`prepare_lines`)."""
+    from audit_ledger.crypto.keys import load_keys  # noqa: PLC0415
+    from audit_ledger.ledger.appends.prepare import prepare_lines  # noqa: PLC0415
+    from audit_ledger.policy import load_policy  # noqa: PLC0415
+
     policy = load_policy(setup["policy_file"])
     indexer = load_keys(setup["keys_dir"], setup["origin"]).indexer
     limit = setup["max_data_bytes"]

@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from audit_ledger.observability.loggers import LOGGER_PREFIX
 from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
 from audit_ledger.observability.syslog import DEFAULT_TIERS, SyslogForwarder, install_forwarder
 
@@ -34,14 +35,8 @@ TIER_RETENTION_DAYS = {"application": 30, "security": 90, "performance": 7, "err
 #: The security and error tiers are compliance evidence (PCI DSS 10.5.1) and go by age only.
 COUNT_CAPPED_TIERS = frozenset({"application", "performance"})
 SERVICE = "audit-ledger"
-LOGGER_PREFIX = "audit_ledger"
 _CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _configured = False
-
-
-def get_logger(tier: str) -> Any:
-    """A structlog logger writing to ``tier`` (application, security, performance)."""
-    return structlog.get_logger(f"{LOGGER_PREFIX}.{tier}")
 
 
 def correlation_id_from(header: str | None) -> str:

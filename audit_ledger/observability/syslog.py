@@ -26,13 +26,19 @@ import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge
+
+from audit_ledger.observability.syslog_config import (
+    DEFAULT_TIERS,
+    TIER_LOGGERS,
+    SyslogTarget,
+    parse_syslog_url,
+    parse_tiers,
+)
 
 __all__ = [
     "DEFAULT_TIERS",
@@ -56,20 +62,6 @@ QUEUED = Gauge(
     multiprocess_mode="livesum",
 )
 
-#: The security tier (with the ledger's own operations: reads, retention runs, erasures, holds,
-#: key events, principal changes), the error tier and the scheduled jobs' outcomes
-#: (verification results, checkpoints, witness submissions).
-DEFAULT_TIERS = "security,error,scheduler"
-#: Forwardable tiers and the logger each one names (``error`` is every record from ERROR up).
-TIER_LOGGERS = {
-    "application": "audit_ledger.application",
-    "security": "audit_ledger.security",
-    "operations": "audit_ledger.security.operations",
-    "performance": "audit_ledger.performance",
-    "scheduler": "audit_ledger.application.scheduler",
-    "error": "",
-}
-
 #: RFC 5424 §6.2.1: facility 13 is "log audit".
 FACILITY_LOG_AUDIT = 13
 APP_NAME = "audit-ledger"
@@ -86,39 +78,6 @@ def _severity(levelno: int) -> int:
     if levelno >= logging.WARNING:
         return 4
     return 6 if levelno >= logging.INFO else 7
-
-
-@dataclass(frozen=True, slots=True)
-class SyslogTarget:
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_syslog_url(url: str) -> SyslogTarget:
-    """``tcp://host:port`` or ``tls://host:port`` → target. ValueError names the problem, not
-    the text (a URL could carry credentials by mistake)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError("not a URL (use tcp://host:port or tls://host:port)") from None
-    if parts.scheme not in ("tcp", "tls"):
-        raise ValueError("scheme must be tcp or tls")
-    if not parts.hostname or port is None or port == 0:
-        raise ValueError("must give a host and a port (tcp://host:port or tls://host:port)")
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query:
-        raise ValueError("must be only scheme://host:port")
-    return SyslogTarget(parts.hostname, port, parts.scheme == "tls")
-
-
-def parse_tiers(text: str) -> frozenset[str]:
-    """``AUDIT_LEDGER_SYSLOG_TIERS``: comma-separated names from :data:`TIER_LOGGERS`."""
-    tiers = frozenset(t.strip() for t in text.split(",") if t.strip())
-    unknown = sorted(tiers - TIER_LOGGERS.keys())
-    if unknown:
-        raise ValueError(f"unknown tier(s) {', '.join(unknown)} (use {', '.join(TIER_LOGGERS)})")
-    return tiers
 
 
 def _timestamp(created: float) -> str:

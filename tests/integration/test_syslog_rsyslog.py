@@ -18,7 +18,8 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
-from audit_ledger.observability.logging import configure_logging, get_logger
+from audit_ledger.observability.loggers import get_logger
+from audit_ledger.observability.logging import configure_logging
 from audit_ledger.observability.syslog import FACILITY_LOG_AUDIT, SyslogForwarder
 from audit_ledger.settings import Settings
 from tests.support.factories import event

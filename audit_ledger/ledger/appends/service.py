@@ -29,6 +29,7 @@ from audit_ledger.errors import (
     ValidationError,
 )
 from audit_ledger.ledger.appends.bulk import CommitPipeline
+from audit_ledger.ledger.appends.defaults import IMPORT_BATCH_SIZE
 from audit_ledger.ledger.appends.group_commit import GroupCommitter
 from audit_ledger.ledger.appends.prepare import (
     PreparedEvent,
@@ -41,18 +42,11 @@ from audit_ledger.ledger.bodies import json_object
 from audit_ledger.ledger.identity import check_name
 from audit_ledger.ledger.workers import WorkerPool
 from audit_ledger.observability import metrics
-from audit_ledger.observability.logging import get_logger
+from audit_ledger.observability.loggers import get_logger
 from audit_ledger.policy import Policy
 from audit_ledger.settings import Settings
 
 app_log = get_logger("application")
-
-
-#: Lines per transaction of a bulk import. Measured as whole ``audit-ledger append`` processes
-#: of 100k events (bench/end_to_end.py): 1,000 gave 9,835 events/s, 5,000 gave 12,787, and
-#: 10,000 or 20,000 no more — fewer commits, probes and round trips per event, while a batch
-#: still overlaps the next one's sealing.
-IMPORT_BATCH_SIZE = 5000
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,19 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
     server.start()
     try:
         wait_until(lambda: len(workers_of(server)) == 2, 20, "two workers running")
+        # /readyz answered by one worker says nothing of the other, which may still be
+        # importing (faster since issue #16's start-up work, the first one now often answers
+        # before the second is up): wait until each has started uvicorn, its signal handlers
+        # installed, as the shutdown tests take for granted.
+        assert server.log is not None
+        log = server.log
+        wait_until(
+            lambda: all(
+                f"Started server process [{pid}]" in log.read_text() for pid in workers_of(server)
+            ),
+            60,
+            "both workers started",
+        )
         yield server
     finally:
         server.stop()

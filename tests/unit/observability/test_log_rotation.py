@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from audit_ledger.observability.logging import cleanup_rotated, configure_logging, get_logger
+from audit_ledger.observability.loggers import get_logger
+from audit_ledger.observability.logging import cleanup_rotated, configure_logging
 from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
 
 

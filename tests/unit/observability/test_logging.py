@@ -21,12 +21,12 @@ from fastapi import FastAPI
 
 from audit_ledger.api import middleware
 from audit_ledger.api.app import create_app
+from audit_ledger.observability.loggers import get_logger
 from audit_ledger.observability.logging import (
     TIER_RETENTION_DAYS,
     cleanup_rotated,
     configure_logging,
     correlation_id_from,
-    get_logger,
 )
 
 DAY = 86_400
