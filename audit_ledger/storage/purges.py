@@ -25,7 +25,12 @@ from audit_ledger.storage.database import (
     Transaction,
     chunks,
 )
-from audit_ledger.storage.entries import ENTRY_COLUMNS, StoredEntry, entry_from_row
+from audit_ledger.storage.entries import (
+    ENTRY_COLUMNS,
+    StoredEntry,
+    entry_from_row,
+    first_seq_recorded_from,
+)
 from audit_ledger.storage.schema import (
     entries,
     payload_purges,
@@ -52,7 +57,7 @@ class PurgeWrites(Transaction):
         if category is not None:
             stmt = stmt.where(entries.c.category == category)
         if recorded_before is not None:
-            stmt = stmt.where(entries.c.recorded_at < recorded_before)
+            stmt = stmt.where(entries.c.seq < first_seq_recorded_from(self.conn, recorded_before))
         if after_seq is not None:
             stmt = stmt.where(entries.c.seq > after_seq)
         if key_ids is None:

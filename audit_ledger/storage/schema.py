@@ -59,7 +59,6 @@ entries = Table(
 )
 Index("ix_entries_category_seq", entries.c.category, entries.c.seq)
 Index("ix_entries_category_occurred", entries.c.category, entries.c.occurred_at)
-Index("ix_entries_category_recorded", entries.c.category, entries.c.recorded_at)
 Index("ix_entries_key_id", entries.c.key_id)
 
 entry_refs = Table(

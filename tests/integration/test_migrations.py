@@ -1,4 +1,4 @@
-"""Upgrading a ledger that already holds entries: revision 0001 → head (0005 at present)
+"""Upgrading a ledger that already holds entries: revision 0001 → head (0006 at present)
 keeps every entry verifying, and only then may data keys be re-wrapped."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_upgrade_from_0001_keeps_the_log_and_allows_rotation(
         raws += [event("data_privacy_events", user_id=u) for u in range(3)]
         ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
         assert ledger.log.checkpoint() is not None
-        with pytest.raises(ConfigError, match="this version needs 0005"):
+        with pytest.raises(ConfigError, match=f"this version needs {migrations.HEAD_REVISION}"):
             ledger.check_schema()
         # Revision 0001's guard refuses a re-wrap, which is why rotation needs the upgrade.
         engine = create_engine_for_url(empty_url)
