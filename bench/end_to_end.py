@@ -14,8 +14,9 @@ the same server, three baselines that are also whole ``psql`` processes:
 * **raw read**: ``COPY raw_rows TO STDOUT`` of those rows into /dev/null (the verify baseline).
 
 Targets: append >= 0.20 of raw COPY and >= 1.5x the trigger chain; verify >= 0.25 of the raw
-read. Each figure is the best of ``--runs`` (the machine is a shared, noisy 2-core box: compare
-the ratios measured together, not the absolute numbers).
+read. Each run prints its own figures, and each of its baselines is the mean of one run right
+before and one right after the ledger's commands (the machine is a shared, noisy 2-core box
+whose speed drifts: compare the ratios measured together, not the absolute numbers).
 """
 
 from __future__ import annotations
@@ -104,6 +105,19 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> float:
     return elapsed
 
 
+def baselines(url: str, rows: Path) -> dict[str, float]:
+    """The three baselines once each, on fresh tables (emptied first: the guards of the
+    ledger's own tables do not apply to these)."""
+    psql(url, "TRUNCATE raw_rows, chain_rows")
+    return {
+        "copy": psql(url, f"\\copy raw_rows FROM '{rows}'"),
+        "trigger": psql(
+            url, f"\\copy chain_rows (leaf, blob, hash) FROM PROGRAM 'cut -f2-4 {rows}'"
+        ),
+        "read": psql(url, "\\copy raw_rows TO '/dev/null'"),
+    }
+
+
 def one_run(n: int, folder: Path, events: Path, rows: Path) -> dict[str, float]:
     """Every figure once, on a fresh database."""
     with throwaway_ledger("al_e2e") as (_name, url, keys, ledger):
@@ -116,15 +130,16 @@ def one_run(n: int, folder: Path, events: Path, rows: Path) -> dict[str, float]:
         )
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(TRIGGER_CHAIN)
+        # Each baseline runs right before and right after the ledger's commands, and counts
+        # as the mean of the two: on a shared box whose speed drifts within a run, a baseline
+        # measured on one side only skewed a run's ratios by up to 2x.
+        before = baselines(url, rows)
         figures = {
             "append": run_cli(["append", str(events)], env, folder),
             "verify": run_cli(["verify"], env, folder),
-            "copy": psql(url, f"\\copy raw_rows FROM '{rows}'"),
-            "trigger": psql(
-                url, f"\\copy chain_rows (leaf, blob, hash) FROM PROGRAM 'cut -f2-4 {rows}'"
-            ),
-            "read": psql(url, "\\copy raw_rows TO '/dev/null'"),
         }
+        after = baselines(url, rows)
+        figures |= {name: (before[name] + after[name]) / 2 for name in before}
         with psycopg.connect(url) as conn:
             size = conn.execute("SELECT size FROM ledger_head").fetchone()
             assert size is not None, "no ledger head"
