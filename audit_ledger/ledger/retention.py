@@ -116,12 +116,13 @@ def plan_category(
     max_purge = MAX_PURGE_PER_RUN if max_purge is None else max_purge
     held_keys: set[str] = set()
     purged_per_key: Counter[str] = Counter()
-    bound = query_bound(category, now)
+    # Expired entries lie below one seq (recorded_at never decreases): found once, not per page.
+    bound = tx.first_seq_recorded_from(query_bound(category, now))
     after: int | None = None
     scanning = True
     while scanning:
         page = tx.payload_entries(
-            category=category.name, recorded_before=bound, after_seq=after, limit=_PAGE
+            category=category.name, before_seq=bound, after_seq=after, limit=_PAGE
         )
         if not page:
             break

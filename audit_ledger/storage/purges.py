@@ -42,22 +42,27 @@ from audit_ledger.storage.schema import (
 class PurgeWrites(Transaction):
     """Payload selection and purging under the head lock."""
 
+    def first_seq_recorded_from(self, moment: str) -> int:
+        """The seq where entries recorded at or after ``moment`` begin
+        (:func:`~audit_ledger.storage.entries.first_seq_recorded_from`)."""
+        return first_seq_recorded_from(self.conn, moment)
+
     def payload_entries(
         self,
         *,
         category: str | None = None,
-        recorded_before: str | None = None,
+        before_seq: int | None = None,
         key_ids: Sequence[str] | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
     ) -> list[StoredEntry]:
-        """Entries whose payload is still stored, in seq order, by category/age (a page after
-        ``after_seq``) or by data key."""
+        """Entries whose payload is still stored, in seq order, by category and seq range (a
+        page after ``after_seq``, below ``before_seq``) or by data key."""
         stmt = select(*ENTRY_COLUMNS).join(payloads, payloads.c.seq == entries.c.seq)
         if category is not None:
             stmt = stmt.where(entries.c.category == category)
-        if recorded_before is not None:
-            stmt = stmt.where(entries.c.seq < first_seq_recorded_from(self.conn, recorded_before))
+        if before_seq is not None:
+            stmt = stmt.where(entries.c.seq < before_seq)
         if after_seq is not None:
             stmt = stmt.where(entries.c.seq > after_seq)
         if key_ids is None:
