@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from audit_ledger.settings import Settings
-from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.engine import WRITE_OPTION, create_engine_for_url
 from tests.support.factories import event
 from tests.support.polling import wait_until
 from tests.support.prometheus import PROMETHEUS, Prometheus
@@ -65,7 +65,10 @@ def _tamper(settings: Settings, seq: int) -> None:
     """What a database superuser can do: guards out of the way, one leaf byte changed."""
     engine = create_engine_for_url(settings.database_url)
     try:
-        with engine.connect() as conn, conn.begin():
+        # The live service appends meanwhile (checkpoints every second): on SQLite a
+        # transaction that reads first and writes later can be refused at once ("database is
+        # locked", no busy wait), so take the write lock first, as the service's writers do.
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
             if engine.dialect.name == "sqlite":
                 names = conn.execute(
                     text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
