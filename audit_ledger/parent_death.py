@@ -50,7 +50,17 @@ def die_with_parent() -> bool:
     hand, say).
     """
     expected = os.environ.pop(PARENT_PID_ENV, None)
-    if expected is None or sys.platform != "linux":
+    if expected is None:
+        return False
+    return die_with(int(expected))
+
+
+def die_with(parent: int) -> bool:
+    """Receive SIGTERM when process ``parent`` (this process's parent, as it saw its own pid)
+    dies: :func:`die_with_parent` for a child that knows that pid otherwise (a forked child
+    reads it before the fork). Raises :class:`SystemExit` (0) if it is gone already; False off
+    Linux."""
+    if sys.platform != "linux":
         return False
     libc = ctypes.CDLL(None, use_errno=True)  # the C library this interpreter runs on
     prctl = libc.prctl
@@ -59,7 +69,7 @@ def die_with_parent() -> bool:
     if prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"prctl(PR_SET_PDEATHSIG): {os.strerror(error)}")
-    if os.getppid() != int(expected):
+    if os.getppid() != parent:
         # The parent died before the request: no signal will come. Nothing started yet.
         raise SystemExit(0)
     return True

@@ -369,7 +369,9 @@ def verify_ledger(
     pool = None
     ranges = _ranges_in_process(store)
     if jobs > 1 and database_url is not None:
-        pool = WorkerPool("verify", {"database_url": database_url}, jobs)
+        pool = WorkerPool(
+            "verify", {"database_url": database_url}, jobs, release=store.release_connections
+        )
         ranges = _ranges_in_workers(pool)
     run = _Run(store, verifier, chunk, ranges, parallel=pool is not None)
     try:

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
 from audit_ledger.ledger.workers import receive, send
@@ -51,7 +51,7 @@ def _nothing() -> None:
 JOBS = {"verify": _verify_job, "prepare": _prepare_job}
 
 
-def _stop(_signum: int, _frame: object) -> None:
+def stop_on_signal(_signum: int, _frame: object) -> None:
     """SIGTERM (the parent died): unwind from wherever the worker is — a task, a query
     (psycopg cancels it in the server), a read — running the ``finally`` that closes the
     database connections, and exit quietly: a requested stop, no traceback."""
@@ -59,14 +59,21 @@ def _stop(_signum: int, _frame: object) -> None:
 
 
 def main() -> None:
-    """Worker loop: read the set-up, then answer each task in order."""
-    signal.signal(signal.SIGTERM, _stop)  # first: a parent dying right after takes this path
+    """Worker loop of a started process: read the set-up from stdin, then answer each task."""
+    # First: a parent dying right after takes this path.
+    signal.signal(signal.SIGTERM, stop_on_signal)
     die_with_parent()
-    source, out = sys.stdin.buffer, sys.stdout.buffer
+    source = sys.stdin.buffer
     try:
         job, setup = receive(source)
     except EOFError:
         return
+    serve(job, setup, source, sys.stdout.buffer)
+
+
+def serve(job: str, setup: dict[str, Any], source: IO[bytes], out: IO[bytes]) -> None:
+    """Answer each task read from ``source`` on ``out``, in order, until ``source`` ends (the
+    loop of a started worker and of a forked one alike; SIGTERM is already handled)."""
     try:
         handle, cleanup = JOBS[job](setup)
     except AuditLedgerError as exc:  # e.g. a missing key file: every task gets the error

@@ -136,6 +136,20 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def release_connections(self) -> bool:
+        """Close every pooled connection, so that a process forked next inherits none (a
+        PostgreSQL connection is a session: the child must not share it, nor end it); the next
+        use reconnects. False, closing nothing, while a connection is in use, with a pool that
+        cannot tell, and always on SQLite: SQLite keeps per-process books of the files it has
+        open (locks, the WAL index), which a fork copies whoever opened them — any connection
+        to the same file in this process, not only this engine's — and a child that opens the
+        file again then works from books that are not its own."""
+        checkedout = getattr(self.engine.pool, "checkedout", None)
+        if self.dialect == "sqlite" or checkedout is None or checkedout() != 0:
+            return False
+        self.engine.dispose()
+        return True
+
     @contextmanager
     def reader(self) -> Iterator[Connection]:
         with translate_errors(), self.engine.connect() as conn, conn.begin():

@@ -14,11 +14,13 @@ of 7 in two worker processes. Ranges of 7 put range boundaries at seqs 7, 14, 21
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,21 +151,39 @@ def case(template: Template, tmp_path: Path) -> Iterator[Case]:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _verify(case: Case, chunk: int, jobs: int, **kw: Any) -> VerifyReport:
+def _verify(case: Case, chunk: int, jobs: int, *, started: bool = False, **kw: Any) -> VerifyReport:
+    """``verify_ledger`` over the copy; with ``jobs`` > 1 the workers are forked from this
+    (single-threaded) process, or, ``started``, started as interpreters of their own because
+    another thread runs here, as in the service."""
     ledger = case.ledger
-    return verify_ledger(
-        ledger.store,
-        ledger.keys.signer.verifier,
-        keys=ledger.keys.provider,
-        chunk=chunk,
-        jobs=jobs,
-        database_url=case.url if jobs > 1 else None,
-        **kw,
-    )
+    with _another_thread() if started else contextlib.nullcontext():
+        return verify_ledger(
+            ledger.store,
+            ledger.keys.signer.verifier,
+            keys=ledger.keys.provider,
+            chunk=chunk,
+            jobs=jobs,
+            database_url=case.url if jobs > 1 else None,
+            **kw,
+        )
+
+
+@contextlib.contextmanager
+def _another_thread() -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _reports(case: Case, modes: tuple[tuple[int, int], ...] = MODES) -> dict[str, VerifyReport]:
     reports = {f"chunk={chunk} jobs={jobs}": _verify(case, chunk, jobs) for chunk, jobs in modes}
+    if (7, 2) in modes:  # workers started, not forked (another thread runs): the same report
+        reports["chunk=7 jobs=2 started"] = _verify(case, 7, 2, started=True)
     assert child_pids() == [], "worker processes were left behind"
     return reports
 
@@ -220,13 +240,19 @@ def _rewrite_leaf(case: Case, seq: int, **changes: Any) -> None:
 
 def test_untouched_log_gives_the_same_report_in_every_mode(case: Case) -> None:
     dicts = {}
-    for chunk, jobs in (*MODES, (SIZE, 2), (1, 2)):
+    for chunk, jobs, started in (
+        *((c, j, False) for c, j in MODES),
+        (SIZE, 2, False),
+        (1, 2, False),
+        (7, 2, True),
+    ):
         seen: list[int] = []
-        dicts[chunk, jobs] = _verify(case, chunk, jobs, progress=seen.append).to_dict()
+        report = _verify(case, chunk, jobs, started=started, progress=seen.append)
+        dicts[chunk, jobs, started] = report.to_dict()
         assert seen == sorted(seen), (chunk, jobs, seen)
         assert seen[-1] == SIZE, (chunk, jobs, seen)
     assert child_pids() == [], "worker processes were left behind"
-    first = dicts[MODES[0]]
+    first = dicts[(*MODES[0], False)]
     assert first["ok"] is True, first
     assert (first["size"], first["checkpoints"]) == (SIZE, len(CHECKPOINTS))
     assert (first["payloads_present"], first["payloads_purged"]) == (SIZE - 3, 3)
@@ -641,8 +667,9 @@ _SESSIONS = (
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
+@pytest.mark.parametrize("fork", [False, True], ids=["started", "forked"])
 def test_workers_of_a_killed_owner_stop_and_close_their_sessions(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, fork: bool
 ) -> None:
     """The process owning verify's workers is killed with SIGKILL while the workers' queries
     wait on a lock. The workers must stop (SIGTERM from the kernel when their parent dies) and
@@ -658,7 +685,11 @@ def test_workers_of_a_killed_owner_stop_and_close_their_sessions(
             return [(pid, wait) for pid, wait in rows if pid not in others]
 
         with pool_owner(
-            tmp_path / "owner.json", "verify", {"database_url": url}, [[0, 10], [10, 20]]
+            tmp_path / "owner.json",
+            "verify",
+            {"database_url": url},
+            [[0, 10], [10, 20]],
+            fork=fork,
         ) as (owner, workers):
             deadline = time.monotonic() + 30
             while [wait for _, wait in worker_sessions()] != ["Lock", "Lock"]:
@@ -673,3 +704,27 @@ def test_workers_of_a_killed_owner_stop_and_close_their_sessions(
             while (sessions := worker_sessions()) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert sessions == [], "the workers' sessions outlived them"
+
+
+# --- forked workers and the connections of this process ---------------------------------------
+
+
+def test_forked_workers_leave_this_process_connected(case: Case) -> None:
+    """Workers are forked only once this process's pooled connections are closed (none may be
+    inherited: a PostgreSQL connection is a session the child must not share); this process
+    reconnects afterwards and goes on. SQLite never forks (its per-process books of open files
+    would follow the fork): the workers are started, with the same result."""
+    store = case.ledger.store
+    with store.engine.connect():
+        assert not store.release_connections(), "a connection in use was closed"
+    assert case.ledger.log.size() == SIZE
+    assert store.release_connections() == (case.backend == "postgresql")
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    report = _verify(case, 7, 2)
+    assert report.ok, report.problem
+    assert child_pids() == []
+    # This process's store reconnects, reads and writes as before.
+    assert case.ledger.log.size() == SIZE
+    case.ledger.appends.append(case.ledger.appends.prepare_batch([event()]), "bot")
+    assert _verify(case, 7, 2).ok
+    assert case.ledger.log.size() == SIZE + 1

@@ -209,7 +209,9 @@ def run_pool_owner(cfg: dict[str, Any]) -> None:
     for key in ("keys_dir", "policy_file"):  # paths, as the ledger passes them
         if setup.get(key) is not None:
             setup[key] = Path(setup[key])
-    with WorkerPool(cfg["job"], setup, cfg["jobs"]) as pool:
+    release = (lambda: True) if cfg.get("fork") else None
+    with WorkerPool(cfg["job"], setup, cfg["jobs"], release=release) as pool:
+        assert pool.forked == bool(cfg.get("fork"))
         print("workers", *(worker.pid for worker in pool.workers), flush=True)
         for _ in pool.map(cfg["tasks"]):
             pass

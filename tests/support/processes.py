@@ -22,10 +22,13 @@ T = TypeVar("T")
 
 
 WORKER_MODULE = b"audit_ledger.ledger.worker_main"
+#: What a forked worker calls itself (``/proc/<pid>/comm``; its command line is its parent's).
+FORKED_NAME = "ledger-worker"
 
 
 def child_pids(parent: int | None = None) -> list[int]:
-    """Worker processes (``python -m audit_ledger.ledger.worker_main``) whose parent is ``parent``
+    """Worker processes (``python -m audit_ledger.ledger.worker_main``, or forked and named
+    :data:`FORKED_NAME`) whose parent is ``parent``
     (default: this process) — zombies of Python processes included: a worker that exited but
     was never waited for is left behind too. Other children (a server another test keeps
     running) are not counted."""
@@ -44,7 +47,11 @@ def child_pids(parent: int | None = None) -> list[int]:
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
         if int(ppid) != parent:
             continue
-        if WORKER_MODULE in cmdline or (state == "Z" and comm.startswith("python")):
+        if (
+            WORKER_MODULE in cmdline
+            or comm == FORKED_NAME
+            or (state == "Z" and comm.startswith(("python", "pytest", "audit-ledger")))
+        ):
             found.append(int(entry.name))
     return sorted(found)
 
@@ -139,12 +146,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def pool_owner(
-    config: Path, job: str, setup: dict[str, Any], tasks: list[Any], jobs: int = 2
+    config: Path,
+    job: str,
+    setup: dict[str, Any],
+    tasks: list[Any],
+    jobs: int = 2,
+    *,
+    fork: bool = False,
 ) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
     """A separate process owning a :class:`WorkerPool` that maps ``tasks``
     (``python -m tests.integration.workers pool``), and the pids of its workers. Afterwards the
-    owner is killed if it still runs, and so is any of its workers still alive."""
-    cfg = {"job": job, "setup": setup, "jobs": jobs, "tasks": tasks}
+    owner is killed if it still runs, and so is any of its workers still alive. ``fork``: the
+    pool forks its workers instead of starting them."""
+    cfg = {"job": job, "setup": setup, "jobs": jobs, "tasks": tasks, "fork": fork}
     config.write_text(json.dumps(cfg, default=str))
     owner = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.workers", "pool", str(config)],

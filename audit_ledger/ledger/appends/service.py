@@ -212,7 +212,8 @@ class Appends:
         }
         with contextlib.ExitStack() as stack:
             if jobs > 1:
-                pool = stack.enter_context(WorkerPool("prepare", setup, jobs))
+                release = self.appender.store.release_connections
+                pool = stack.enter_context(WorkerPool("prepare", setup, jobs, release=release))
                 results: Iterable[PreparedLines] = pool.map(chunks)
             else:
                 limit = self.settings.max_event_bytes
