@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from audit_ledger.errors import AuditLedgerError, DatabaseUnavailableError, StorageError
-from audit_ledger.ledger.workers import receive, send
+from audit_ledger.ledger.worker_pipe import receive, send
 from audit_ledger.parent_death import die_with_parent
 
 # Each job imports its own modules (PLC0415), not the other job's: workers start alongside the

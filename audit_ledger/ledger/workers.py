@@ -39,7 +39,6 @@ import os
 import pickle
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -51,11 +50,11 @@ from typing import IO, Any, NoReturn, Protocol
 
 import audit_ledger
 from audit_ledger.errors import DatabaseUnavailableError, StorageError
+from audit_ledger.ledger.worker_pipe import receive, send
 from audit_ledger.parent_death import child_environment, die_with
 
 #: Tasks queued per worker ahead of the one being consumed.
 AHEAD = 2
-_LENGTH = struct.Struct(">Q")
 
 #: The module each worker process runs (its ``main``).
 WORKER_MODULE = "audit_ledger.ledger.worker_main"
@@ -63,19 +62,6 @@ WORKER_MODULE = "audit_ledger.ledger.worker_main"
 #: The name a forked worker gives itself (``/proc/<pid>/comm``; its command line is its
 #: parent's): what ``ps`` and the tests know it by.
 FORKED_NAME = b"ledger-worker"
-
-
-def send(stream: IO[bytes], message: object) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(data)) + data)
-    stream.flush()
-
-
-def receive(stream: IO[bytes]) -> Any:
-    head = stream.read(_LENGTH.size)
-    if len(head) != _LENGTH.size:
-        raise EOFError
-    return pickle.loads(stream.read(_LENGTH.unpack(head)[0]))  # noqa: S301 - our own worker
 
 
 class WorkerPool:
