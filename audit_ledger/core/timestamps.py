@@ -69,9 +69,11 @@ def normalise_timestamp(text: str) -> str:
     if is_canonical_timestamp(text):
         return text  # the common case for clients that already send UTC: no round trip
     if isinstance(text, str) and _OFFSET_MICROS.match(text):
+        # format_timestamp's steps without its checks: the pattern guarantees an offset.
         try:
-            return format_timestamp(datetime.fromisoformat(text))
-        except (ValueError, FormatError):
+            utc = datetime.fromisoformat(text).astimezone(UTC)
+            return utc.isoformat(timespec="microseconds")[:-6] + "Z"
+        except (ValueError, OverflowError):
             pass  # an out-of-range field: the general path words the error
     return format_timestamp(parse_timestamp(text))
 

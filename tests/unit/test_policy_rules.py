@@ -3,16 +3,20 @@ append pipeline applies them (``prepare_event``, which HTTP, batches and bulk im
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from audit_ledger.core.timestamps import format_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.crypto.secret import Secret
 from audit_ledger.errors import ConfigError, ValidationError
-from audit_ledger.ledger.appends.prepare import prepare_event
+from audit_ledger.ledger.appends.prepare import _check_occurred_at, prepare_event
 from audit_ledger.policy import DEFAULT_MAX_FUTURE_SKEW, Policy, load_policy
 from tests.support.factories import event
 
@@ -148,3 +152,42 @@ def test_bad_rules_are_config_errors_naming_the_key(
     key = line.split(" ", maxsplit=1)[0]
     assert f"categories.financial_transactions.{key}" in str(caught.value)
     assert message in str(caught.value)
+
+
+# Hypothesis takes naive bounds; ``timezones`` makes each moment UTC.
+_MOMENTS = st.datetimes(
+    min_value=datetime(1, 1, 2),  # noqa: DTZ001
+    max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+    timezones=st.just(UTC),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    occurred=_MOMENTS,
+    now=_MOMENTS,
+    skew=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3650)),
+    max_age=st.none() | st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=36500)),
+)
+def test_occurred_at_bounds_compare_like_the_instants(
+    occurred: datetime, now: datetime, skew: timedelta, max_age: timedelta | None
+) -> None:
+    """The rules compare canonical strings against bounds formatted once per ``now``: the
+    verdict is the one datetime arithmetic gives, at the edges and beyond the calendar too."""
+    policy = load_policy()
+    category = dataclasses.replace(
+        policy.category("security_events"), max_future_skew=skew, max_age=max_age
+    )
+    fields: list[dict[str, str]] = []
+    _check_occurred_at(category, format_timestamp(occurred), now, fields, "")
+    try:
+        late = occurred > now + skew
+    except OverflowError:
+        late = False  # the bound lies beyond year 9999: nothing is later
+    try:
+        early = max_age is not None and occurred < now - max_age
+    except OverflowError:
+        early = False  # the bound lies before year 1: nothing is earlier
+    expected = ["must not be later"] if late else ["must not be more than"] if early else []
+    assert [f["problem"][: len(e)] for f, e in zip(fields, expected, strict=False)] == expected
+    assert len(fields) == len(expected)

@@ -12,11 +12,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from audit_ledger.core.canonical import canonical_json, canonical_plain, strict_loads
 from audit_ledger.core.text import find_unsafe_text, shown_name
-from audit_ledger.core.timestamps import normalise_timestamp, parse_timestamp
+from audit_ledger.core.timestamps import format_timestamp, normalise_timestamp
 from audit_ledger.crypto.blind_index import BlindIndexer
 from audit_ledger.errors import FormatError, ValidationError
 from audit_ledger.policy import CategoryPolicy, Policy
@@ -230,6 +231,9 @@ def prepare_lines(
     run in worker processes for large imports."""
     events: list[PreparedEvent] = []
     numbers: list[int] = []
+    # One clock reading for the chunk (validated within a fraction of a second; the policy's
+    # bounds are minutes to years wide), so its bounds are formatted once, not per line.
+    now = now if now is not None else datetime.now(UTC)
     for number, line in lines:
         try:
             events.append(
@@ -326,20 +330,42 @@ def _check_occurred_at(
 ) -> None:
     """``occurred_at`` no later than ``recorded_at`` plus the policy's skew, and (if the policy
     sets ``max_age``) not older than that (issue #12 item 5)."""
-    moment = parse_timestamp(occurred_at)
-    now = now if now is not None else datetime.now(UTC)
-    if moment > now + policy.max_future_skew:
+    latest, earliest = _occurred_bounds(
+        policy.max_future_skew, policy.max_age, now if now is not None else datetime.now(UTC)
+    )
+    # Canonical timestamps (fixed width, UTC) compare as the instants they name: two string
+    # comparisons per event instead of parsing each one back into a datetime.
+    if latest is not None and occurred_at > latest:
         _problem(
             fields,
             f"{location}occurred_at",
             f"must not be later than recorded_at plus {_duration(policy.max_future_skew)}",
         )
-    elif policy.max_age is not None and moment < now - policy.max_age:
+    elif policy.max_age is not None and earliest is not None and occurred_at < earliest:
         _problem(
             fields,
             f"{location}occurred_at",
             f"must not be more than {_duration(policy.max_age)} before recorded_at",
         )
+
+
+@lru_cache(maxsize=16)  # a bulk import checks a whole chunk of lines against one ``now``
+def _occurred_bounds(
+    skew: timedelta, max_age: timedelta | None, now: datetime
+) -> tuple[str | None, str | None]:
+    """The latest and earliest accepted ``occurred_at``, canonical; None where the bound
+    falls outside the years a timestamp can name (nothing lies beyond it)."""
+    try:
+        latest: str | None = format_timestamp(now + skew)
+    except (OverflowError, FormatError):
+        latest = None
+    earliest = None
+    if max_age is not None:
+        try:
+            earliest = format_timestamp(now - max_age)
+        except (OverflowError, FormatError):
+            earliest = None
+    return latest, earliest
 
 
 def _duration(span: timedelta) -> str:
