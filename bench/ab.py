@@ -37,7 +37,7 @@ from psycopg import sql
 ROOT = _BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.append import ADMIN, ORIGIN, db_url, financial
+from bench.append import ADMIN, ORIGIN, compile_bytecode, db_url, financial
 
 STEPS = ("append", "verify")
 
@@ -95,6 +95,8 @@ def main() -> None:
     if not (versions["other"] / "audit_ledger" / "cli").is_dir():
         raise SystemExit(f"{args.other} is not an audit-ledger checkout")
     times: dict[str, dict[str, list[float]]] = {v: {s: [] for s in STEPS} for v in versions}
+    for checkout in versions.values():
+        compile_bytecode(checkout)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         events = folder / "events.jsonl"

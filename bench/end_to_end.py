@@ -42,7 +42,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.append import ORIGIN, financial, throwaway_ledger
+from bench.append import ORIGIN, compile_bytecode, financial, throwaway_ledger
 
 CLI = str(Path(sys.executable).with_name("audit-ledger"))
 LEAF_BYTES, BLOB_BYTES = 600, 178
@@ -161,6 +161,7 @@ def main() -> None:
 
 def report_runs(n: int, count: int) -> None:
     """Measure ``count`` times on fresh databases and print each run's figures."""
+    compile_bytecode(ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         events, rows = write_inputs(folder, n)

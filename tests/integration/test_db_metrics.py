@@ -119,5 +119,8 @@ def test_checkouts_beyond_the_pool_wait_and_the_waits_are_counted(settings: Sett
         ledger.close()
     assert count == threads  # one timed checkout per connection
     assert waited >= threads - limit  # those beyond the pool waited for a check-in
-    assert total >= (threads - limit) * hold * 0.9
+    # Each waiter waits from its own checkout until a holder checks in: less than HOLD when the
+    # scheduler runs it late (seen: 1.42 s against 1.44 on a box 40 % CPU-starved), so the sum
+    # is held to three quarters of the ideal: still far above what no waiting would give.
+    assert total >= (threads - limit) * hold * 0.75
     assert max(peak) == limit  # the gauge saw the pool full
