@@ -69,7 +69,8 @@ def _principal(row: Any) -> StoredPrincipal:
 
 #: Built once: the auth path runs it on every cache miss (SQLAlchemy then reuses its compiled
 #: form). Both look-ups are index probes: ``principals.token_hash`` (unique), ``entries.seq``
-#: (primary key) and ``ix_entry_refs_lookup`` (name, value, seq).
+#: (primary key) and the blind-index look-up of ``entry_refs`` (a hash index on its value on
+#: PostgreSQL, ``(name, value, seq)`` on SQLite).
 _EVIDENCE = (
     select(
         principals,

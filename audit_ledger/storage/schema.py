@@ -69,7 +69,15 @@ entry_refs = Table(
     Column("name", String(32), primary_key=True),
     Column("value", String(64), nullable=False),  # blind index (hex HMAC), never plaintext
 )
-Index("ix_entry_refs_lookup", entry_refs.c.name, entry_refs.c.value, entry_refs.c.seq)
+# Look-ups by blind index (search by user or order id, erasure, a principal's binding) are
+# equalities on ``value``: a hash index on PostgreSQL (migration 0007: a quarter of the B-tree's
+# bytes and far cheaper to insert into), the B-tree on SQLite, which has no hash indexes.
+Index("ix_entry_refs_value", entry_refs.c.value, postgresql_using="hash").ddl_if(
+    dialect="postgresql"
+)
+Index("ix_entry_refs_lookup", entry_refs.c.name, entry_refs.c.value, entry_refs.c.seq).ddl_if(
+    dialect="sqlite"
+)
 
 #: Stored complete-subtree hashes for levels >= 1; level 0 is ``entries.leaf_hash``.
 tree_nodes = Table(

@@ -1,4 +1,4 @@
-"""Upgrading a ledger that already holds entries: revision 0001 → head (0006 at present)
+"""Upgrading a ledger that already holds entries: revision 0001 → head (0007 at present)
 keeps every entry verifying, and only then may data keys be re-wrapped."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from audit_ledger.ledger.service import Ledger
 from audit_ledger.settings import Settings, load_settings
 from audit_ledger.storage import migrations
 from audit_ledger.storage.engine import create_engine_for_url
+from audit_ledger.storage.entries import EntryFilter
 from tests.conftest import ORIGIN, create_pg_database, drop_pg_database, pg_url
 from tests.support.factories import event
 
@@ -85,3 +86,67 @@ def test_upgrade_from_0001_keeps_the_log_and_allows_rotation(
         assert report.ok, report.problem
     finally:
         ledger.close()
+
+
+def _ref_indexes(url: str) -> dict[str, str]:
+    """The indexes of ``entry_refs`` other than its primary key: name -> definition."""
+    engine = create_engine_for_url(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                rows = conn.execute(
+                    text(
+                        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'entry_refs'"
+                        " AND indexname <> 'entry_refs_pkey'"
+                    )
+                )
+            else:
+                rows = conn.execute(
+                    text(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                        " AND tbl_name = 'entry_refs' AND sql IS NOT NULL"
+                    )
+                )
+            return {str(name): str(definition) for name, definition in rows}
+    finally:
+        engine.dispose()
+
+
+def test_0007_looks_refs_up_through_a_hash_index_on_postgresql(
+    backend: str, empty_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: a hash index on the blind index value replaces the (name, value, seq)
+    B-tree, and a downgrade puts the B-tree back; SQLite (no hash indexes) keeps its B-tree.
+    Look-ups by user and order id find the same entries either way."""
+    init_keys(tmp_path / "keys", ORIGIN)
+    settings = load_settings(
+        database_url=empty_url, keys_dir=tmp_path / "keys", checkpoint_origin=ORIGIN
+    )
+    btree = {"ix_entry_refs_lookup"}
+    _upgrade(empty_url, "0006")
+    assert set(_ref_indexes(empty_url)) == btree
+    _upgrade(empty_url, "head")
+    indexes = _ref_indexes(empty_url)
+    if backend == "postgresql":
+        assert set(indexes) == {"ix_entry_refs_value"}
+        assert "USING hash (value)" in indexes["ix_entry_refs_value"]
+    else:
+        assert set(indexes) == btree
+    ledger = Ledger.open(settings)
+    try:
+        raws = [event("financial_transactions", user_id=u % 3) for u in range(9)]
+        receipts = ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
+        user = ledger.keys.indexer.index("user", 1)
+        found = ledger.store.scan(EntryFilter(refs={"user": user}), None, 100)
+        assert [e.seq for e in found] == [r.seq for r in receipts][1::3]
+    finally:
+        ledger.close()
+    engine = create_engine_for_url(empty_url)
+    try:
+        with engine.begin() as conn:
+            config = migrations.alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+    finally:
+        engine.dispose()
+    assert set(_ref_indexes(empty_url)) == btree
