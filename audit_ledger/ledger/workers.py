@@ -209,15 +209,13 @@ class ForkedWorker:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+            self._reap(os.WNOHANG)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if timeout is None:
-            if self.returncode is None:
-                self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            while self.returncode is None:
+                self._reap(0)
             return self.returncode
         deadline = time.monotonic() + timeout
         while (code := self.poll()) is None:
@@ -230,6 +228,17 @@ class ForkedWorker:
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+
+    def _reap(self, options: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, options)
+        except ChildProcessError:
+            # Reaped already by someone else (SIGCHLD ignored): its status is lost, and Popen
+            # says 0 then too.
+            self.returncode = 0
+            return
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
 
 
 def _fork(job: str, setup: dict[str, Any]) -> ForkedWorker:

@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from tests.support.factories import event
 from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
+    another_thread,
     child_pids,
     kill_children,
     pool_owner,
@@ -156,7 +156,7 @@ def _verify(case: Case, chunk: int, jobs: int, *, started: bool = False, **kw: A
     (single-threaded) process, or, ``started``, started as interpreters of their own because
     another thread runs here, as in the service."""
     ledger = case.ledger
-    with _another_thread() if started else contextlib.nullcontext():
+    with another_thread() if started else contextlib.nullcontext():
         return verify_ledger(
             ledger.store,
             ledger.keys.signer.verifier,
@@ -166,18 +166,6 @@ def _verify(case: Case, chunk: int, jobs: int, *, started: bool = False, **kw: A
             database_url=case.url if jobs > 1 else None,
             **kw,
         )
-
-
-@contextlib.contextmanager
-def _another_thread() -> Iterator[None]:
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _reports(case: Case, modes: tuple[tuple[int, int], ...] = MODES) -> dict[str, VerifyReport]:

@@ -236,3 +236,17 @@ def unraisable_recorded() -> Iterator[list[str]]:
         gc.collect()
     finally:
         sys.unraisablehook = previous
+
+
+@contextmanager
+def another_thread() -> Iterator[None]:
+    """Another thread running in this process for the duration (it waits on an event): what
+    makes a :class:`WorkerPool` start its workers instead of forking them, as in the service."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -355,6 +355,8 @@ def _occurred_bounds(
 ) -> tuple[str | None, str | None]:
     """The latest and earliest accepted ``occurred_at``, canonical; None where the bound
     falls outside the years a timestamp can name (nothing lies beyond it)."""
+    if now.utcoffset() is None:  # a programming error: never let it pass as "no bound"
+        raise ValueError("now must be an aware datetime")
     try:
         latest: str | None = format_timestamp(now + skew)
     except (OverflowError, FormatError):

@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import signal
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.support.factories import event
 from tests.support.processes import (
     ORPHAN_TIMEOUT,
     alive_after,
+    another_thread,
     child_pids,
     has_open,
     kill_children,
@@ -305,17 +305,13 @@ def test_busy_workers_stop_when_their_owner_is_killed(
 def test_no_fork_while_another_thread_runs(setup: dict[str, Any]) -> None:
     """A thread might hold a lock across the fork that the child then waits on forever (the
     service's threads, say): with one running, the workers are started instead."""
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
     asked: list[bool] = []
-    try:
-        with WorkerPool("prepare", setup, 2, release=lambda: asked.append(True) or True) as pool:
-            assert not pool.forked
-            assert [r.numbers for r in pool.map([_task(1)])] == [[n for n, _ in _task(1)]]
-    finally:
-        stop.set()
-        other.join()
+    with (
+        another_thread(),
+        WorkerPool("prepare", setup, 2, release=lambda: asked.append(True) or True) as pool,
+    ):
+        assert not pool.forked
+        assert [r.numbers for r in pool.map([_task(1)])] == [[n for n, _ in _task(1)]]
     assert asked == [], "connections were closed for a fork that did not happen"
 
 
