@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit_ledger.api.direct import DirectAppend
 from audit_ledger.api.docs import install as install_docs
 from audit_ledger.api.middleware import ObservabilityMiddleware
 from audit_ledger.api.openapi import install as install_openapi
@@ -83,6 +84,9 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         docs_url=None,  # served from shipped assets by install_docs, not from a CDN
         redoc_url=None,
     )
+    # Added first, so it sits inside the observability middleware (correlation id, metrics,
+    # access line) like the router it stands in for.
+    app.add_middleware(DirectAppend)
     app.add_middleware(ObservabilityMiddleware)
     app.add_exception_handler(AuditLedgerError, domain_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)

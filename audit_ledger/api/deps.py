@@ -137,7 +137,9 @@ def require(
     return check
 
 
-Writer = Annotated[Principal, Depends(require(WRITER))]
+#: The writer check on its own: :mod:`audit_ledger.api.direct` calls it as FastAPI would.
+writer_check = require(WRITER)
+Writer = Annotated[Principal, Depends(writer_check)]
 # Reader and Auditor guard only read endpoints (events, leaves, proofs, bundle): refusals are
 # recorded. Writes and admin endpoints only log theirs.
 Reader = Annotated[Principal, Depends(require(*READER_ROLES, record_refusal=True))]
