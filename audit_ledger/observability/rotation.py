@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+#: Lines between two reads of the live file's size (what this process wrote is counted).
+RECOUNT_EVERY = 1000
 
 
 class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
@@ -27,6 +31,10 @@ class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
         )
         self.max_bytes = max_bytes
         self.keep = keep
+        #: Bytes in the live file, counted as lines are written (None: read it at next use).
+        #: ``tell()`` on the text stream flushed it and cost a system call for every line.
+        self._size: int | None = None
+        self._lines = 0
 
     def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802 - stdlib name
         if super().shouldRollover(record):
@@ -35,12 +43,20 @@ class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
             return 0
         if self.stream is None:
             self.stream = self._open()
-        size = self.stream.tell()
+        self._lines += 1
+        if self._size is None or self._lines % RECOUNT_EVERY == 0:
+            # From the file itself now and then: another process may append to the same file.
+            self.stream.flush()
+            self._size = os.fstat(self.stream.fileno()).st_size
         # The line about to be written (the formatter caches it: rendering it here is free).
         incoming = len(self.format(record).encode("utf-8")) + 1
-        return 1 if size > 0 and size + incoming > self.max_bytes else 0
+        if self._size > 0 and self._size + incoming > self.max_bytes:
+            return 1
+        self._size += incoming
+        return 0
 
     def doRollover(self) -> None:  # noqa: N802 - stdlib name
+        self._size = None
         if int(time.time()) >= self.rolloverAt:
             super().doRollover()  # the daily rotation, named by the day it covers
         else:

@@ -86,3 +86,43 @@ def test_a_daily_rotation_still_happens(tmp_path: Path) -> None:
     assert "T" not in rotated[0].name.rsplit(".", 1)[-1]  # the daily name: <file>.<YYYY-MM-DD>
     assert rotated[0].read_text() == "day one\n"
     assert (tmp_path / "application.log").read_text() == "day two\n"
+
+
+def _record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+
+
+def test_a_file_that_another_process_grew_is_rotated_once_its_size_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler counts what it writes and reads the file's size every RECOUNT_EVERY lines:
+    lines appended by another process to the same file are caught up with there."""
+    monkeypatch.setattr("audit_ledger.observability.rotation.RECOUNT_EVERY", 3)
+    path = tmp_path / "application.log"
+    handler = SizeAndDayRotatingFileHandler(path, max_bytes=1000, keep=None)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.emit(_record("ours 1"))
+        with path.open("a") as other:  # another writer, unseen by this handler's count
+            other.write("x" * 990 + "\n")
+        handler.emit(_record("ours 2"))  # counted from the first read: fits
+        assert len(list(tmp_path.iterdir())) == 1
+        handler.emit(_record("ours 3"))  # third line: the size is read again, and it rotates
+    finally:
+        handler.close()
+    assert path.read_text() == "ours 3\n"
+    (rotated,) = (p for p in tmp_path.iterdir() if p != path)
+    assert rotated.read_text().splitlines() == ["ours 1", "x" * 990, "ours 2"]
+
+
+def test_the_count_of_written_bytes_rotates_at_the_size(tmp_path: Path) -> None:
+    path = tmp_path / "security.log"
+    handler = SizeAndDayRotatingFileHandler(path, max_bytes=100, keep=None)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        for n in range(10):
+            handler.emit(_record(f"{n:019d}"))  # 20 bytes a line: five to a file
+    finally:
+        handler.close()
+    files = sorted(tmp_path.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.stat().st_size for p in files] == [100, 100]

@@ -352,3 +352,17 @@ def test_a_log_file_left_0644_is_tightened(tmp_path: Path, logs: Path) -> None:
     configure_logging(logs)  # a restarted service
     get_logger("security").warning("x")
     assert old.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**70, -(2**64), "lone \ud800 surrogate", {1: "non-string key"}, "line\nbreak\x00\x1f"],
+)
+def test_any_value_renders_as_one_line_of_json(logs: Path, value: object) -> None:
+    """orjson renders lines; what it refuses falls back to the stdlib, never to an error."""
+    get_logger("application").info("odd_value", value=value)
+    (line,) = (logs / "application.log").read_text(encoding="utf-8").splitlines()
+    parsed = json.loads(line)
+    assert parsed["event"] == "odd_value"
+    expected = json.loads(json.dumps(value))
+    assert parsed["value"] == expected
