@@ -222,7 +222,7 @@ class _Run:
             # Only the rows of the entries verified: appends may land meanwhile, and retention
             # may purge a payload already counted as present (so fewer rows is not a problem).
             counted = queries.submit(self.store.count_rows, below=size)
-            orphaned = queries.submit(self.store.orphans)
+            orphaned = queries.submit(self.store.orphans, below=size)
             foreign = queries.submit(self.store.first_entry_under_foreign_key, below=size)
             counts = counted.result()
             if counts["tree_nodes"] != size - size.bit_count():

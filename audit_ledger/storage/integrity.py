@@ -13,8 +13,8 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Table,
-    exists,
     func,
+    or_,
     select,
 )
 
@@ -80,6 +80,8 @@ _ENTRY_RANGE = (
 #: values of any type in seq, and its own order over mixed types is what its checks expect.
 _ENTRY_RANGE_SORTED = _ENTRY_RANGE + " ORDER BY e.seq"
 _seq_of_row = operator.itemgetter(0)
+#: Seqs looked up per query by :meth:`IntegrityReads.orphans`.
+_LOOKUP_BATCH = 1000
 
 
 def completed_by(table: Any) -> ColumnElement[int]:
@@ -211,26 +213,28 @@ class IntegrityReads(Database):
             rows = conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
             return iter([{k: _plain(v) for k, v in r.items()} for r in rows])
 
-    def orphans(self) -> dict[str, int]:
-        """Rows that point at no entry (possible only if a superuser bypassed the guards)."""
+    def orphans(self, below: int) -> dict[str, int]:
+        """Rows that point at no entry (possible only if a superuser bypassed the guards), per
+        table, given that the entries ``0..below-1`` all exist (verification has just read them
+        in order): only rows outside that range can point at no entry, so only those are
+        looked up. The anti-joins over the whole entries table this replaced were the longest
+        of verification's closing queries (0.17-0.20 PostgreSQL CPU-s at 100k entries)."""
+        # A subtree hash belongs to the leaf that completes it.
+        completing = completed_by(tree_nodes) - 1
+        pointers: list[tuple[str, ColumnElement[Any]]] = [
+            (t.name, t.c.seq) for t in (payloads, payload_purges, entry_refs)
+        ]
+        pointers.append((tree_nodes.name, completing))
         with self.reader() as conn:
-            out = {}
-            for t in (payloads, payload_purges, entry_refs):
-                out[t.name] = int(
-                    conn.execute(
-                        select(func.count())
-                        .select_from(t)
-                        # NOT EXISTS plans as an anti-join; NOT IN (subquery) degrades to a
-                        # quadratic scan in PostgreSQL once the subquery outgrows work_mem.
-                        .where(~exists().where(entries.c.seq == t.c.seq))
-                    ).scalar_one()
+            outside = {
+                name: list(conn.execute(select(seq).where(or_(seq >= below, seq < 0))).scalars())
+                for name, seq in pointers
+            }
+            wanted = list({seq for seqs in outside.values() for seq in seqs})
+            present: set[Any] = set()
+            for start in range(0, len(wanted), _LOOKUP_BATCH):
+                batch = wanted[start : start + _LOOKUP_BATCH]
+                present.update(
+                    conn.execute(select(entries.c.seq).where(entries.c.seq.in_(batch))).scalars()
                 )
-            # A subtree hash belongs to the leaf that completes it.
-            out[tree_nodes.name] = int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(tree_nodes)
-                    .where(~exists().where(entries.c.seq == completed_by(tree_nodes) - 1))
-                ).scalar_one()
-            )
-            return out
+        return {name: sum(seq not in present for seq in seqs) for name, seqs in outside.items()}

@@ -463,20 +463,32 @@ def test_extra_refs_row(case: Case) -> None:
     assert "refs" in problem.reason
 
 
-def test_refs_row_of_no_entry(case: Case) -> None:
-    insert = "INSERT INTO entry_refs (seq, name, value) VALUES (400, 'user', ?)"
-    if case.backend == "sqlite":  # past the foreign key, as a superuser can
+#: A row of each table that points at no entry: past the end of the log, or before its start.
+ORPHAN_ROWS = {
+    "refs past the end": "INSERT INTO entry_refs (seq, name, value) VALUES (400, 'user', 'ab')",
+    "refs before the start": "INSERT INTO entry_refs (seq, name, value) VALUES (-1, 'user', 'ab')",
+    "payload past the end": "INSERT INTO payloads (seq, blob) VALUES (300, X'00')",
+    "purge past the end": "INSERT INTO payload_purges (seq, op_seq, reason) VALUES (350, 0, 'x')",
+    "subtree hash past the end": "INSERT INTO tree_nodes (level, idx, hash) VALUES (2, 75, X'00')",
+}
+
+
+@pytest.mark.parametrize("row", sorted(ORPHAN_ROWS))
+def test_a_row_of_no_entry(case: Case, row: str) -> None:
+    insert = ORPHAN_ROWS[row]
+    if case.backend == "sqlite":  # past the foreign keys, as a superuser can
         conn = sqlite3.connect(case.url.removeprefix("sqlite:///"))
         try:
             conn.execute("PRAGMA foreign_keys = OFF")
-            conn.execute(insert, ("ab" * 16,))
+            conn.execute(insert)
             conn.commit()
         finally:
             conn.close()
     else:
-        case.run(insert.replace("?", ":v"), v="ab" * 16)
-    problem = _problem(case)
-    assert "no entry" in problem.reason, problem
+        case.run(insert.replace("X'00'", "'\\x00'::bytea"))
+    for name, problem in _reports(case).items():
+        assert problem.problem is not None, name
+        assert "no entry" in problem.problem.reason, (name, problem.problem)
 
 
 #: (level, idx) -> seq of the leaf that completes it: (idx + 1) * 2**level - 1.
