@@ -240,7 +240,8 @@ def test_a_trickled_body_gets_408(server: Served) -> None:
     logs = server.log_dir
     wait_until(
         lambda: any(
-            '"status": 408' in line and '"/v1/events"' in line
+            (record := json.loads(line)).get("status") == 408
+            and record.get("route") == "/v1/events"
             for line in (logs / "performance.log").read_text().splitlines()
         ),
         timeout=10,

@@ -5,6 +5,7 @@ totals whichever worker answers the scrape (multiprocess mode).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -336,7 +337,10 @@ def _served_by(log_dir: Path, route: str) -> set[int]:
     return {
         int(path.name.split(".")[1])
         for path in log_dir.glob("performance.*.log")
-        if f'"route": "{route}"' in path.read_text(encoding="utf-8")
+        if any(
+            json.loads(line).get("route") == route
+            for line in path.read_text(encoding="utf-8").splitlines()
+        )
     }
 
 
