@@ -15,7 +15,6 @@ same lines.
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 import os
@@ -25,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
 from audit_ledger.observability.loggers import LOGGER_PREFIX
@@ -46,22 +44,6 @@ def correlation_id_from(header: str | None) -> str:
     if header is not None and _CORRELATION.match(header):
         return header
     return os.urandom(16).hex()  # as random as a uuid4, without building a UUID per request
-
-
-def _dumps(event: dict[str, Any], **options: Any) -> str:
-    """A log line's JSON: orjson renders it in a fifth of the stdlib's time (logging was over a
-    quarter of a single append's CPU in the service, issue #16). Whatever orjson refuses (an
-    integer over 64 bits, a lone surrogate) the stdlib renders, so no value can fail a line;
-    both escape every control character, so a line stays one line."""
-    try:
-        return orjson.dumps(event, default=options.get("default"), option=_ORJSON).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(event, **options)
-
-
-#: Keys that are not strings are written as the stdlib writes them. Non-ASCII text is written
-#: as UTF-8 rather than as ``\\u`` escapes: the same JSON to any reader.
-_ORJSON = orjson.OPT_NON_STR_KEYS
 
 
 class _RenderOnce(structlog.stdlib.ProcessorFormatter):
@@ -142,14 +124,12 @@ def configure_logging(
         structlog.processors.format_exc_info,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.JSONRenderer(_dumps), _rendered_line],
+        processors=[*shared, structlog.processors.JSONRenderer(), _rendered_line],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = _RenderOnce(
-        processor=structlog.processors.JSONRenderer(_dumps), foreign_pre_chain=shared
-    )
+    formatter = _RenderOnce(processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared)
     root = logging.getLogger()
     tier_loggers = {
         tier: logging.getLogger(f"{LOGGER_PREFIX}.{tier}") for tier in TIER_RETENTION_DAYS

@@ -359,7 +359,8 @@ def test_a_log_file_left_0644_is_tightened(tmp_path: Path, logs: Path) -> None:
     [2**70, -(2**64), "lone \ud800 surrogate", {1: "non-string key"}, "line\nbreak\x00\x1f"],
 )
 def test_any_value_renders_as_one_line_of_json(logs: Path, value: object) -> None:
-    """orjson renders lines; what it refuses falls back to the stdlib, never to an error."""
+    """A value no JSON library renders natively (a huge integer, a lone surrogate, a key that
+    is not a string, control characters) still makes one line of valid JSON."""
     get_logger("application").info("odd_value", value=value)
     (line,) = (logs / "application.log").read_text(encoding="utf-8").splitlines()
     parsed = json.loads(line)
