@@ -168,6 +168,51 @@ def wrk_singles(base: str, token: str, clients: int, seconds: int) -> tuple[floa
     return rate, latency("50"), latency("99")
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (field 3 first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds used so far by ``root`` and every process below it (all their threads, and
+    the children they have reaped): the whole ``serve`` process tree."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0
+    for pid in tree:
+        try:
+            fields = _stat(pid)
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / _TICKS
+
+
+def postmaster_of(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine (else None)."""
+    try:
+        with psycopg.connect(url) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert backend is not None
+            return int(_stat(int(backend[0]))[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
 
@@ -195,6 +240,8 @@ def main() -> None:
                 f"(a) 4 clients x 500-event batches: {rate_a:9,.0f} events/s | in-process bulk "
                 f"append {bulk:9,.0f} events/s | ratio {rate_a / bulk:.2f} (target >= 10,000 events/s)"
             )
+            postmaster = postmaster_of(url)
+            cpu_before = (process_tree_cpu(proc.pid), postmaster and process_tree_cpu(postmaster))
             if shutil.which("wrk"):
                 rate_b, p50, p99 = wrk_singles(base, token, 32, args.seconds)
                 how = "wrk, 32 connections"
@@ -202,11 +249,21 @@ def main() -> None:
                 rate_b, lat_b = asyncio.run(post_singles(base, token, 32, args.single_events))
                 p50, p99 = pct(lat_b, 50), pct(lat_b, 99)
                 how = "httpx, 32 clients (install wrk for a lighter load generator)"
+            # CPU per event on a box whose speed drifts: steadier than the rate for comparing
+            # two versions of the service (the rate also moves with the other tenants' load).
+            served = rate_b * args.seconds if shutil.which("wrk") else args.single_events
+            server_us = (process_tree_cpu(proc.pid) - cpu_before[0]) / served * 1e6
+            pg_us = (
+                (process_tree_cpu(postmaster) - cpu_before[1]) / served * 1e6
+                if postmaster and cpu_before[1] is not None
+                else float("nan")
+            )
             size = 900
             raw_rate, raw_lat = asyncio.run(raw_inserts(url, 32, args.single_events, size))
             print(
                 f"(b) single events ({how}): {rate_b:9,.0f} events/s p50 {p50:6.1f} ms "
-                f"p99 {p99:6.1f} ms"
+                f"p99 {p99:6.1f} ms | CPU per event: service {server_us:,.0f} us, "
+                f"PostgreSQL {pg_us:,.0f} us"
             )
             print(
                 f"    32 conns raw autocommit INSERT: {raw_rate:9,.0f} rows/s   p50 {pct(raw_lat, 50):6.1f} ms "
