@@ -240,30 +240,29 @@ def main() -> None:
                 f"(a) 4 clients x 500-event batches: {rate_a:9,.0f} events/s | in-process bulk "
                 f"append {bulk:9,.0f} events/s | ratio {rate_a / bulk:.2f} (target >= 10,000 events/s)"
             )
+            # CPU per event on a box whose speed drifts: steadier than the rate for comparing
+            # two versions of the service (the rate also moves with the other tenants' load).
             postmaster = postmaster_of(url)
-            cpu_before = (process_tree_cpu(proc.pid), postmaster and process_tree_cpu(postmaster))
+            trees = {"service": proc.pid} | ({"PostgreSQL": postmaster} if postmaster else {})
+            before = {name: process_tree_cpu(pid) for name, pid in trees.items()}
             if shutil.which("wrk"):
                 rate_b, p50, p99 = wrk_singles(base, token, 32, args.seconds)
                 how = "wrk, 32 connections"
+                served = rate_b * args.seconds
             else:  # httpx clients cost as much CPU as the server: a pessimistic fallback
                 rate_b, lat_b = asyncio.run(post_singles(base, token, 32, args.single_events))
                 p50, p99 = pct(lat_b, 50), pct(lat_b, 99)
                 how = "httpx, 32 clients (install wrk for a lighter load generator)"
-            # CPU per event on a box whose speed drifts: steadier than the rate for comparing
-            # two versions of the service (the rate also moves with the other tenants' load).
-            served = rate_b * args.seconds if shutil.which("wrk") else args.single_events
-            server_us = (process_tree_cpu(proc.pid) - cpu_before[0]) / served * 1e6
-            pg_us = (
-                (process_tree_cpu(postmaster) - cpu_before[1]) / served * 1e6
-                if postmaster and cpu_before[1] is not None
-                else float("nan")
+                served = args.single_events
+            per_event = ", ".join(
+                f"{name} {(process_tree_cpu(trees[name]) - used) / served * 1e6:,.0f} us"
+                for name, used in before.items()
             )
             size = 900
             raw_rate, raw_lat = asyncio.run(raw_inserts(url, 32, args.single_events, size))
             print(
                 f"(b) single events ({how}): {rate_b:9,.0f} events/s p50 {p50:6.1f} ms "
-                f"p99 {p99:6.1f} ms | CPU per event: service {server_us:,.0f} us, "
-                f"PostgreSQL {pg_us:,.0f} us"
+                f"p99 {p99:6.1f} ms | CPU per event: {per_event}"
             )
             print(
                 f"    32 conns raw autocommit INSERT: {raw_rate:9,.0f} rows/s   p50 {pct(raw_lat, 50):6.1f} ms "

@@ -20,6 +20,7 @@ from sqlalchemy import (
 
 from audit_ledger.storage.database import (
     Database,
+    chunks,
     raw_rows,
 )
 from audit_ledger.storage.entries import ENTRY_ROW, StoredEntry, page_entry
@@ -80,8 +81,6 @@ _ENTRY_RANGE = (
 #: values of any type in seq, and its own order over mixed types is what its checks expect.
 _ENTRY_RANGE_SORTED = _ENTRY_RANGE + " ORDER BY e.seq"
 _seq_of_row = operator.itemgetter(0)
-#: Seqs looked up per query by :meth:`IntegrityReads.orphans`.
-_LOOKUP_BATCH = 1000
 
 
 def completed_by(table: Any) -> ColumnElement[int]:
@@ -230,10 +229,8 @@ class IntegrityReads(Database):
                 name: list(conn.execute(select(seq).where(or_(seq >= below, seq < 0))).scalars())
                 for name, seq in pointers
             }
-            wanted = list({seq for seqs in outside.values() for seq in seqs})
             present: set[Any] = set()
-            for start in range(0, len(wanted), _LOOKUP_BATCH):
-                batch = wanted[start : start + _LOOKUP_BATCH]
+            for batch in chunks(list({seq for seqs in outside.values() for seq in seqs})):
                 present.update(
                     conn.execute(select(entries.c.seq).where(entries.c.seq.in_(batch))).scalars()
                 )
