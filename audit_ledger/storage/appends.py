@@ -86,7 +86,7 @@ _ONE_STATEMENT_MAX_ROWS = 400
 
 
 def _unnest(table: str, columns: Sequence[str]) -> str:
-    arrays = ", ".join(f"%s::{_COPY_TYPES[table, column]}[]" for column in columns)
+    arrays = ", ".join(f"%b::{_COPY_TYPES[table, column]}[]" for column in columns)
     return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"  # noqa: S608 - fixed identifiers
 
 
@@ -95,14 +95,14 @@ def _unnest(table: str, columns: Sequence[str]) -> str:
 #: Answers (keys counted, head rows moved).
 _WRITE_STATEMENT = (
     "WITH k AS (UPDATE data_keys d SET uses = d.uses + u.n"  # noqa: S608 - fixed text
-    " FROM unnest(%s::text[], %s::int8[]) AS u(key_id, n)"
-    " WHERE d.key_id = u.key_id AND d.wrapped IS NOT NULL AND d.uses + u.n <= %s RETURNING 1),"
+    " FROM unnest(%b::text[], %b::int8[]) AS u(key_id, n)"
+    " WHERE d.key_id = u.key_id AND d.wrapped IS NOT NULL AND d.uses + u.n <= %b RETURNING 1),"
     f" e AS ({_unnest('entries', ENTRY_ROW)}),"
     f" r AS ({_unnest('entry_refs', ('seq', 'name', 'value'))}),"
     f" p AS ({_unnest('payloads', ('seq', 'blob'))}),"
     f" t AS ({_unnest('tree_nodes', ('level', 'idx', 'hash'))}),"
-    " h AS (UPDATE ledger_head SET size = %s, last_leaf_hash = %s, last_recorded_at = %s,"
-    " frontier = %s WHERE id = 1 RETURNING 1)"
+    " h AS (UPDATE ledger_head SET size = %b, last_leaf_hash = %b, last_recorded_at = %b,"
+    " frontier = %b WHERE id = 1 RETURNING 1)"
     " SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM h)"
 )
 
