@@ -15,6 +15,7 @@ same lines.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -26,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from audit_ledger.observability import loggers
+from audit_ledger.observability.lines import LINE, LineWriter
 from audit_ledger.observability.loggers import LOGGER_PREFIX
 from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
 from audit_ledger.observability.syslog import DEFAULT_TIERS, SyslogForwarder, install_forwarder
@@ -54,20 +57,17 @@ class _RenderOnce(structlog.stdlib.ProcessorFormatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        line = getattr(record, _LINE, None)
+        line = getattr(record, LINE, None)
         if line is None:
             line = super().format(record)
-            setattr(record, _LINE, line)
+            setattr(record, LINE, line)
         return str(line)
-
-
-_LINE = "_audit_ledger_line"
 
 
 def _rendered_line(logger: Any, method: str, line: Any) -> tuple[tuple[str], dict[str, Any]]:
     """Hand the JSON line to the stdlib logger with the line attached to the record, so the
     formatter need not copy the record and render it again (it did, for every line)."""
-    return (line,), {"extra": {_LINE: line}}
+    return (line,), {"extra": {LINE: line}}
 
 
 def _file_name(tier: str, per_process: bool) -> str:
@@ -86,6 +86,28 @@ class _PrivateFileHandler(SizeAndDayRotatingFileHandler):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: PTH123
+
+
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """stdout, taking our finished lines directly too (:mod:`.lines`)."""
+
+    def write_line(self, line: str) -> None:
+        with self.lock or contextlib.nullcontext():
+            try:
+                self.stream.write(line + self.terminator)
+                self.flush()
+            except Exception:  # noqa: BLE001 - the stdlib's own policy for a failing handler
+                self.handleError(logging.makeLogRecord({"msg": line}))
+
+
+def _ours(handler: Any) -> bool:
+    """A handler :class:`LineWriter` may write to directly: one of ours, filtered (if at all)
+    by :func:`_quiet_scheduler` alone, which looks at a record's name and level only."""
+    return (
+        getattr(handler, "_audit_ledger", False)
+        and hasattr(handler, "write_line")
+        and all(f is _quiet_scheduler for f in handler.filters)
+    )
 
 
 def _identity(environment: str) -> Any:
@@ -115,12 +137,13 @@ def configure_logging(
     """Route structlog and stdlib logging to stdout, the tier files and, with ``syslog_url``,
     a syslog receiver (idempotent)."""
     global _configured  # noqa: PLW0603 - logging is process-global by nature
+    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _identity(environment),
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        stamper,
         structlog.processors.format_exc_info,
     ]
     structlog.configure(
@@ -142,7 +165,7 @@ def configure_logging(
     # stdout and the error tier take every record (the error file from ERROR up); each other
     # tier's file hangs on its own logger ("audit_ledger.<tier>", and so its children), so a
     # record meets only the handlers it is written by.
-    stdout = logging.StreamHandler(sys.stdout)
+    stdout = _Stdout(sys.stdout)
     stdout.addFilter(_quiet_scheduler)
     placed: list[tuple[logging.Logger, logging.Handler]] = [(root, stdout)]
     if log_dir is not None:
@@ -171,6 +194,8 @@ def configure_logging(
             formatter=formatter,
         )
     root.setLevel(level)
+    # Our own lines, as the chain above renders them, without its cost (lines.py).
+    loggers.install(LineWriter({"service": SERVICE, "environment": environment}, stamper, _ours))
     # Every line already says where it comes from (logger name and event): skip what the stdlib
     # would compute for each record — the caller's frame (a stack walk), thread and process.
     logging._srcfile = None  # the documented way to turn off findCaller (see its comment)

@@ -10,6 +10,7 @@ tier's retention age.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 
 #: Lines between two reads of the live file's size (what this process wrote is counted).
 RECOUNT_EVERY = 1000
+#: The day's check looks at the clock only: a record for its signature.
+_NO_RECORD = logging.makeLogRecord({})
 
 
 class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
@@ -37,10 +40,28 @@ class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
         self._lines = 0
 
     def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802 - stdlib name
-        if super().shouldRollover(record):
-            return 1
+        # The line about to be written (the formatter caches it: rendering it here is free).
+        return int(self._rollover_due(len(self.format(record).encode("utf-8")) + 1, record))
+
+    def write_line(self, line: str) -> None:
+        """Write a finished line of ours (lines.py), rotating first when it is time; ``line``
+        is ASCII (JSON with escapes), so its length is its size in bytes."""
+        with self.lock or contextlib.nullcontext():
+            try:
+                if self._rollover_due(len(line) + 1, _NO_RECORD):
+                    self.doRollover()
+                if self.stream is None:
+                    self.stream = self._open()
+                self.stream.write(line + self.terminator)
+                self.flush()
+            except Exception:  # noqa: BLE001 - the stdlib's own policy for a failing handler
+                self.handleError(logging.makeLogRecord({"msg": line}))
+
+    def _rollover_due(self, incoming: int, record: logging.LogRecord) -> bool:
+        if super().shouldRollover(record):  # the day's rotation (it looks at the clock only)
+            return True
         if self.max_bytes <= 0:
-            return 0
+            return False
         if self.stream is None:
             self.stream = self._open()
         self._lines += 1
@@ -48,12 +69,10 @@ class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
             # From the file itself now and then: another process may append to the same file.
             self.stream.flush()
             self._size = os.fstat(self.stream.fileno()).st_size
-        # The line about to be written (the formatter caches it: rendering it here is free).
-        incoming = len(self.format(record).encode("utf-8")) + 1
         if self._size > 0 and self._size + incoming > self.max_bytes:
-            return 1
+            return True
         self._size += incoming
-        return 0
+        return False
 
     def doRollover(self) -> None:  # noqa: N802 - stdlib name
         self._size = None
