@@ -21,6 +21,7 @@ import logging.handlers
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,40 @@ def correlation_id_from(header: str | None) -> str:
     """The client's ``X-Correlation-ID`` if it is a plain token, else a fresh one."""
     if header is not None and _CORRELATION.match(header):
         return header
-    return os.urandom(16).hex()  # as random as a uuid4, without building a UUID per request
+    return _FRESH_IDS.next()
+
+
+class _RandomIds:
+    """Fresh correlation ids, 16 random bytes each (as random as a uuid4), taken from one
+    ``os.urandom`` call per 256 ids.
+
+    A system call on the event loop lets the committing thread take the interpreter lock, and
+    the loop then waits for it to give it back: measured in the service (issue #16), one
+    ``os.urandom`` per request cost more than a tenth of single-append throughput.
+    """
+
+    _BATCH = 256
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Start afresh: in a forked child, which must not repeat its parent's ids."""
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._next = 0
+
+    def next(self) -> str:
+        with self._lock:
+            start = self._next
+            if start >= len(self._pool):
+                self._pool, start = os.urandom(16 * self._BATCH), 0
+            self._next = start + 16
+            return self._pool[start : start + 16].hex()
+
+
+_FRESH_IDS = _RandomIds()
+os.register_at_fork(after_in_child=_FRESH_IDS.forget)
 
 
 class _RenderOnce(structlog.stdlib.ProcessorFormatter):
