@@ -9,6 +9,7 @@ import logging
 import logging.handlers
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,41 @@ def test_bad_correlation_ids_are_replaced(bad: str | None) -> None:
     generated = correlation_id_from(bad)
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     assert generated != correlation_id_from(bad)  # fresh each time
+
+
+def test_fresh_correlation_ids_never_repeat_across_blocks_and_threads() -> None:
+    """Ids come from blocks of OS randomness (one system call per 256): every id is handed out
+    once, across block boundaries and from concurrent threads."""
+    seen: list[str] = []
+
+    def take() -> None:
+        seen.extend(correlation_id_from(None) for _ in range(700))
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == len(set(seen)) == 4200
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in seen)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_repeat_its_parents_correlation_ids() -> None:
+    correlation_id_from(None)  # the parent holds a block it has barely used
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.close(read)
+        os.write(write, " ".join(correlation_id_from(None) for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        childs = set(pipe.read().split())
+    os.waitpid(child, 0)
+    parents = {correlation_id_from(None) for _ in range(5)}
+    assert len(childs) == 5
+    assert not childs & parents
 
 
 # --- configure_logging: tiers, JSON lines ------------------------------------------------------
