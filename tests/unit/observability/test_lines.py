@@ -3,6 +3,7 @@ to the handlers the stdlib would call, and leaves what it cannot do to that chai
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from audit_ledger.observability import loggers
 from audit_ledger.observability.lines import LineWriter
 from audit_ledger.observability.loggers import get_logger
-from audit_ledger.observability.logging import configure_logging
+from audit_ledger.observability.logging import _Stdout, configure_logging
+from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
 
 _STAMP = re.compile(r'"timestamp": "[^"]*"')
 
@@ -161,22 +163,6 @@ def test_levels_decide_as_the_stdlib_does(logs: Path) -> None:
     assert not (logs / "performance.log").exists()
 
 
-def test_the_direct_path_rotates_files_by_size(tmp_path: Path, logs: Path) -> None:
-    configure_logging(logs, max_bytes=2048)
-    for n in range(60):
-        get_logger("application").info("filler", n=n, pad="x" * 40)
-    live = logs / "application.log"
-    rotated = sorted(logs.glob("application.log.*"))
-    assert rotated, "no size rotation happened"
-    numbers = [
-        json.loads(line)["n"]
-        for path in [*rotated, live]
-        for line in path.read_text(encoding="utf-8").splitlines()
-    ]
-    assert sorted(numbers) == list(range(60))  # not a line lost or doubled
-    assert all(path.stat().st_size <= 2048 for path in [*rotated, live])
-
-
 def test_scheduler_info_stays_off_stdout(logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The stdout handler's filter is applied on the direct path too (by name and level)."""
     configure_logging(logs)  # stdout is now capsys's
@@ -187,3 +173,21 @@ def test_scheduler_info_stays_off_stdout(logs: Path, capsys: pytest.CaptureFixtu
     assert out == ["job_failed", "other"]
     written = (logs / "application.log").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["event"] for line in written] == ["tick", "job_failed", "other"]
+
+
+class _Broken(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("disk full")
+
+
+def test_a_failing_stream_is_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the stdlib's handlers do: a write that fails is reported on stderr, and the caller
+    (a request, an append) goes on."""
+    stdout = _Stdout(_Broken())
+    stdout.write_line('{"event": "x"}')
+    tier = SizeAndDayRotatingFileHandler(tmp_path / "application.log", max_bytes=1 << 20, keep=2)
+    tier.stream = _Broken()
+    tier.write_line('{"event": "y"}')
+    assert capsys.readouterr().err.count("--- Logging error ---") == 2

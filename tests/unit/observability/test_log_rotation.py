@@ -12,29 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from audit_ledger.observability.loggers import get_logger
-from audit_ledger.observability.logging import cleanup_rotated, configure_logging
+from audit_ledger.observability.logging import cleanup_rotated
 from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
+from tests.support.logs import configured_logging
 
 
 @pytest.fixture
 def small_logs(tmp_path: Path) -> Iterator[Path]:
-    root = logging.getLogger()
-    level = root.level
-    log_dir = tmp_path / "logs"
-    configure_logging(log_dir, environment="qa", max_bytes=2048, backup_count=3)
-    try:
+    options = {"environment": "qa", "max_bytes": 2048, "backup_count": 3}
+    with configured_logging(tmp_path / "logs", **options) as log_dir:
         yield log_dir
-    finally:
-        for handler in list(root.handlers):
-            if getattr(handler, "_audit_ledger", False):
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
-        logging.getLogger("uvicorn.access").disabled = False
-        structlog.reset_defaults()
 
 
 def _lines(directory: Path, stem: str) -> list[dict[str, object]]:
