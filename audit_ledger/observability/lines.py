@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -33,14 +33,6 @@ LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-
-
-class LineHandler(Protocol):
-    """A handler of ours that can take a finished line without a record."""
-
-    level: int
-
-    def write_line(self, line: str) -> None: ...
 
 
 def fallback(obj: Any) -> Any:

@@ -93,6 +93,8 @@ def _unnest(table: str, columns: Sequence[str]) -> str:
 #: A small append's whole write (PostgreSQL): count the uses of data keys chosen before the
 #: transaction (guarded), insert every row, move the head. Data-modifying CTEs all run, once.
 #: Answers (keys counted, head rows moved).
+#: Every parameter goes in the binary format (``%b``): in the text format psycopg hex-escapes
+#: each ``bytea`` array element in Python (209 against 24 µs for a typical batch's arrays).
 _WRITE_STATEMENT = (
     "WITH k AS (UPDATE data_keys d SET uses = d.uses + u.n"  # noqa: S608 - fixed text
     " FROM unnest(%b::text[], %b::int8[]) AS u(key_id, n)"
