@@ -17,6 +17,7 @@ same either way: the tests compare the two paths line for line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ import structlog
 
 #: The attribute a record carries its rendered line in (the formatter then writes it as is).
 LINE = "_audit_ledger_line"
-LEVELS = {
+_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -35,7 +36,7 @@ LEVELS = {
 }
 
 
-def fallback(obj: Any) -> Any:
+def _fallback(obj: Any) -> Any:
     """What structlog's JSONRenderer writes for a value JSON has no form for."""
     method = getattr(obj, "__structlog__", None)
     return method() if callable(method) else repr(obj)
@@ -43,14 +44,31 @@ def fallback(obj: Any) -> Any:
 
 #: One encoder for every line: ``json.dumps`` with any argument builds a new encoder per call.
 #: Its output is ``json.dumps``'s with the same arguments (spaces after separators, ASCII only).
-ENCODE = json.JSONEncoder(default=fallback).encode
+_ENCODE = json.JSONEncoder(default=_fallback).encode
 
 
-def record_for(name: str, level: int, line: str) -> logging.LogRecord:
+def _record_for(name: str, level: int, line: str) -> logging.LogRecord:
     """A record of a finished line, for handlers that take records."""
     record = logging.LogRecord(name, level, "", 0, line, None, None)
     setattr(record, LINE, line)
     return record
+
+
+class LineStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that also takes a finished line of ours without a record."""
+
+    def write_line(self, line: str) -> None:
+        with self.lock or contextlib.nullcontext():
+            try:
+                # Our lines are ASCII (JSON with escapes): their length is their size in bytes.
+                self.before_line(len(line) + 1)
+                self.stream.write(line + self.terminator)
+                self.flush()
+            except Exception:  # noqa: BLE001 - the stdlib's own policy for a failing handler
+                self.handleError(logging.makeLogRecord({"msg": line}))
+
+    def before_line(self, size: int) -> None:
+        """Called under the lock before a line of ``size`` bytes is written."""
 
 
 class _Route:
@@ -64,7 +82,7 @@ class _Route:
         self.handlers: list[tuple[Any, bool]] = []
         #: a logger on the way filters records: hand the record to the stdlib as a whole
         self.whole = False
-        probe = record_for(logger.name, level, "")
+        probe = _record_for(logger.name, level, "")
         current: logging.Logger | None = logger
         while current is not None:
             if current.filters or current.disabled:
@@ -105,9 +123,9 @@ class LineWriter:
         self, logger: logging.Logger, method: str, event: str, fields: dict[str, Any]
     ) -> bool:
         """Write one line; False when it must take structlog's way instead."""
-        if "exc_info" in fields or method not in LEVELS:
+        if "exc_info" in fields or method not in _LEVELS:
             return False
-        level = LEVELS[method]
+        level = _LEVELS[method]
         if not logger.isEnabledFor(level):
             return True
         line = self._render(logger.name, method, event, fields)
@@ -115,7 +133,7 @@ class LineWriter:
         if route is None or route.layout != _layout(logger):
             route = self._routes[logger.name, level] = _Route(logger, level, self._ours)
         if route.whole:
-            logger.handle(record_for(logger.name, level, line))
+            logger.handle(_record_for(logger.name, level, line))
             return True
         record = None
         for handler, direct in route.handlers:
@@ -125,7 +143,7 @@ class LineWriter:
                 handler.write_line(line)
             else:
                 if record is None:
-                    record = record_for(logger.name, level, line)
+                    record = _record_for(logger.name, level, line)
                 handler.handle(record)
         return True
 
@@ -139,4 +157,4 @@ class LineWriter:
         line["logger"] = name
         line["level"] = method
         self._timestamp(None, method, line)
-        return ENCODE(line)
+        return _ENCODE(line)

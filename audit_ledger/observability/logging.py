@@ -15,7 +15,6 @@ same lines.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import logging.handlers
 import os
@@ -29,7 +28,7 @@ from typing import Any
 import structlog
 
 from audit_ledger.observability import loggers
-from audit_ledger.observability.lines import LINE, LineWriter
+from audit_ledger.observability.lines import LINE, LineStream, LineWriter
 from audit_ledger.observability.loggers import LOGGER_PREFIX
 from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
 from audit_ledger.observability.syslog import DEFAULT_TIERS, SyslogForwarder, install_forwarder
@@ -122,24 +121,12 @@ class _PrivateFileHandler(SizeAndDayRotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)  # noqa: PTH123
 
 
-class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """stdout, taking our finished lines directly too (:mod:`.lines`)."""
-
-    def write_line(self, line: str) -> None:
-        with self.lock or contextlib.nullcontext():
-            try:
-                self.stream.write(line + self.terminator)
-                self.flush()
-            except Exception:  # noqa: BLE001 - the stdlib's own policy for a failing handler
-                self.handleError(logging.makeLogRecord({"msg": line}))
-
-
 def _ours(handler: Any) -> bool:
     """A handler :class:`LineWriter` may write to directly: one of ours, filtered (if at all)
     by :func:`_quiet_scheduler` alone, which looks at a record's name and level only."""
     return (
         getattr(handler, "_audit_ledger", False)
-        and hasattr(handler, "write_line")
+        and isinstance(handler, LineStream)
         and all(f is _quiet_scheduler for f in handler.filters)
     )
 
@@ -199,7 +186,7 @@ def configure_logging(
     # stdout and the error tier take every record (the error file from ERROR up); each other
     # tier's file hangs on its own logger ("audit_ledger.<tier>", and so its children), so a
     # record meets only the handlers it is written by.
-    stdout = _Stdout(sys.stdout)
+    stdout = LineStream(sys.stdout)
     stdout.addFilter(_quiet_scheduler)
     placed: list[tuple[logging.Logger, logging.Handler]] = [(root, stdout)]
     if log_dir is not None:

@@ -10,7 +10,6 @@ tier's retention age.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import logging.handlers
 import os
@@ -18,13 +17,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from audit_ledger.observability.lines import LineStream
+
 #: Lines between two reads of the live file's size (what this process wrote is counted).
 RECOUNT_EVERY = 1000
 #: The day's check looks at the clock only: a record for its signature.
 _NO_RECORD = logging.makeLogRecord({})
 
 
-class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
+class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler, LineStream):
     """``TimedRotatingFileHandler(when="midnight", utc=True)`` that also rotates at ``max_bytes``
     and keeps at most ``keep`` rotated files (``None``: keep them all, retention decides)."""
 
@@ -43,19 +44,12 @@ class SizeAndDayRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
         # The line about to be written (the formatter caches it: rendering it here is free).
         return int(self._rollover_due(len(self.format(record).encode("utf-8")) + 1, record))
 
-    def write_line(self, line: str) -> None:
-        """Write a finished line of ours (lines.py), rotating first when it is time; ``line``
-        is ASCII (JSON with escapes), so its length is its size in bytes."""
-        with self.lock or contextlib.nullcontext():
-            try:
-                if self._rollover_due(len(line) + 1, _NO_RECORD):
-                    self.doRollover()
-                if self.stream is None:
-                    self.stream = self._open()
-                self.stream.write(line + self.terminator)
-                self.flush()
-            except Exception:  # noqa: BLE001 - the stdlib's own policy for a failing handler
-                self.handleError(logging.makeLogRecord({"msg": line}))
+    def before_line(self, size: int) -> None:
+        """A finished line of ours (lines.py) is about to be written: rotate first when due."""
+        if self._rollover_due(size, _NO_RECORD):
+            self.doRollover()
+        if self.stream is None:
+            self.stream = self._open()
 
     def _rollover_due(self, incoming: int, record: logging.LogRecord) -> bool:
         if super().shouldRollover(record):  # the day's rotation (it looks at the clock only)

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit_ledger.observability import loggers
-from audit_ledger.observability.lines import LineWriter
+from audit_ledger.observability.lines import LineStream, LineWriter
 from audit_ledger.observability.loggers import get_logger
-from audit_ledger.observability.logging import _Stdout, configure_logging
+from audit_ledger.observability.logging import configure_logging
 from audit_ledger.observability.rotation import SizeAndDayRotatingFileHandler
 
 _STAMP = re.compile(r'"timestamp": "[^"]*"')
@@ -185,7 +185,7 @@ def test_a_failing_stream_is_reported_not_raised(
 ) -> None:
     """As the stdlib's handlers do: a write that fails is reported on stderr, and the caller
     (a request, an append) goes on."""
-    stdout = _Stdout(_Broken())
+    stdout = LineStream(_Broken())
     stdout.write_line('{"event": "x"}')
     tier = SizeAndDayRotatingFileHandler(tmp_path / "application.log", max_bytes=1 << 20, keep=2)
     tier.stream = _Broken()
