@@ -17,25 +17,56 @@ value come back unordered; the queries order them by seq themselves, and a value
 
 SQLite keeps its B-tree: it has no hash indexes.
 
-On a large log the new index is built in one statement that holds a lock on ``entry_refs``
-against writes for its duration (a minute or two at 10M entries); run the upgrade in a
-maintenance window, as for any index build.
+Built here, the index holds a lock on ``entry_refs`` against writes for the whole build (26.5 s
+at 10M entries on a 2-core box). On a large log, build it beforehand without that lock, while the
+service runs, and the upgrade keeps it (docs/scaling.md, "Upgrading a large log")::
+
+    CREATE INDEX CONCURRENTLY ix_entry_refs_value ON entry_refs USING hash (value);
+
+A concurrent build that failed or was interrupted leaves an invalid index under that name;
+the upgrade drops and rebuilds it, as it does an index of that name that is not this one.
 """
 
 from __future__ import annotations
 
 from alembic import op
+from sqlalchemy import text
 
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+INDEX = "ix_entry_refs_value"
+
+
+def _built_beforehand() -> bool | None:
+    """True: a valid hash index on ``entry_refs (value)`` is there already; False: an index of
+    that name is there but is not one (invalid, or another definition); None: none is."""
+    row = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT i.indisvalid AND i.indrelid = 'entry_refs'::regclass"
+                " AND pg_get_indexdef(i.indexrelid) LIKE '%USING hash (value)'"
+                " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+            ),
+            {"name": INDEX},
+        )
+        .first()
+    )
+    return None if row is None else bool(row[0])
+
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.create_index("ix_entry_refs_value", "entry_refs", ["value"], postgresql_using="hash")
+    found = _built_beforehand()
+    if found is False:
+        op.execute(text(f"DROP INDEX {INDEX}"))
+    if not found:
+        op.create_index(INDEX, "entry_refs", ["value"], postgresql_using="hash")
     op.drop_index("ix_entry_refs_lookup", table_name="entry_refs")
 
 
@@ -43,4 +74,4 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.create_index("ix_entry_refs_lookup", "entry_refs", ["name", "value", "seq"])
-    op.drop_index("ix_entry_refs_value", table_name="entry_refs")
+    op.drop_index(INDEX, table_name="entry_refs")

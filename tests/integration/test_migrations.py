@@ -150,3 +150,87 @@ def test_0007_looks_refs_up_through_a_hash_index_on_postgresql(
     finally:
         engine.dispose()
     assert set(_ref_indexes(empty_url)) == btree
+
+
+def _index_state(url: str) -> tuple[int, bool, str] | None:
+    """OID, validity and definition of ``ix_entry_refs_value`` (None: there is none)."""
+    engine = create_engine_for_url(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT i.indexrelid::bigint, i.indisvalid, pg_get_indexdef(i.indexrelid)"
+                    " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE c.relname = 'ix_entry_refs_value'"
+                )
+            ).first()
+            return None if row is None else (int(row[0]), bool(row[1]), str(row[2]))
+    finally:
+        engine.dispose()
+
+
+def _outside_a_transaction(url: str, statement: str) -> None:
+    engine = create_engine_for_url(url)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+@pytest.mark.parametrize("beforehand", ["built", "failed", "other"])
+def test_0007_keeps_a_hash_index_built_beforehand_concurrently(
+    empty_url: str, tmp_path: Path, beforehand: str
+) -> None:
+    """On a large log the operator builds the hash index without locking out writes (CREATE
+    INDEX CONCURRENTLY, docs/scaling.md) before upgrading: the upgrade keeps that index. A
+    concurrent build that failed leaves an invalid index of that name, and an index of that
+    name may be another one: the upgrade rebuilds either. Look-ups work afterwards."""
+    init_keys(tmp_path / "keys", ORIGIN)
+    settings = load_settings(
+        database_url=empty_url, keys_dir=tmp_path / "keys", checkpoint_origin=ORIGIN
+    )
+    _upgrade(empty_url, "0006")
+    ledger = Ledger.open(settings)
+    try:
+        raws = [event("financial_transactions", user_id=u % 3) for u in range(9)]
+        receipts = ledger.appends.append(ledger.appends.prepare_batch(raws), "bot")
+    finally:
+        ledger.close()
+    if beforehand == "built":
+        _outside_a_transaction(
+            empty_url,
+            "CREATE INDEX CONCURRENTLY ix_entry_refs_value ON entry_refs USING hash (value)",
+        )
+    elif beforehand == "failed":
+        # A unique build over a column with repeats fails half-way, as an interrupted one
+        # does, and leaves its index behind, marked invalid.
+        with pytest.raises(DBAPIError, match="could not create unique index"):
+            _outside_a_transaction(
+                empty_url,
+                "CREATE UNIQUE INDEX CONCURRENTLY ix_entry_refs_value ON entry_refs (name)",
+            )
+    else:
+        _outside_a_transaction(empty_url, "CREATE INDEX ix_entry_refs_value ON entry_refs (value)")
+    before = _index_state(empty_url)
+    assert before is not None
+    assert before[1] == (beforehand != "failed")
+
+    _upgrade(empty_url, "head")
+    after = _index_state(empty_url)
+    assert after is not None
+    assert after[1], after
+    assert after[2].endswith("USING hash (value)"), after
+    assert (after[0] == before[0]) == (beforehand == "built")
+    assert set(_ref_indexes(empty_url)) == {"ix_entry_refs_value"}
+    ledger = Ledger.open(settings)
+    try:
+        ledger.check_schema()
+        user = ledger.keys.indexer.index("user", 1)
+        found = ledger.store.scan(EntryFilter(refs={"user": user}), None, 100)
+        assert [e.seq for e in found] == [r.seq for r in receipts][1::3]
+    finally:
+        ledger.close()
