@@ -65,7 +65,7 @@ def upgrade() -> None:
         return
     found = _built_beforehand()
     if found is False:
-        op.execute(text(f"DROP INDEX {INDEX}"))
+        op.drop_index(INDEX)
     if not found:
         op.create_index(INDEX, "entry_refs", ["value"], postgresql_using="hash")
     op.drop_index("ix_entry_refs_lookup", table_name="entry_refs")
